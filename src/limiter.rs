@@ -76,11 +76,7 @@ impl Limiter {
 
     /// The earliest instant a request may go, given the state now.
     fn next_slot(&self, s: &mut State, now: Instant) -> Instant {
-        while s
-            .minute
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
-        {
+        while s.minute.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
             s.minute.pop_front();
         }
         while s.day.front().is_some_and(|t| now.duration_since(*t) >= DAY) {
@@ -145,11 +141,7 @@ impl Limiter {
                 });
             }
             if !logged && remaining >= Duration::from_secs(1) {
-                tracing::info!(
-                    "rate limit: waiting {} s for {}",
-                    remaining.as_secs().max(1),
-                    what
-                );
+                tracing::info!("rate limit: waiting {} s for {}", remaining.as_secs().max(1), what);
                 logged = true;
             }
             if blocked_by_user && at <= now {

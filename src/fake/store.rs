@@ -51,10 +51,7 @@ impl Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Answer this status (body `{"Message": ...}`), with an optional `Retry-After`.
-    Status {
-        status: u16,
-        retry_after: Option<u64>,
-    },
+    Status { status: u16, retry_after: Option<u64> },
     /// Wait this long before handling the request normally.
     Delay(Duration),
     /// Drop the connection without answering; the request has no effect.
@@ -178,11 +175,7 @@ impl Store {
                 id,
                 first_name: first.into(),
                 last_name: last.into(),
-                email: format!(
-                    "{}.{}@example.org",
-                    first.to_lowercase(),
-                    last.to_lowercase()
-                ),
+                email: format!("{}.{}@example.org", first.to_lowercase(), last.to_lowercase()),
                 phone: "555-0100".into(),
                 created_ms: created,
                 archived: false,
@@ -195,13 +188,7 @@ impl Store {
     }
 
     /// Add a file directly (set-up and tests); returns its id.
-    pub fn add_file(
-        &self,
-        client: ClientId,
-        name: &str,
-        folder: Option<&str>,
-        data: impl Into<Bytes>,
-    ) -> String {
+    pub fn add_file(&self, client: ClientId, name: &str, folder: Option<&str>, data: impl Into<Bytes>) -> String {
         let ct = crate::remote::content_type_for(name).to_string();
         self.insert_file(client, name, &ct, folder.map(str::to_string), data.into())
     }
@@ -234,11 +221,7 @@ impl Store {
     // ----- faults and counters -----
 
     pub fn push_fault(&self, endpoint: Option<Endpoint>, fault: Fault, times: Option<u32>) {
-        self.lock().faults.push_back(FaultRule {
-            endpoint,
-            fault,
-            times,
-        });
+        self.lock().faults.push_back(FaultRule { endpoint, fault, times });
     }
 
     pub fn clear_faults(&self) {
@@ -273,11 +256,7 @@ impl Store {
         let mut s = self.lock();
         *s.counts.entry(e).or_insert(0) += 1;
         let total: u64 = s.counts.values().sum();
-        if let Some(pos) = s
-            .faults
-            .iter()
-            .position(|r| r.endpoint.is_none_or(|x| x == e))
-        {
+        if let Some(pos) = s.faults.iter().position(|r| r.endpoint.is_none_or(|x| x == e)) {
             let fault = s.faults[pos].fault.clone();
             let exhausted = match &mut s.faults[pos].times {
                 Some(n) => {
@@ -328,21 +307,12 @@ impl Store {
 
     /// Files of a client with exactly this name (any folder).
     pub fn files_named(&self, client: ClientId, name: &str) -> Vec<StoredFile> {
-        self.files_of(client)
-            .into_iter()
-            .filter(|f| f.name == name)
-            .collect()
+        self.files_of(client).into_iter().filter(|f| f.name == name).collect()
     }
 
     /// `POST files/<client>`: lands with no folder; the answer carries no id.
     /// `None` if the client does not exist.
-    pub fn upload(
-        &self,
-        client: ClientId,
-        name: &str,
-        content_type: &str,
-        data: Bytes,
-    ) -> Option<String> {
+    pub fn upload(&self, client: ClientId, name: &str, content_type: &str, data: Bytes) -> Option<String> {
         if !self.has_client(client) {
             return None;
         }
@@ -355,12 +325,7 @@ impl Store {
 
     /// Clients matching `search` (part of name or email, case-insensitive; a numeric
     /// search matches the id exactly), ordered by id, page from 1.
-    pub fn clients_page(
-        &self,
-        search: Option<&str>,
-        page: u32,
-        page_size: usize,
-    ) -> Vec<StoredClient> {
+    pub fn clients_page(&self, search: Option<&str>, page: u32, page_size: usize) -> Vec<StoredClient> {
         let s = self.lock();
         let matches = |c: &StoredClient| match search {
             None | Some("") => true,
@@ -391,12 +356,8 @@ mod tests {
     fn upload_lands_without_folder_and_names_may_repeat() {
         let s = Store::new();
         s.add_client(1, "Ada", "Lovelace");
-        let a = s
-            .upload(1, "x.txt", "text/plain", Bytes::from_static(b"a"))
-            .unwrap();
-        let b = s
-            .upload(1, "x.txt", "text/plain", Bytes::from_static(b"b"))
-            .unwrap();
+        let a = s.upload(1, "x.txt", "text/plain", Bytes::from_static(b"a")).unwrap();
+        let b = s.upload(1, "x.txt", "text/plain", Bytes::from_static(b"b")).unwrap();
         assert_ne!(a, b);
         assert_eq!(s.files_named(1, "x.txt").len(), 2);
         assert!(s.files_of(1).iter().all(|f| f.folder_id.is_none()));

@@ -92,29 +92,18 @@ impl Remote for MemRemote {
         Ok(out)
     }
 
-    async fn list_files(
-        &self,
-        client: ClientId,
-        prio: Priority,
-    ) -> Result<Vec<RemoteFile>, RemoteError> {
+    async fn list_files(&self, client: ClientId, prio: Priority) -> Result<Vec<RemoteFile>, RemoteError> {
         let fault = self.admit(Endpoint::ListFiles, prio).await?;
         if fault.is_some() {
             return Err(lost_answer());
         }
-        if !self.store.has_client(client)
-            && self.store.lock().unknown_client_files == UnknownClientFiles::NotFound
-        {
+        if !self.store.has_client(client) && self.store.lock().unknown_client_files == UnknownClientFiles::NotFound {
             return Err(RemoteError::NotFound);
         }
         Ok(self.store.files_of(client).iter().map(listed).collect())
     }
 
-    async fn list_clients(
-        &self,
-        search: Option<&str>,
-        page: u32,
-        prio: Priority,
-    ) -> Result<Vec<Client>, RemoteError> {
+    async fn list_clients(&self, search: Option<&str>, page: u32, prio: Priority) -> Result<Vec<Client>, RemoteError> {
         let fault = self.admit(Endpoint::ListClients, prio).await?;
         if fault.is_some() {
             return Err(lost_answer());
@@ -130,12 +119,7 @@ impl Remote for MemRemote {
             .collect())
     }
 
-    async fn download(
-        &self,
-        file_id: &str,
-        expected_size: u64,
-        prio: Priority,
-    ) -> Result<ByteStream, RemoteError> {
+    async fn download(&self, file_id: &str, expected_size: u64, prio: Priority) -> Result<ByteStream, RemoteError> {
         let fault = self.admit(Endpoint::Download, prio).await?;
         let file = self.store.file(file_id).ok_or(RemoteError::NotFound)?;
         let data = file.data;

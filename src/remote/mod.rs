@@ -104,10 +104,7 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, RemoteError>> + Se
 /// rate limiting and retries of idempotent calls.
 pub trait Remote: Send + Sync + 'static {
     /// `GET folders`.
-    fn list_folders(
-        &self,
-        prio: Priority,
-    ) -> impl Future<Output = Result<Vec<Folder>, RemoteError>> + Send;
+    fn list_folders(&self, prio: Priority) -> impl Future<Output = Result<Vec<Folder>, RemoteError>> + Send;
 
     /// `GET files?clientId=`.
     fn list_files(
@@ -146,11 +143,7 @@ pub trait Remote: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RemoteError>> + Send;
 
     /// `DELETE files/<id>`.
-    fn delete(
-        &self,
-        file_id: &str,
-        prio: Priority,
-    ) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    fn delete(&self, file_id: &str, prio: Priority) -> impl Future<Output = Result<(), RemoteError>> + Send;
 }
 
 /// Rows per page of the Clients API.

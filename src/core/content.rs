@@ -1,0 +1,291 @@
+//! The content cache: file bytes by file id, filled by one background download per
+//! file (single flight) that readers wait on only as far as the bytes they asked
+//! for. Small files live in memory under an LRU bounded by `--cache-size`; files too
+//! big for that stream through an unlinked temp file in the private cache directory,
+//! so memory stays bounded whatever the file size. A file id's bytes never change
+//! (the API has no overwrite), so a complete entry is valid for as long as it is kept.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use lru::LruCache;
+use tokio::sync::watch;
+
+use super::error::{CoreError, CoreResult};
+use crate::remote::{ByteStream, RemoteError};
+
+/// Where an entry's bytes are kept.
+#[derive(Debug)]
+enum Backing {
+    Memory(Vec<u8>),
+    /// An already-unlinked temp file: freed when the last reader lets go.
+    Disk(File),
+}
+
+/// How far a download has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Filling(u64),
+    Done,
+    Failed(RemoteError),
+}
+
+/// One file's bytes, complete or arriving.
+#[derive(Debug)]
+pub struct Entry {
+    pub size: u64,
+    backing: Mutex<Backing>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Entry {
+    fn new(size: u64, backing: Backing) -> Entry {
+        Entry {
+            size,
+            backing: Mutex::new(backing),
+            progress: watch::Sender::new(Progress::Filling(0)),
+        }
+    }
+
+    /// An entry holding bytes we already have (e.g. what we just uploaded).
+    pub fn complete(data: Vec<u8>) -> Entry {
+        let e = Entry::new(data.len() as u64, Backing::Memory(data));
+        e.progress.send_replace(Progress::Done);
+        e
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.progress.borrow() == Progress::Done
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(*self.progress.borrow(), Progress::Failed(_))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Backing> {
+        self.backing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn append(&self, chunk: &[u8], at: u64) -> std::io::Result<()> {
+        match &mut *self.lock() {
+            Backing::Memory(v) => {
+                v.extend_from_slice(chunk);
+                Ok(())
+            }
+            Backing::Disk(f) => f.write_all_at(chunk, at),
+        }
+    }
+
+    /// Drive a download stream into this entry. Never serves a body whose length
+    /// disagrees with the listed size as complete.
+    pub async fn fill(&self, mut stream: ByteStream) {
+        let mut filled: u64 = 0;
+        while let Some(item) = stream.next().await {
+            let step = match item {
+                Ok(chunk) if filled + chunk.len() as u64 > self.size => Err(RemoteError::Truncated {
+                    got: filled + chunk.len() as u64,
+                    expected: self.size,
+                }),
+                Ok(chunk) => self
+                    .append(&chunk, filled)
+                    .map(|()| chunk.len() as u64)
+                    .map_err(|e| RemoteError::LocalIo(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(n) => {
+                    filled += n;
+                    self.progress.send_replace(Progress::Filling(filled));
+                }
+                Err(e) => {
+                    self.progress.send_replace(Progress::Failed(e));
+                    return;
+                }
+            }
+        }
+        let end = if filled == self.size {
+            Progress::Done
+        } else {
+            Progress::Failed(RemoteError::Truncated {
+                got: filled,
+                expected: self.size,
+            })
+        };
+        self.progress.send_replace(end);
+    }
+
+    /// Wait until `end` bytes are present (or the download ends), without holding locks.
+    async fn wait_for(&self, end: u64) -> CoreResult<()> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Progress::Done => return Ok(()),
+                Progress::Failed(e) => return Err(CoreError::from(e.clone())),
+                Progress::Filling(n) if *n >= end => return Ok(()),
+                Progress::Filling(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(CoreError::Io("download abandoned".into()));
+            }
+        }
+    }
+
+    /// Read `len` bytes at `offset`, waiting only for those bytes to arrive.
+    pub async fn read(&self, offset: u64, len: u32) -> CoreResult<Vec<u8>> {
+        if offset >= self.size {
+            return Ok(Vec::new());
+        }
+        let end = (offset + u64::from(len)).min(self.size);
+        self.wait_for(end).await?;
+        match &*self.lock() {
+            Backing::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
+            Backing::Disk(f) => {
+                let mut buf = vec![0u8; (end - offset) as usize];
+                f.read_exact_at(&mut buf, offset)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// The whole content, once complete, written to `dst` (used to stage an existing
+    /// file for modification or rename).
+    pub async fn copy_to(&self, dst: &File) -> CoreResult<()> {
+        self.wait_for(self.size).await?;
+        let mut off = 0u64;
+        while off < self.size {
+            let n = (self.size - off).min(1 << 20) as u32;
+            let chunk = self.read(off, n).await?;
+            dst.write_all_at(&chunk, off)?;
+            off += chunk.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The cache proper.
+#[derive(Debug)]
+pub struct ContentCache {
+    budget: u64,
+    used: u64,
+    dir: PathBuf,
+    lru: LruCache<String, Arc<Entry>>,
+}
+
+impl ContentCache {
+    /// `budget`: bytes of memory for cached content; `dir`: private (0700) directory
+    /// for the temp files of files too large for memory.
+    pub fn new(budget: u64, dir: PathBuf) -> ContentCache {
+        ContentCache {
+            budget,
+            used: 0,
+            dir,
+            lru: LruCache::unbounded(),
+        }
+    }
+
+    /// Largest file kept in memory: a quarter of the budget, so one big file does
+    /// not flush everything else.
+    fn fits_memory(&self, size: u64) -> bool {
+        size <= self.budget / 4
+    }
+
+    /// The entry for a file if one is cached and not failed.
+    pub fn get(&mut self, id: &str) -> Option<Arc<Entry>> {
+        match self.lru.get(id) {
+            Some(e) if !e.failed() => Some(e.clone()),
+            Some(_) => {
+                self.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A new, empty entry for `id` that the caller must fill. It is cached at once so
+    /// concurrent readers share the download.
+    pub fn start(&mut self, id: &str, size: u64) -> CoreResult<Arc<Entry>> {
+        let backing = if self.fits_memory(size) {
+            Backing::Memory(Vec::with_capacity(size as usize))
+        } else {
+            Backing::Disk(self.temp_file()?)
+        };
+        let entry = Arc::new(Entry::new(size, backing));
+        self.insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Cache bytes we already hold (what was just uploaded), if they fit in memory.
+    pub fn put_complete(&mut self, id: &str, data: Vec<u8>) {
+        if self.fits_memory(data.len() as u64) {
+            self.insert(id, Arc::new(Entry::complete(data)));
+        }
+    }
+
+    fn insert(&mut self, id: &str, entry: Arc<Entry>) {
+        self.remove(id);
+        if self.fits_memory(entry.size) {
+            self.used += entry.size;
+        }
+        self.lru.put(id.to_string(), entry);
+        // Evict least recently used entries until within budget (in-flight entries
+        // are dropped from the index only; their readers keep them alive).
+        while self.used > self.budget {
+            match self.lru.pop_lru() {
+                Some((_, e)) => self.account_removed(&e),
+                None => break,
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        if let Some(e) = self.lru.pop(id) {
+            self.account_removed(&e);
+        }
+    }
+
+    fn account_removed(&mut self, e: &Entry) {
+        if self.fits_memory(e.size) {
+            self.used = self.used.saturating_sub(e.size);
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    fn temp_file(&self) -> CoreResult<File> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Named briefly, unlinked at once: the bytes vanish with the last handle,
+        // including at exit or crash.
+        let path = self.dir.join(format!("dl-{}-{}", std::process::id(), next_seq()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(f)
+    }
+}
+
+fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `OpenOptions::mode(0o600)` by a name that reads well at call sites.
+pub trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}

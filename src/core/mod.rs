@@ -1,0 +1,1471 @@
+//! The filesystem core: the tree of clients, folders and files, inode numbers, open
+//! handles, metadata caching, staged writes and their uploads. It answers with data
+//! (attributes, entries, bytes) or a [`CoreError`], never with FUSE replies, and talks
+//! to IntakeQ only through the [`Remote`] trait.
+
+pub mod content;
+pub mod error;
+pub mod names;
+pub mod spool;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use self::content::{ContentCache, Entry};
+pub use self::error::{CoreError, CoreResult};
+use self::spool::{Journal, Spool, SpoolFile};
+use crate::remote::{content_type_for, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
+
+pub type Ino = u64;
+pub type Fh = u64;
+pub const ROOT_INO: Ino = 1;
+const CLIENTS_INO: Ino = 2;
+/// The one name under the root.
+pub const CLIENTS_DIR: &str = "clients";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Attributes as the core knows them; the adapter adds owner and block counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// How a file is being opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+}
+
+/// What `open`/`create` hand back.
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    pub fh: Fh,
+    /// The kernel may keep cached pages from earlier opens (content unchanged).
+    pub keep_cache: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// The core's settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub read_only: bool,
+    pub metadata_ttl: Duration,
+    pub cache_bytes: u64,
+    pub allow_other: bool,
+    pub spool_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+/// What an inode stands for. Keys are never reused for another thing, so an inode
+/// number always means the same client, folder or file id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Root,
+    Clients,
+    Client(ClientId),
+    /// A folder directory inside a client, listed or not.
+    Folder(ClientId, String),
+    File(String),
+    /// A file created through the mount and not yet confirmed by the server.
+    Local(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    key: Key,
+    parent: Ino,
+    kind: Kind,
+    size: u64,
+    mtime: SystemTime,
+    /// The bytes behind this inode changed through the mount (overwrite, rename):
+    /// the kernel must drop its cached pages at the next open.
+    content_changed: bool,
+}
+
+/// Which directory of a client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum DirKey {
+    Top,
+    Folder(String),
+}
+
+#[derive(Debug, Default)]
+struct DirView {
+    entries: Vec<(String, Ino)>,
+    by_name: HashMap<String, Ino>,
+}
+
+impl DirView {
+    fn push(&mut self, name: String, ino: Ino) {
+        self.by_name.insert(name.clone(), ino);
+        self.entries.push((name, ino));
+    }
+}
+
+#[derive(Debug)]
+struct Listing {
+    files: Vec<RemoteFile>,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    listing: Option<Listing>,
+    view: Option<Arc<HashMap<DirKey, DirView>>>,
+    /// Existence known from the Clients API, with when we learned it.
+    known: Option<(bool, Instant)>,
+}
+
+/// A file being written: shared by all its open write handles, kept after they close
+/// while its upload has not succeeded.
+#[derive(Debug)]
+struct Writer {
+    client: ClientId,
+    name: String,
+    spool: SpoolFile,
+    size: u64,
+    dirty: bool,
+    version: u64,
+    replaces: Vec<String>,
+    handles: usize,
+    unlinked: bool,
+}
+
+#[derive(Debug)]
+enum Handle {
+    Dir(Arc<Vec<DirEntry>>),
+    Read { ino: Ino },
+    Write { ino: Ino },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    nodes: HashMap<Ino, Node>,
+    by_key: HashMap<Key, Ino>,
+    next_ino: Ino,
+    folders: Option<(Vec<Folder>, Instant)>,
+    client_list: Option<(Vec<ClientId>, Instant)>,
+    clients: HashMap<ClientId, ClientState>,
+    /// Local (not yet uploaded) files: id -> (client, name, ino).
+    locals: HashMap<u64, (ClientId, String, Ino)>,
+    next_local: u64,
+    writers: HashMap<Ino, Arc<Mutex<Writer>>>,
+    handles: HashMap<Fh, Handle>,
+    next_fh: Fh,
+}
+
+impl State {
+    fn ino_for(&mut self, key: Key, parent: Ino, kind: Kind) -> Ino {
+        if let Some(ino) = self.by_key.get(&key) {
+            return *ino;
+        }
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.by_key.insert(key.clone(), ino);
+        self.nodes.insert(
+            ino,
+            Node {
+                key,
+                parent,
+                kind,
+                size: 0,
+                mtime: UNIX_EPOCH,
+                content_changed: false,
+            },
+        );
+        ino
+    }
+
+    /// Point an existing inode at a new key (a local file got its server id, or an
+    /// overwrite/rename replaced the file behind it).
+    fn rekey(&mut self, ino: Ino, key: Key) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            self.by_key.remove(&node.key);
+            node.key = key.clone();
+            node.content_changed = true;
+        }
+        if let Some(old) = self.by_key.insert(key, ino) {
+            if old != ino {
+                self.nodes.remove(&old);
+            }
+        }
+    }
+
+    fn client(&mut self, c: ClientId) -> &mut ClientState {
+        self.clients.entry(c).or_default()
+    }
+
+    fn invalidate_view(&mut self, c: ClientId) {
+        self.client(c).view = None;
+    }
+}
+
+/// Which fetch a single-flight lock guards.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Flight {
+    Folders,
+    Files(ClientId),
+    Clients,
+    /// Mutations of one client (uploads, deletes, renames) run one at a time.
+    Mutate(ClientId),
+}
+
+fn ms_to_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// Fresh if younger than the TTL, or fetched after `since` (by the request we
+/// queued behind: single flight even with a TTL of zero).
+fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool {
+    at.elapsed() < ttl || since.is_some_and(|s| at >= s)
+}
+
+/// The filesystem core over a remote `R`.
+pub struct Core<R: Remote> {
+    remote: R,
+    opts: Options,
+    state: Mutex<State>,
+    content: Mutex<ContentCache>,
+    flights: Mutex<HashMap<Flight, Arc<tokio::sync::Mutex<()>>>>,
+    spool: Spool,
+    mounted_at: SystemTime,
+    uploads: std::sync::atomic::AtomicUsize,
+}
+
+impl<R: Remote> std::fmt::Debug for Core<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl<R: Remote> Core<R> {
+    pub fn new(remote: R, opts: Options) -> std::io::Result<Core<R>> {
+        let spool = Spool::open(&opts.spool_dir)?;
+        std::fs::create_dir_all(&opts.cache_dir)?;
+        std::fs::set_permissions(&opts.cache_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let mut st = State {
+            next_ino: 0,
+            next_fh: 1,
+            ..State::default()
+        };
+        let root = st.ino_for(Key::Root, ROOT_INO, Kind::Dir);
+        let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
+        debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
+        Ok(Core {
+            remote,
+            content: Mutex::new(ContentCache::new(opts.cache_bytes, opts.cache_dir.clone())),
+            opts,
+            state: Mutex::new(st),
+            flights: Mutex::new(HashMap::new()),
+            spool,
+            mounted_at: SystemTime::now(),
+            uploads: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, ContentCache> {
+        self.content.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn flight(&self, f: Flight) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(f)
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        };
+        lock.lock_owned().await
+    }
+
+    fn attr_of(&self, ino: Ino, node: &Node, st: &State) -> Attr {
+        let (size, perm) = match node.kind {
+            Kind::Dir => (0, if self.opts.allow_other { 0o755 } else { 0o700 }),
+            Kind::File => {
+                let size = match st.writers.get(&ino) {
+                    Some(w) => w.lock().map(|w| w.size).unwrap_or(node.size),
+                    None => node.size,
+                };
+                (size, if self.opts.allow_other { 0o644 } else { 0o600 })
+            }
+        };
+        let mtime = if node.kind == Kind::Dir {
+            self.mounted_at
+        } else {
+            node.mtime
+        };
+        Attr {
+            ino,
+            kind: node.kind,
+            size,
+            mtime,
+            perm,
+        }
+    }
+
+    fn attr(&self, ino: Ino) -> CoreResult<Attr> {
+        let st = self.st();
+        let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
+        Ok(self.attr_of(ino, node, &st))
+    }
+
+    // ------------------------------------------------------------------ metadata
+
+    async fn ensure_folders(&self) -> CoreResult<()> {
+        let since = Instant::now();
+        if matches!(&self.st().folders, Some((_, at)) if at.elapsed() < self.opts.metadata_ttl) {
+            return Ok(());
+        }
+        let _g = self.flight(Flight::Folders).await;
+        if matches!(&self.st().folders, Some((_, at)) if fresh(*at, self.opts.metadata_ttl, Some(since))) {
+            return Ok(());
+        }
+        let folders = self.remote.list_folders(Priority::User).await?;
+        let mut st = self.st();
+        let changed = st.folders.as_ref().is_none_or(|(old, _)| *old != folders);
+        st.folders = Some((folders, Instant::now()));
+        if changed {
+            for c in st.clients.values_mut() {
+                c.view = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make sure the client's file listing is fresh; `Ok(false)` if the remote says
+    /// the client does not exist.
+    async fn ensure_listing(&self, c: ClientId) -> CoreResult<()> {
+        let since = Instant::now();
+        let is_fresh = |st: &State, since: Option<Instant>| {
+            st.clients
+                .get(&c)
+                .and_then(|cs| cs.listing.as_ref())
+                .is_some_and(|l| fresh(l.at, self.opts.metadata_ttl, since))
+        };
+        if is_fresh(&self.st(), None) {
+            return Ok(());
+        }
+        let _g = self.flight(Flight::Files(c)).await;
+        if is_fresh(&self.st(), Some(since)) {
+            return Ok(());
+        }
+        let files = match self.remote.list_files(c, Priority::User).await {
+            Ok(f) => f,
+            Err(RemoteError::NotFound) => {
+                self.st().client(c).known = Some((false, Instant::now()));
+                return Err(CoreError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.store_listing(c, files);
+        Ok(())
+    }
+
+    fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>) {
+        let mut st = self.st();
+        let cs = st.client(c);
+        let changed = cs.listing.as_ref().is_none_or(|l| l.files != files);
+        if !files.is_empty() {
+            cs.known = Some((true, Instant::now()));
+        }
+        cs.listing = Some(Listing {
+            files,
+            at: Instant::now(),
+        });
+        if changed {
+            cs.view = None;
+        }
+    }
+
+    /// Does the account have client `c`? Costs no call when anything is known, else
+    /// one listing of its files (needed next anyway) and, only if that is empty, one
+    /// exact search of the Clients API.
+    async fn ensure_client(&self, c: ClientId) -> CoreResult<()> {
+        {
+            let st = self.st();
+            let ttl = self.opts.metadata_ttl;
+            if let Some(cs) = st.clients.get(&c) {
+                if let Some((exists, at)) = cs.known {
+                    if at.elapsed() < ttl || exists {
+                        return if exists { Ok(()) } else { Err(CoreError::NotFound) };
+                    }
+                }
+            }
+            if let Some((ids, at)) = &st.client_list {
+                if at.elapsed() < ttl {
+                    return if ids.contains(&c) {
+                        Ok(())
+                    } else {
+                        Err(CoreError::NotFound)
+                    };
+                }
+            }
+        }
+        self.ensure_listing(c).await?;
+        let has_files = self
+            .st()
+            .clients
+            .get(&c)
+            .and_then(|cs| cs.listing.as_ref())
+            .is_some_and(|l| !l.files.is_empty());
+        if has_files {
+            return Ok(());
+        }
+        let rows = self
+            .remote
+            .list_clients(Some(&c.to_string()), 1, Priority::User)
+            .await?;
+        let exists = rows.iter().any(|r| r.id == c);
+        self.st().client(c).known = Some((exists, Instant::now()));
+        if exists {
+            Ok(())
+        } else {
+            tracing::debug!(client = c, "no such client");
+            Err(CoreError::NotFound)
+        }
+    }
+
+    async fn ensure_client_list(&self) -> CoreResult<Vec<ClientId>> {
+        let since = Instant::now();
+        let cached = |st: &State, since: Option<Instant>| match &st.client_list {
+            Some((ids, at)) if fresh(*at, self.opts.metadata_ttl, since) => Some(ids.clone()),
+            _ => None,
+        };
+        if let Some(ids) = cached(&self.st(), None) {
+            return Ok(ids);
+        }
+        let _g = self.flight(Flight::Clients).await;
+        if let Some(ids) = cached(&self.st(), Some(since)) {
+            return Ok(ids);
+        }
+        let mut ids = Vec::new();
+        for page in 1.. {
+            let rows = self.remote.list_clients(None, page, Priority::User).await?;
+            let n = rows.len();
+            ids.extend(rows.into_iter().map(|r| r.id));
+            if n < crate::remote::CLIENT_PAGE_SIZE {
+                break;
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut st = self.st();
+        let now = Instant::now();
+        for id in &ids {
+            st.client(*id).known = Some((true, now));
+        }
+        st.client_list = Some((ids.clone(), now));
+        Ok(ids)
+    }
+
+    /// The client's directory views, fetching folders and files if stale.
+    async fn view(&self, c: ClientId) -> CoreResult<Arc<HashMap<DirKey, DirView>>> {
+        self.ensure_folders().await?;
+        self.ensure_listing(c).await?;
+        let mut st = self.st();
+        if let Some(v) = st.clients.get(&c).and_then(|cs| cs.view.clone()) {
+            return Ok(v);
+        }
+        let v = Arc::new(build_view(&mut st, c));
+        st.client(c).view = Some(v.clone());
+        Ok(v)
+    }
+
+    /// The view if its inputs are in memory (any age): no call.
+    fn cached_view(&self, c: ClientId) -> Option<Arc<HashMap<DirKey, DirView>>> {
+        let mut st = self.st();
+        if st.folders.is_none() || st.clients.get(&c).and_then(|cs| cs.listing.as_ref()).is_none() {
+            return None;
+        }
+        if let Some(v) = st.clients.get(&c).and_then(|cs| cs.view.clone()) {
+            return Some(v);
+        }
+        let v = Arc::new(build_view(&mut st, c));
+        st.client(c).view = Some(v.clone());
+        Some(v)
+    }
+
+    fn key_of(&self, ino: Ino) -> CoreResult<(Key, Ino)> {
+        let st = self.st();
+        let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
+        Ok((node.key.clone(), node.parent))
+    }
+
+    /// The client and directory a directory inode stands for.
+    fn client_dir(&self, ino: Ino) -> CoreResult<(ClientId, DirKey)> {
+        match self.key_of(ino)?.0 {
+            Key::Client(c) => Ok((c, DirKey::Top)),
+            Key::Folder(c, f) => Ok((c, DirKey::Folder(f))),
+            Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
+            Key::Root | Key::Clients => Err(CoreError::NotPermitted("only client directories hold files")),
+        }
+    }
+
+    /// One call at mount time that proves the key and the address work; its answer
+    /// (the folders) is kept, since every client directory needs it anyway.
+    pub async fn check_access(&self) -> Result<(), RemoteError> {
+        let folders = self.remote.list_folders(Priority::User).await?;
+        self.st().folders = Some((folders, Instant::now()));
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ lookups
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
+        match self.key_of(parent)?.0 {
+            Key::Root => {
+                if name == CLIENTS_DIR {
+                    self.attr(CLIENTS_INO)
+                } else {
+                    Err(CoreError::NotFound)
+                }
+            }
+            Key::Clients => {
+                let c = names::parse_client_id(name).ok_or(CoreError::NotFound)?;
+                self.ensure_client(c).await?;
+                let ino = self.st().ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir);
+                self.attr(ino)
+            }
+            Key::Client(c) | Key::Folder(c, _) => {
+                let (_, dir) = self.client_dir(parent)?;
+                let view = match self.cached_view(c) {
+                    Some(v) if names::is_probe_name(name) => v,
+                    None if names::is_probe_name(name) => return Err(CoreError::NotFound),
+                    _ => self.view(c).await?,
+                };
+                let ino = view
+                    .get(&dir)
+                    .and_then(|d| d.by_name.get(name))
+                    .copied()
+                    .ok_or(CoreError::NotFound)?;
+                self.attr(ino)
+            }
+            Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
+        }
+    }
+
+    /// Attributes from memory: no call (the kernel re-validates names through lookup).
+    pub fn getattr(&self, ino: Ino) -> CoreResult<Attr> {
+        self.attr(ino)
+    }
+
+    /// List a directory: a snapshot kept in a handle so paging through it is consistent.
+    pub async fn opendir(&self, ino: Ino) -> CoreResult<Fh> {
+        let (key, parent) = self.key_of(ino)?;
+        let rows: Vec<(String, Ino)> = match key {
+            Key::Root => vec![(CLIENTS_DIR.to_string(), CLIENTS_INO)],
+            Key::Clients => {
+                let ids = self.ensure_client_list().await?;
+                let mut st = self.st();
+                ids.into_iter()
+                    .map(|c| (c.to_string(), st.ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir)))
+                    .collect()
+            }
+            Key::Client(c) | Key::Folder(c, _) => {
+                let (_, dir) = self.client_dir(ino)?;
+                let view = self.view(c).await?;
+                view.get(&dir).map(|d| d.entries.clone()).unwrap_or_default()
+            }
+            Key::File(_) | Key::Local(_) => return Err(CoreError::NotDir),
+        };
+        let mut st = self.st();
+        let mut out = Vec::with_capacity(rows.len() + 2);
+        for (name, i) in [(".".to_string(), ino), ("..".to_string(), parent)]
+            .into_iter()
+            .chain(rows)
+        {
+            if let Some(node) = st.nodes.get(&i) {
+                out.push(DirEntry {
+                    name,
+                    attr: self.attr_of(i, node, &st),
+                });
+            }
+        }
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, Handle::Dir(Arc::new(out)));
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from `offset` on.
+    pub fn readdir(&self, fh: Fh, offset: u64) -> CoreResult<Vec<DirEntry>> {
+        match self.st().handles.get(&fh) {
+            Some(Handle::Dir(entries)) => Ok(entries.iter().skip(offset as usize).cloned().collect()),
+            _ => Err(CoreError::BadHandle),
+        }
+    }
+
+    pub fn releasedir(&self, fh: Fh) {
+        self.st().handles.remove(&fh);
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let files = self.st().nodes.len() as u64;
+        let blocks = 1u64 << 28; // 1 TiB of 4 KiB blocks: the API reports no quota.
+        let used = self.cache().used() / 4096;
+        StatFs {
+            blocks,
+            bfree: blocks - used,
+            bavail: blocks - used,
+            files,
+            ffree: u64::from(u32::MAX),
+            bsize: 4096,
+            namelen: names::NAME_MAX as u32,
+        }
+    }
+
+    // ------------------------------------------------------------------ reading
+
+    pub async fn open(&self, ino: Ino, mode: OpenMode) -> CoreResult<Opened> {
+        let (key, parent) = self.key_of(ino)?;
+        let file_id = match &key {
+            Key::File(id) => Some(id.clone()),
+            Key::Local(_) => None,
+            _ => return Err(CoreError::IsDir),
+        };
+        if !mode.write {
+            let mut st = self.st();
+            let keep_cache = !st.nodes.get(&ino).is_some_and(|n| n.content_changed) && !st.writers.contains_key(&ino);
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.content_changed = false;
+            }
+            let fh = st.next_fh;
+            st.next_fh += 1;
+            st.handles.insert(fh, Handle::Read { ino });
+            return Ok(Opened { fh, keep_cache });
+        }
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let client = match self.key_of(parent)?.0 {
+            Key::Client(c) => c,
+            _ => {
+                tracing::warn!("refusing to write into a folder: the upload API cannot choose a folder, so the file would land outside it");
+                return Err(CoreError::NotPermitted("writing into a folder"));
+            }
+        };
+        let existing = self.st().writers.get(&ino).cloned();
+        if let Some(w) = existing {
+            let mut w = lock(&w);
+            w.handles += 1;
+            if mode.truncate {
+                w.spool.file.set_len(0)?;
+                w.size = 0;
+                w.dirty = true;
+                w.version += 1;
+            }
+        } else {
+            let Some(id) = file_id else {
+                return Err(CoreError::NotFound);
+            };
+            let (name, size) = self.remote_name_size(client, &id)?;
+            let spool = self.spool.create()?;
+            let staged = if mode.truncate { 0 } else { size };
+            if !mode.truncate {
+                // The whole current content is needed to modify it in place.
+                let entry = self.content_entry(&id, size).await?;
+                if let Err(e) = entry.copy_to(&spool.file).await {
+                    self.spool.remove(&spool.path);
+                    return Err(e);
+                }
+            }
+            let w = Writer {
+                client,
+                name,
+                spool,
+                size: staged,
+                dirty: mode.truncate,
+                version: 0,
+                replaces: vec![id],
+                handles: 1,
+                unlinked: false,
+            };
+            let spool_path = w.spool.path.clone();
+            let raced = {
+                let mut st = self.st();
+                match st.writers.entry(ino) {
+                    std::collections::hash_map::Entry::Occupied(_) => true,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Arc::new(Mutex::new(w)));
+                        false
+                    }
+                }
+            };
+            if raced {
+                // Another opener staged it first: use theirs.
+                self.spool.remove(&spool_path);
+                return Box::pin(self.open(ino, mode)).await;
+            }
+        }
+        let mut st = self.st();
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, Handle::Write { ino });
+        Ok(Opened { fh, keep_cache: false })
+    }
+
+    fn remote_name_size(&self, c: ClientId, id: &str) -> CoreResult<(String, u64)> {
+        let st = self.st();
+        st.clients
+            .get(&c)
+            .and_then(|cs| cs.listing.as_ref())
+            .and_then(|l| l.files.iter().find(|f| f.id == id))
+            .map(|f| (f.name.clone(), f.size))
+            .ok_or(CoreError::NotFound)
+    }
+
+    /// The cached entry for a file, starting its download if needed (single flight).
+    async fn content_entry(&self, id: &str, size: u64) -> CoreResult<Arc<Entry>> {
+        let entry = {
+            let mut cache = self.cache();
+            if let Some(e) = cache.get(id) {
+                return Ok(e);
+            }
+            cache.start(id, size)?
+        };
+        if size == 0 {
+            // Nothing to fetch: the listing says the file is empty.
+            entry.fill(Box::pin(futures_util::stream::empty())).await;
+            return Ok(entry);
+        }
+        match self.remote.download(id, size, Priority::User).await {
+            Ok(stream) => {
+                let e = entry.clone();
+                tokio::spawn(async move { e.fill(stream).await });
+                Ok(entry)
+            }
+            Err(err) => {
+                self.cache().remove(id);
+                if err == RemoteError::NotFound {
+                    tracing::debug!(file = id, "file is gone from the server");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
+        let ino = match self.st().handles.get(&fh) {
+            Some(Handle::Read { ino }) | Some(Handle::Write { ino }) => *ino,
+            _ => return Err(CoreError::BadHandle),
+        };
+        let (writer, key, node_size) = {
+            let st = self.st();
+            let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
+            (st.writers.get(&ino).cloned(), node.key.clone(), node.size)
+        };
+        if let Some(w) = writer {
+            let w = lock(&w);
+            if offset >= w.size {
+                return Ok(Vec::new());
+            }
+            let n = (w.size - offset).min(u64::from(size)) as usize;
+            let mut buf = vec![0u8; n];
+            w.spool.file.read_exact_at(&mut buf, offset)?;
+            return Ok(buf);
+        }
+        let Key::File(id) = key else {
+            return Err(CoreError::NotFound);
+        };
+        let entry = self.content_entry(&id, node_size).await?;
+        let data = entry.read(offset, size).await;
+        if data.is_err() {
+            self.cache().remove(&id);
+        }
+        data
+    }
+
+    pub fn release(&self, fh: Fh) {
+        let handle = self.st().handles.remove(&fh);
+        if let Some(Handle::Write { ino }) = handle {
+            let mut st = self.st();
+            let Some(w) = st.writers.get(&ino).cloned() else { return };
+            let mut w = lock(&w);
+            w.handles = w.handles.saturating_sub(1);
+            if w.handles > 0 {
+                return;
+            }
+            if w.dirty && !w.unlinked {
+                tracing::error!(
+                    "upload of '{}' did not succeed; its data is kept in the spool at {}",
+                    w.name,
+                    w.spool.path.display()
+                );
+                return;
+            }
+            self.spool.remove(&w.spool.path);
+            drop(w);
+            st.writers.remove(&ino);
+            let local = st
+                .nodes
+                .get(&ino)
+                .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
+            if let Some(l) = local {
+                // A local file that never reached the server (unlinked before upload).
+                if let Some((c, _, _)) = st.locals.remove(&l) {
+                    st.invalidate_view(c);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ writing
+
+    pub async fn create(&self, parent: Ino, name: &str) -> CoreResult<(Attr, Opened)> {
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let client = match self.key_of(parent)?.0 {
+            Key::Client(c) => c,
+            Key::Folder(..) => {
+                tracing::warn!("refusing to create '{name}' in a folder: the upload API cannot choose a folder, so the file would land outside it");
+                return Err(CoreError::NotPermitted("creating in a folder"));
+            }
+            Key::File(_) | Key::Local(_) => return Err(CoreError::NotDir),
+            Key::Root | Key::Clients => return Err(CoreError::NotPermitted("only client directories hold files")),
+        };
+        if name.len() > names::NAME_MAX {
+            return Err(CoreError::NameTooLong);
+        }
+        if names::is_probe_name(name) {
+            tracing::info!("refusing to create '{name}': desktop metadata files are not uploaded");
+            return Err(CoreError::NotPermitted("desktop metadata file"));
+        }
+        let view = self.view(client).await?;
+        if view.get(&DirKey::Top).is_some_and(|d| d.by_name.contains_key(name)) {
+            return Err(CoreError::Exists);
+        }
+        let spool = self.spool.create()?;
+        let mut st = self.st();
+        st.next_local += 1;
+        let local = st.next_local;
+        let ino = st.ino_for(Key::Local(local), parent, Kind::File);
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.mtime = SystemTime::now();
+        }
+        st.locals.insert(local, (client, name.to_string(), ino));
+        st.writers.insert(
+            ino,
+            Arc::new(Mutex::new(Writer {
+                client,
+                name: name.to_string(),
+                spool,
+                size: 0,
+                dirty: true, // an empty file is uploaded too
+                version: 0,
+                replaces: Vec::new(),
+                handles: 1,
+                unlinked: false,
+            })),
+        );
+        st.invalidate_view(client);
+        let fh = st.next_fh;
+        st.next_fh += 1;
+        st.handles.insert(fh, Handle::Write { ino });
+        let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
+        let attr = self.attr_of(ino, node, &st);
+        Ok((attr, Opened { fh, keep_cache: false }))
+    }
+
+    /// Stage written bytes: local disk only, no network.
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> CoreResult<u32> {
+        let w = self.writer_of(fh)?;
+        let mut w = lock(&w);
+        w.spool.file.write_all_at(data, offset)?;
+        w.size = w.size.max(offset + data.len() as u64);
+        w.dirty = true;
+        w.version += 1;
+        Ok(data.len() as u32)
+    }
+
+    fn writer_of(&self, fh: Fh) -> CoreResult<Arc<Mutex<Writer>>> {
+        let st = self.st();
+        match st.handles.get(&fh) {
+            Some(Handle::Write { ino }) => st.writers.get(ino).cloned().ok_or(CoreError::BadHandle),
+            _ => Err(CoreError::BadHandle),
+        }
+    }
+
+    /// `close()`/`fsync()`: upload what was written, if anything. Errors here are what
+    /// `close()` reports.
+    pub async fn flush(&self, fh: Fh) -> CoreResult<()> {
+        let ino = match self.st().handles.get(&fh) {
+            Some(Handle::Write { ino }) => *ino,
+            Some(_) => return Ok(()),
+            None => return Err(CoreError::BadHandle),
+        };
+        self.upload_writer(ino).await
+    }
+
+    /// Uploads (with their confirming listing and deletes) running now.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.uploads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Upload a writer's staged bytes, learn the new id, then delete what it replaces.
+    async fn upload_writer(&self, ino: Ino) -> CoreResult<()> {
+        self.uploads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = self.upload_writer_inner(ino).await;
+        self.uploads.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        r
+    }
+
+    async fn upload_writer_inner(&self, ino: Ino) -> CoreResult<()> {
+        let Some(w) = self.st().writers.get(&ino).cloned() else {
+            return Ok(());
+        };
+        let client = lock(&w).client;
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let (name, path, version, replaces, size) = {
+            let mut w = lock(&w);
+            if !w.dirty {
+                return Ok(());
+            }
+            if w.unlinked {
+                w.dirty = false;
+                return Ok(());
+            }
+            let j = Journal {
+                client,
+                name: w.name.clone(),
+                replaces: w.replaces.clone(),
+                size: w.size,
+            };
+            self.spool.commit(&w.spool, &j)?;
+            (
+                w.name.clone(),
+                w.spool.path.clone(),
+                w.version,
+                w.replaces.clone(),
+                w.size,
+            )
+        };
+        let new_id = self.upload_confirmed(client, &name, &path, size, &replaces).await?;
+        // The server has the bytes: the journal entry is done with.
+        let _ = std::fs::remove_file(path.with_extension("json"));
+        self.delete_replaced(client, &replaces, new_id.as_deref()).await;
+        {
+            let mut w = lock(&w);
+            w.dirty = w.version != version;
+            w.replaces = new_id.iter().cloned().collect();
+        }
+        if let Some(id) = &new_id {
+            if size <= self.opts.cache_bytes / 4 {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    if bytes.len() as u64 == size {
+                        self.cache().put_complete(id, bytes);
+                    }
+                }
+            }
+            let mut st = self.st();
+            let local = st
+                .nodes
+                .get(&ino)
+                .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
+            if let Some(l) = local {
+                st.locals.remove(&l);
+            }
+            st.rekey(ino, Key::File(id.clone()));
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.size = size;
+            }
+            st.invalidate_view(client);
+        }
+        Ok(())
+    }
+
+    /// Upload a staged file and learn its id from one listing. After an ambiguous
+    /// failure (the answer was lost), the listing decides whether it landed; the
+    /// upload is never blindly repeated. `Ok(None)`: uploaded, id not identifiable.
+    async fn upload_confirmed(
+        &self,
+        client: ClientId,
+        name: &str,
+        path: &std::path::Path,
+        size: u64,
+        replaces: &[String],
+    ) -> CoreResult<Option<String>> {
+        let before: HashSet<String> = {
+            let st = self.st();
+            st.clients
+                .get(&client)
+                .and_then(|cs| cs.listing.as_ref())
+                .map(|l| l.files.iter().map(|f| f.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        let ct = content_type_for(name);
+        let uploaded = self.remote.upload(client, name, ct, path, Priority::User).await;
+        if let Err(e) = &uploaded {
+            if !e.is_ambiguous() {
+                tracing::warn!("upload of '{name}' failed: {e}");
+                return Err(e.clone().into());
+            }
+            tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
+        }
+        let files = self.remote.list_files(client, Priority::User).await?;
+        let found = files
+            .iter()
+            .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
+            .max_by_key(|f| (f.created_ms, f.id.clone()))
+            .map(|f| f.id.clone());
+        self.store_listing(client, files);
+        match (uploaded, found) {
+            (Ok(()), Some(id)) => Ok(Some(id)),
+            (Ok(()), None) => {
+                tracing::warn!("uploaded '{name}' but could not find it in the listing; keeping the file it replaces");
+                Ok(None)
+            }
+            (Err(_), Some(id)) => {
+                tracing::info!("upload of '{name}' had landed after all");
+                Ok(Some(id))
+            }
+            (Err(e), None) => {
+                tracing::warn!("upload of '{name}' failed: {e}");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Delete files replaced by a confirmed upload. Failures leave both files (never
+    /// neither) and are logged; the user's new data is already safe.
+    async fn delete_replaced(&self, client: ClientId, replaces: &[String], new_id: Option<&str>) {
+        if new_id.is_none() {
+            return;
+        }
+        for old in replaces {
+            match self.remote.delete(old, Priority::User).await {
+                Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
+                Err(e) => tracing::warn!("could not delete replaced file {old}: {e}; both versions remain"),
+            }
+        }
+    }
+
+    /// Drop a deleted file from the cached listing and content cache.
+    fn forget_file(&self, client: ClientId, id: &str) {
+        self.cache().remove(id);
+        let mut st = self.st();
+        let cs = st.client(client);
+        if let Some(l) = cs.listing.as_mut() {
+            l.files.retain(|f| f.id != id);
+        }
+        cs.view = None;
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &str) -> CoreResult<()> {
+        let attr = self.lookup(parent, name).await?;
+        if attr.kind == Kind::Dir {
+            return Err(CoreError::IsDir);
+        }
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let (key, _) = self.key_of(attr.ino)?;
+        let (client, _) = self.client_dir(parent)?;
+        let writer = self.st().writers.get(&attr.ino).cloned();
+        if let Some(w) = &writer {
+            let mut w = lock(w);
+            w.unlinked = true;
+            w.dirty = false;
+        }
+        match key {
+            Key::Local(l) => {
+                let mut st = self.st();
+                st.locals.remove(&l);
+                st.invalidate_view(client);
+                Ok(())
+            }
+            Key::File(id) => {
+                let _g = self.flight(Flight::Mutate(client)).await;
+                match self.remote.delete(&id, Priority::User).await {
+                    Ok(()) | Err(RemoteError::NotFound) => {
+                        self.forget_file(client, &id);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if let Some(w) = &writer {
+                            lock(w).unlinked = false;
+                        }
+                        Err(e.into())
+                    }
+                }
+            }
+            _ => Err(CoreError::IsDir),
+        }
+    }
+
+    /// `truncate`/`ftruncate` and the no-op attribute changes (`chmod`, `chown`,
+    /// `utimes`) that `cp -p`, `rsync -a` and `touch` make.
+    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, size: Option<u64>) -> CoreResult<Attr> {
+        let Some(size) = size else { return self.attr(ino) };
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let writer = match fh {
+            Some(fh) => self.writer_of(fh).ok(),
+            None => None,
+        }
+        .or_else(|| self.st().writers.get(&ino).cloned());
+        if let Some(w) = writer {
+            let mut w = lock(&w);
+            if w.size != size {
+                w.spool.file.set_len(size)?;
+                w.size = size;
+                w.dirty = true;
+                w.version += 1;
+            }
+            drop(w);
+            return self.attr(ino);
+        }
+        if self.attr(ino)?.kind == Kind::Dir {
+            return Err(CoreError::IsDir);
+        }
+        // Truncating a file that is not open: stage, truncate, upload, done.
+        let opened = self
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: size == 0,
+                },
+            )
+            .await?;
+        let result = async {
+            let w = self.writer_of(opened.fh)?;
+            {
+                let mut w = lock(&w);
+                if w.size != size {
+                    w.spool.file.set_len(size)?;
+                    w.size = size;
+                    w.dirty = true;
+                    w.version += 1;
+                }
+            }
+            self.flush(opened.fh).await
+        }
+        .await;
+        self.release(opened.fh);
+        result?;
+        self.attr(ino)
+    }
+
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> CoreResult<()> {
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let src = self.lookup(parent, name).await?;
+        if src.kind == Kind::Dir {
+            return Err(CoreError::NotPermitted("renaming directories"));
+        }
+        let (src_key, _) = self.key_of(parent)?;
+        let (dst_key, _) = self.key_of(new_parent)?;
+        let client = match (&src_key, &dst_key) {
+            (Key::Client(a), Key::Client(b)) if a == b => *a,
+            _ => return Err(CoreError::CrossDevice),
+        };
+        if new_name.len() > names::NAME_MAX {
+            return Err(CoreError::NameTooLong);
+        }
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        let dst = match self.lookup(new_parent, new_name).await {
+            Ok(a) => Some(a),
+            Err(CoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if no_replace {
+                return Err(CoreError::Exists);
+            }
+            if d.kind == Kind::Dir {
+                return Err(CoreError::IsDir);
+            }
+        }
+        // Staged bytes that are not on the server yet go up first, under the old name.
+        self.upload_writer(src.ino).await?;
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let (src_file, dst_file) = {
+            let st = self.st();
+            let id_of = |ino: Ino| match st.nodes.get(&ino).map(|n| &n.key) {
+                Some(Key::File(id)) => Some(id.clone()),
+                _ => None,
+            };
+            (id_of(src.ino), dst.as_ref().and_then(|d| id_of(d.ino)))
+        };
+        let Some(src_id) = src_file else {
+            // Still local (an unlinked or failed upload): nothing on the server to move.
+            return Err(CoreError::Io("the file is not on the server yet".into()));
+        };
+        // Stage the content: the writer's spool if open, else the (cached) download.
+        let writer = self.st().writers.get(&src.ino).cloned();
+        let staged = self.spool.create()?;
+        let copied = match &writer {
+            Some(w) => std::fs::copy(&lock(w).spool.path, &staged.path)
+                .map(|_| ())
+                .map_err(CoreError::from),
+            None => match self.content_entry(&src_id, src.size).await {
+                Ok(e) => e.copy_to(&staged.file).await,
+                Err(e) => Err(e),
+            },
+        };
+        let result = async {
+            copied?;
+            let size = staged.file.metadata()?.len();
+            let mut replaces = vec![src_id.clone()];
+            replaces.extend(dst_file.clone());
+            self.spool.commit(
+                &staged,
+                &Journal {
+                    client,
+                    name: new_name.to_string(),
+                    replaces: replaces.clone(),
+                    size,
+                },
+            )?;
+            let new_id = self
+                .upload_confirmed(client, new_name, &staged.path, size, &replaces)
+                .await?;
+            let Some(new_id) = new_id else {
+                return Err(CoreError::Io(
+                    "renamed copy uploaded but not found; the original is kept".into(),
+                ));
+            };
+            self.delete_replaced(client, &replaces, Some(&new_id)).await;
+            let cached = self.cache().get(&src_id);
+            if let Some(e) = cached.filter(|e| e.is_done()) {
+                let mut cache = self.cache();
+                cache.remove(&src_id);
+                if let Ok(bytes) =
+                    futures_util::FutureExt::now_or_never(e.read(0, e.size as u32)).unwrap_or(Err(CoreError::BadHandle))
+                {
+                    cache.put_complete(&new_id, bytes);
+                }
+            }
+            let mut st = self.st();
+            st.rekey(src.ino, Key::File(new_id.clone()));
+            if let Some(n) = st.nodes.get_mut(&src.ino) {
+                n.content_changed = false; // same bytes, new id
+            }
+            st.invalidate_view(client);
+            drop(st);
+            if let Some(w) = writer {
+                let mut w = lock(&w);
+                w.name = new_name.to_string();
+                w.replaces = vec![new_id];
+            }
+            Ok(())
+        }
+        .await;
+        self.spool.remove(&staged.path);
+        result
+    }
+
+    /// Finish uploads that an earlier run staged but did not confirm (crash, failed
+    /// upload, shutdown timeout). Returns how many landed.
+    pub async fn resume_pending(&self) -> usize {
+        let mut landed = 0;
+        for (path, j) in self.spool.pending() {
+            tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
+            let _g = self.flight(Flight::Mutate(j.client)).await;
+            // It may have landed before the crash: an exact byte match in the listing
+            // means it did (the download is the one extra call this costs).
+            let already = match self.remote.list_files(j.client, Priority::Background).await {
+                Ok(files) => {
+                    let mut hit = None;
+                    for f in files
+                        .iter()
+                        .filter(|f| f.name == j.name && f.size == j.size && !j.replaces.contains(&f.id))
+                    {
+                        if self.same_bytes(&f.id, f.size, &path).await {
+                            hit = Some(f.id.clone());
+                            break;
+                        }
+                    }
+                    self.store_listing(j.client, files);
+                    hit
+                }
+                Err(e) => {
+                    tracing::warn!("cannot resume '{}': {e}; it stays in the spool", j.name);
+                    continue;
+                }
+            };
+            let new_id = match already {
+                Some(id) => Some(id),
+                None => match self
+                    .upload_confirmed(j.client, &j.name, &path, j.size, &j.replaces)
+                    .await
+                {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!("resumed upload of '{}' failed: {e}; it stays in the spool", j.name);
+                        continue;
+                    }
+                },
+            };
+            self.delete_replaced(j.client, &j.replaces, new_id.as_deref()).await;
+            self.spool.remove(&path);
+            landed += 1;
+        }
+        landed
+    }
+
+    async fn same_bytes(&self, id: &str, size: u64, path: &std::path::Path) -> bool {
+        let Ok(local) = std::fs::read(path) else { return false };
+        let Ok(entry) = self.content_entry(id, size).await else {
+            return false;
+        };
+        match entry.read(0, size as u32).await {
+            Ok(remote) => remote == local,
+            Err(_) => false,
+        }
+    }
+
+    /// Writers whose data is not on the server yet (for shutdown and tests).
+    pub fn pending_uploads(&self) -> usize {
+        self.st()
+            .writers
+            .values()
+            .filter(|w| lock(w).dirty && !lock(w).unlinked)
+            .count()
+    }
+}
+
+fn lock(w: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Compute a client's directories from its listing, the folders and local files.
+fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView> {
+    let client_ino = st.ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir);
+    let folders: Vec<Folder> = st.folders.as_ref().map(|(f, _)| f.clone()).unwrap_or_default();
+    let mut files: Vec<RemoteFile> = st
+        .clients
+        .get(&c)
+        .and_then(|cs| cs.listing.as_ref())
+        .map(|l| l.files.clone())
+        .unwrap_or_default();
+    files.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let listed: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
+    let mut unlisted: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.folder_id.clone())
+        .filter(|id| !listed.contains(id.as_str()))
+        .collect();
+    unlisted.sort();
+    unlisted.dedup();
+
+    let mut views: HashMap<DirKey, DirView> = HashMap::new();
+    let mut top = DirView::default();
+    let mut taken: HashSet<String> = HashSet::new();
+    // Folders first: directories take their names before files do.
+    let folder_names: Vec<(String, String)> = folders
+        .iter()
+        .map(|f| (f.name.clone(), f.id.clone()))
+        .chain(unlisted.iter().map(|id| (format!("_folder-{id}"), id.clone())))
+        .collect();
+    let assigned = names::assign(folder_names.iter().map(|(n, id)| (n.as_str(), id.as_str())), &mut taken);
+    for ((_, id), name) in folder_names.iter().zip(assigned) {
+        let ino = st.ino_for(Key::Folder(c, id.clone()), client_ino, Kind::Dir);
+        top.push(name, ino);
+        views.insert(DirKey::Folder(id.clone()), DirView::default());
+    }
+    // Local files keep the exact name they were created with.
+    let mut locals: Vec<(u64, String, Ino)> = st
+        .locals
+        .iter()
+        .filter(|(_, (lc, _, _))| *lc == c)
+        .map(|(l, (_, n, i))| (*l, n.clone(), *i))
+        .collect();
+    locals.sort();
+    for (_, name, ino) in locals {
+        if taken.insert(name.clone()) {
+            top.push(name, ino);
+        }
+    }
+    let top_files: Vec<&RemoteFile> = files.iter().filter(|f| f.folder_id.is_none()).collect();
+    let assigned = names::assign(top_files.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+    for (f, name) in top_files.into_iter().zip(assigned) {
+        let ino = file_node(st, f, client_ino);
+        top.push(name, ino);
+    }
+    for folder_id in folders.iter().map(|f| &f.id).chain(unlisted.iter()) {
+        let dir_ino = st.ino_for(Key::Folder(c, folder_id.clone()), client_ino, Kind::Dir);
+        let in_dir: Vec<&RemoteFile> = files
+            .iter()
+            .filter(|f| f.folder_id.as_ref() == Some(folder_id))
+            .collect();
+        let mut taken = HashSet::new();
+        let assigned = names::assign(in_dir.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+        let mut dv = DirView::default();
+        for (f, name) in in_dir.into_iter().zip(assigned) {
+            let ino = file_node(st, f, dir_ino);
+            dv.push(name, ino);
+        }
+        views.insert(DirKey::Folder(folder_id.clone()), dv);
+    }
+    views.insert(DirKey::Top, top);
+    views
+}
+
+fn file_node(st: &mut State, f: &RemoteFile, parent: Ino) -> Ino {
+    let ino = st.ino_for(Key::File(f.id.clone()), parent, Kind::File);
+    if let Some(n) = st.nodes.get_mut(&ino) {
+        n.size = f.size;
+        n.mtime = ms_to_time(f.created_ms);
+        n.parent = parent;
+    }
+    ino
+}

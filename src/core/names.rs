@@ -1,0 +1,215 @@
+//! How IntakeQ file and folder names become directory entries: illegal names are
+//! mapped to legal ones, duplicates get distinct names, and probe names that desktop
+//! tools ask for constantly are recognised. Every mapping here is a pure function of
+//! the listing, so it is stable across listings and remounts (docs/SEMANTICS.md).
+
+use std::collections::HashSet;
+
+/// Longest name Linux accepts, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Make one name legal: `/` becomes `∕` (U+2215), NUL becomes `␀` (U+2400), the
+/// empty name, `.` and `..` get a `_` in front (`_`, `_.`, `_..`) and a name over
+/// 255 bytes is shortened (keeping its extension) and marked with a hash of the
+/// full name so two long names sharing a prefix stay distinct.
+pub fn legal(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| match c {
+            '/' => '\u{2215}',
+            '\0' => '\u{2400}',
+            c => c,
+        })
+        .collect();
+    if s.is_empty() || s == "." || s == ".." {
+        s.insert(0, '_');
+    }
+    if s.len() > NAME_MAX {
+        s = shorten(&s, raw);
+    }
+    s
+}
+
+/// Shorten to at most NAME_MAX bytes: `<prefix>~<hash8><.ext>`.
+fn shorten(s: &str, raw: &str) -> String {
+    let tag = format!("~{:08x}", fnv1a(raw.as_bytes()) as u32);
+    let ext = match s.rfind('.') {
+        Some(i) if i > 0 && s.len() - i <= 16 => &s[i..],
+        _ => "",
+    };
+    let room = NAME_MAX - tag.len() - ext.len();
+    let mut cut = room.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}{}", &s[..cut], tag, ext)
+}
+
+/// FNV-1a, 64 bit: a stable hash (std's hasher is not stable across releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Insert ` (<tag>)` before the extension: `consent.pdf` -> `consent (f123).pdf`,
+/// shortening first if needed.
+pub fn with_tag(name: &str, tag: &str) -> String {
+    let suffix = format!(" ({tag})");
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let mut stem = stem.to_string();
+    let max_stem = NAME_MAX.saturating_sub(suffix.len() + ext.len());
+    if stem.len() > max_stem {
+        let mut cut = max_stem;
+        while !stem.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        stem.truncate(cut);
+    }
+    format!("{stem}{suffix}{ext}")
+}
+
+/// Give each item of one directory a distinct legal name. `items` are
+/// `(raw name, tag)` already in priority order (the first keeps the plain name);
+/// `taken` holds names already used in the directory (sub-directories). The tag is
+/// the file id, so a file's name depends only on its own id and on which files
+/// sharing its name are older: stable while the set does not change.
+pub fn assign<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>, taken: &mut HashSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (raw, tag) in items {
+        let base = legal(raw);
+        let mut name = base.clone();
+        if taken.contains(&name) {
+            name = with_tag(&base, tag);
+            let mut n = 2;
+            while taken.contains(&name) {
+                name = with_tag(&base, &format!("{tag}-{n}"));
+                n += 1;
+            }
+        }
+        taken.insert(name.clone());
+        out.push(name);
+    }
+    out
+}
+
+/// Names that desktop tools and shells probe for and that IntakeQ never holds unless
+/// someone uploads them: answered ENOENT without an API call when the directory's
+/// listing is not in memory, and refused on create (docs/SEMANTICS.md).
+pub fn is_probe_name(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        ".DS_Store",
+        ".hidden",
+        ".directory",
+        ".localized",
+        ".Spotlight-V100",
+        ".Trashes",
+        ".fseventsd",
+        ".metadata_never_index",
+        ".metadata_never_index_unless_rootfs",
+        ".xdg-volume-info",
+        ".git",
+        ".svn",
+        ".hg",
+        ".bzr",
+        "desktop.ini",
+        "Desktop.ini",
+        "Thumbs.db",
+        "autorun.inf",
+        "AutoRun.inf",
+        ".autorun.inf",
+        "folder.jpg",
+        "Folder.jpg",
+        ".VolumeIcon.icns",
+        ".nomedia",
+        ".envrc",
+    ];
+    EXACT.contains(&name) || name.starts_with("._") || name.starts_with(".Trash")
+}
+
+/// Client directories are named by the numeric id, canonical form only (`0012` is not `12`).
+pub fn parse_client_id(name: &str) -> Option<u64> {
+    let id: u64 = name.parse().ok()?;
+    (id.to_string() == name && id > 0).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn illegal_names_become_legal() {
+        assert_eq!(legal("a/b.txt"), "a\u{2215}b.txt");
+        assert_eq!(legal("."), "_.");
+        assert_eq!(legal(".."), "_..");
+        assert_eq!(legal(""), "_");
+        assert_eq!(legal("nul\0byte"), "nul\u{2400}byte");
+        assert_eq!(legal("Ünïcødé 表格.pdf"), "Ünïcødé 表格.pdf");
+    }
+
+    #[test]
+    fn long_names_are_shortened_stably_and_distinctly() {
+        let a = format!("{}.pdf", "é".repeat(200));
+        let b = format!("{}x.pdf", "é".repeat(200));
+        let (la, lb) = (legal(&a), legal(&b));
+        assert!(la.len() <= NAME_MAX && lb.len() <= NAME_MAX);
+        assert!(la.ends_with(".pdf"));
+        assert_ne!(la, lb);
+        assert_eq!(la, legal(&a));
+    }
+
+    #[test]
+    fn duplicates_get_the_id_and_first_keeps_plain_name() {
+        let mut taken = HashSet::from(["Insurance".to_string()]);
+        let names = assign(
+            [
+                ("consent.pdf", "f1"),
+                ("consent.pdf", "f2"),
+                ("Insurance", "f3"),
+                ("README", "f4"),
+                ("README", "f5"),
+            ],
+            &mut taken,
+        );
+        assert_eq!(
+            names,
+            [
+                "consent.pdf",
+                "consent (f2).pdf",
+                "Insurance (f3)",
+                "README",
+                "README (f5)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_that_already_looks_tagged_still_gets_a_distinct_one() {
+        let mut taken = HashSet::new();
+        let names = assign([("a (f2).txt", "f1"), ("a.txt", "f0"), ("a.txt", "f2")], &mut taken);
+        assert_eq!(names[2], "a (f2-2).txt");
+    }
+
+    #[test]
+    fn probe_names() {
+        assert!(is_probe_name(".DS_Store"));
+        assert!(is_probe_name("._consent.pdf"));
+        assert!(is_probe_name(".Trash-1000"));
+        assert!(!is_probe_name("consent.pdf"));
+        assert!(!is_probe_name(".notes.txt"));
+    }
+
+    #[test]
+    fn client_ids_are_canonical_numbers() {
+        assert_eq!(parse_client_id("1001"), Some(1001));
+        assert_eq!(parse_client_id("01001"), None);
+        assert_eq!(parse_client_id("0"), None);
+        assert_eq!(parse_client_id("abc"), None);
+    }
+}

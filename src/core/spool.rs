@@ -1,0 +1,155 @@
+//! The private spool: where written data waits for its upload, on disk (files 0600 in
+//! a 0700 directory), never only in memory. Each staged upload is `<n>.data` plus,
+//! from the moment `close()` starts the upload, a fsynced journal entry `<n>.json`
+//! saying where it goes and what it replaces, so a later mount can finish the job.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::content::Mode0600;
+use crate::remote::ClientId;
+
+/// What a staged upload is for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Journal {
+    pub client: ClientId,
+    pub name: String,
+    /// Files to delete once the upload is confirmed (the overwritten file, the
+    /// rename source, an earlier upload of the same handle).
+    pub replaces: Vec<String>,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    seq: AtomicU64,
+}
+
+/// One staged file.
+#[derive(Debug)]
+pub struct SpoolFile {
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl SpoolFile {
+    pub fn journal_path(&self) -> PathBuf {
+        self.path.with_extension("json")
+    }
+}
+
+impl Spool {
+    /// Open (creating) the spool directory and make it private.
+    pub fn open(dir: &Path) -> std::io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new empty staged file.
+    pub fn create(&self) -> std::io::Result<SpoolFile> {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{ms}-{}-{n}.data", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(&path)?;
+        Ok(SpoolFile { path, file })
+    }
+
+    /// Make the staged bytes and their journal entry durable before uploading.
+    pub fn commit(&self, sf: &SpoolFile, journal: &Journal) -> std::io::Result<()> {
+        sf.file.sync_all()?;
+        let tmp = sf.path.with_extension("json.tmp");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_0600()
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(journal).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, sf.journal_path())?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Forget a staged file once the server has it (or it was never wanted).
+    pub fn remove(&self, path: &Path) {
+        for p in [path.to_path_buf(), path.with_extension("json")] {
+            if let Err(e) = fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("spool: cannot remove {}: {e}", p.display());
+                }
+            }
+        }
+    }
+
+    /// Staged uploads with a journal entry: what an earlier run did not finish.
+    pub fn pending(&self) -> Vec<(PathBuf, Journal)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(&self.dir) else { return out };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let data = p.with_extension("data");
+            match fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
+            {
+                Some(j) if data.exists() => out.push((data, j)),
+                _ => tracing::warn!("spool: ignoring unreadable journal entry {}", p.display()),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn spool_is_private_and_journal_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&tmp.path().join("s")).unwrap();
+        assert_eq!(fs::metadata(spool.dir()).unwrap().mode() & 0o777, 0o700);
+        let sf = spool.create().unwrap();
+        assert_eq!(fs::metadata(&sf.path).unwrap().mode() & 0o777, 0o600);
+        assert!(spool.pending().is_empty(), "no journal, nothing pending");
+        let j = Journal {
+            client: 7,
+            name: "a.txt".into(),
+            replaces: vec!["f1".into()],
+            size: 0,
+        };
+        spool.commit(&sf, &j).unwrap();
+        assert_eq!(fs::metadata(sf.journal_path()).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(spool.pending(), vec![(sf.path.clone(), j)]);
+        spool.remove(&sf.path);
+        assert!(spool.pending().is_empty());
+        assert!(!sf.path.exists());
+    }
+}

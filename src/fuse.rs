@@ -1,0 +1,497 @@
+//! The FUSE adapter: turns fuser callbacks into calls on the filesystem core and the
+//! core's answers into replies. Anything that may touch the network runs as a tokio
+//! task that replies when done, so no session thread ever waits on the network. The
+//! one mapping from core errors to errno lives here.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::Instrument;
+
+use crate::core::{Attr, Core, CoreError, Kind, OpenMode};
+use crate::remote::Remote;
+
+/// The errno for each core error: the only place this mapping is made.
+pub fn errno(e: &CoreError) -> Errno {
+    match e {
+        CoreError::NotFound => Errno::ENOENT,
+        CoreError::Exists => Errno::EEXIST,
+        CoreError::NotPermitted(_) => Errno::EPERM,
+        CoreError::ReadOnly => Errno::EROFS,
+        CoreError::CrossDevice => Errno::EXDEV,
+        CoreError::IsDir => Errno::EISDIR,
+        CoreError::NotDir => Errno::ENOTDIR,
+        CoreError::Invalid(_) => Errno::EINVAL,
+        CoreError::BadHandle => Errno::EBADF,
+        CoreError::AccessDenied => Errno::EACCES,
+        CoreError::Again(_) => Errno::EAGAIN,
+        CoreError::Io(_) => Errno::EIO,
+        CoreError::NameTooLong => Errno::ENAMETOOLONG,
+    }
+}
+
+/// Log a failed operation: expected misses at debug, the rest at warn.
+fn log_err(op: &str, e: &CoreError) {
+    match e {
+        CoreError::NotFound | CoreError::Exists => tracing::debug!("{op}: {e}"),
+        CoreError::AccessDenied => {
+            tracing::error!("{op}: the IntakeQ API key was rejected; check INTAKEQ_API_KEY or --api-key-file")
+        }
+        _ => tracing::warn!("{op}: {e}"),
+    }
+}
+
+pub struct FuseFs<R: Remote> {
+    core: Arc<Core<R>>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+    uid: u32,
+    gid: u32,
+}
+
+impl<R: Remote> FuseFs<R> {
+    pub fn new(core: Arc<Core<R>>, rt: tokio::runtime::Handle, ttl: Duration) -> FuseFs<R> {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FuseFs {
+            core,
+            rt,
+            ttl,
+            uid,
+            gid,
+        }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        file_attr(a, self.uid, self.gid)
+    }
+
+    /// Run `fut` on the runtime inside the operation's span; it replies itself.
+    fn spawn<F>(&self, span: tracing::Span, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(fut.instrument(span));
+    }
+}
+
+fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // IntakeQ names are text; a name that is not UTF-8 cannot exist there.
+    name.to_str().ok_or(Errno::ENOENT)
+}
+
+fn open_flags(flags: OpenFlags) -> FopenFlags {
+    let _ = flags;
+    FopenFlags::empty()
+}
+
+impl<R: Remote> Filesystem for FuseFs<R> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with open(), so an overwrite never downloads the old bytes.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let pending = self.core.pending_uploads();
+        if pending > 0 {
+            tracing::warn!("{pending} upload(s) did not complete; their data stays in the spool for the next mount");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        self.spawn(span, async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a, uid, gid), Generation(0)),
+                Err(CoreError::NotFound) => {
+                    // A negative entry: the kernel remembers the miss for the TTL.
+                    let mut neg = file_attr(
+                        &Attr {
+                            ino: 0,
+                            kind: Kind::File,
+                            size: 0,
+                            mtime: SystemTime::UNIX_EPOCH,
+                            perm: 0,
+                        },
+                        uid,
+                        gid,
+                    );
+                    neg.ino = INodeNo(0);
+                    tracing::debug!("lookup: no such entry");
+                    reply.entry(&ttl, &neg, Generation(0))
+                }
+                Err(e) => {
+                    log_err("lookup", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _s = tracing::debug_span!("getattr", ino = ino.0).entered();
+        match self.core.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a)),
+            Err(e) => {
+                log_err("getattr", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
+        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        self.spawn(span, async move {
+            match core.setattr(ino.0, fh.map(|f| f.0), size).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
+                Err(e) => {
+                    log_err("setattr", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let _s = tracing::debug_span!("mkdir", name = ?name).entered();
+        tracing::info!("mkdir refused: the IntakeQ API cannot create folders");
+        reply.error(self.refusal());
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("rmdir", name = ?name).entered();
+        tracing::info!("rmdir refused: the IntakeQ API cannot delete folders");
+        reply.error(self.refusal());
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
+        reply.error(self.refusal());
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(self.refusal());
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refusal());
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = tracing::debug_span!("unlink", parent = parent.0, name = ?name);
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("unlink", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let span = tracing::debug_span!("rename", parent = parent.0, name = ?name, newparent = newparent.0, newname = ?newname);
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
+            _ => return reply.error(Errno::ENOENT),
+        };
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("rename", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
+        let acc = flags.0 & libc::O_ACCMODE;
+        let mode = OpenMode {
+            write: acc != libc::O_RDONLY,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.open(ino.0, mode).await {
+                Ok(o) => {
+                    let mut f = open_flags(flags);
+                    if o.keep_cache {
+                        f |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(o.fh), f)
+                }
+                Err(e) => {
+                    log_err("open", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let span = tracing::debug_span!("read", ino = ino.0, offset, size);
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    log_err("read", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let _s = tracing::debug_span!("write", ino = ino.0, offset, len = data.len()).entered();
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => {
+                log_err("write", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let span = tracing::debug_span!("flush", ino = ino.0);
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("flush (upload)", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let span = tracing::debug_span!("fsync", ino = ino.0);
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("fsync (upload)", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _s = tracing::debug_span!("release", ino = ino.0).entered();
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let span = tracing::debug_span!("opendir", ino = ino.0);
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => {
+                    log_err("opendir", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _s = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
+        match self.core.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    let kind = match e.attr.kind {
+                        Kind::Dir => FileType::Directory,
+                        Kind::File => FileType::RegularFile,
+                    };
+                    if reply.add(INodeNo(e.attr.ino), offset + i as u64 + 1, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => {
+                log_err("readdir", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.core.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let span = tracing::debug_span!("create", parent = parent.0, name = ?name);
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(_) => return reply.error(Errno::EINVAL),
+        };
+        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        self.spawn(span, async move {
+            match core.create(parent.0, &name).await {
+                Ok((a, o)) => reply.created(
+                    &ttl,
+                    &file_attr(&a, uid, gid),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => {
+                    log_err("create", &e);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+}
+
+impl<R: Remote> FuseFs<R> {
+    /// The errno for operations the API cannot express.
+    fn refusal(&self) -> Errno {
+        if self.core.options().read_only {
+            errno(&CoreError::ReadOnly)
+        } else {
+            errno(&CoreError::NotPermitted("no such API call"))
+        }
+    }
+}

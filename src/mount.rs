@@ -1,0 +1,113 @@
+//! Mounting: builds the FUSE session over a core, reports readiness, unmounts on
+//! SIGINT/SIGTERM (lazily if the mount is busy) and returns when the kernel ends the
+//! session, whichever way it was unmounted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::core::Core;
+use crate::daemon::Readiness;
+use crate::fuse::FuseFs;
+use crate::remote::Remote;
+
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub mountpoint: PathBuf,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub fuse_threads: usize,
+    pub metadata_ttl: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// Mount `core` and serve until unmounted. Errors are one-line messages for the user.
+pub fn serve<R: Remote>(
+    rt: &tokio::runtime::Runtime,
+    core: Arc<Core<R>>,
+    cfg: &MountConfig,
+    readiness: &mut Readiness,
+) -> Result<(), String> {
+    let mut options = vec![
+        MountOption::FSName("intakeq".into()),
+        MountOption::Subtype("intakeq-fs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+    ];
+    if cfg.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(cfg.fuse_threads.max(1));
+    let fs = FuseFs::new(core.clone(), rt.handle().clone(), cfg.metadata_ttl);
+    let mut session = fuser::Session::new(fs, &cfg.mountpoint, &config)
+        .map_err(|e| format!("cannot mount at {}: {e}", cfg.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
+    rt.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: unmounting {}", mountpoint.display());
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!("unmount failed ({e}); detaching lazily");
+            lazy_unmount(&mountpoint);
+        }
+    });
+    tracing::info!("mounted at {}", cfg.mountpoint.display());
+    readiness.ready();
+    let result = session
+        .run()
+        .map_err(|e| format!("FUSE session ended with an error: {e}"));
+    drain(rt, &core, cfg.drain_timeout);
+    tracing::info!("unmounted {}", cfg.mountpoint.display());
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot install signal handlers; unmount with fusermount3 -u");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `fusermount3 -u -z`: detach now, finish when the last user lets go.
+fn lazy_unmount(mountpoint: &Path) {
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        tracing::error!("lazy unmount of {} failed", mountpoint.display());
+    }
+}
+
+/// Give uploads still running a bounded time to finish; what does not finish stays in
+/// the spool for the next mount.
+fn drain<R: Remote>(rt: &tokio::runtime::Runtime, core: &Core<R>, timeout: Duration) {
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while core.uploads_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let left = core.uploads_in_flight();
+    if left > 0 {
+        tracing::warn!("{left} upload(s) still running at exit; they stay in the spool for the next mount");
+    }
+}

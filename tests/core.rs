@@ -1,0 +1,585 @@
+//! Core tier: the filesystem core driven directly against the in-memory fake remote,
+//! asserting both what the core answers and what the fake account then holds, and
+//! the exact number of API calls each operation costs.
+
+use std::time::Duration;
+
+use intakeq_fs::core::{Core, CoreError, Kind, OpenMode, Options, ROOT_INO};
+use intakeq_fs::fake::store::{Endpoint, Fault, Store};
+use intakeq_fs::remote::memory::MemRemote;
+
+struct T {
+    store: Store,
+    core: Core<MemRemote>,
+    _dir: tempfile::TempDir,
+}
+
+fn opts(dir: &std::path::Path) -> Options {
+    Options {
+        read_only: false,
+        metadata_ttl: Duration::from_secs(60),
+        cache_bytes: 64 << 20,
+        allow_other: false,
+        spool_dir: dir.join("spool"),
+        cache_dir: dir.join("cache"),
+    }
+}
+
+fn account() -> Store {
+    let s = Store::new();
+    s.add_client(1001, "Ada", "Lovelace");
+    s.add_client(1002, "Alan", "Turing");
+    s.add_client(1003, "Empty", "Client");
+    s.add_folder("fo1", "Intake Forms");
+    s.add_folder("fo2", "Insurance");
+    s.add_file(1001, "notes.txt", None, &b"hello notes"[..]);
+    s.add_file(1001, "card.png", Some("fo2"), vec![7u8; 5000]);
+    s.add_file(1001, "consent.pdf", Some("fo1"), &b"first"[..]);
+    s.add_file(1001, "consent.pdf", Some("fo1"), &b"second"[..]);
+    s.add_file(1001, "a/b.txt", None, &b"slash"[..]);
+    s.add_file(1001, "..", None, &b"dots"[..]);
+    s.add_file(1001, "lost.txt", Some("gone"), &b"unlisted folder"[..]);
+    s.add_file(1001, "Insurance", None, &b"a file named like a folder"[..]);
+    s.add_file(1002, "other.txt", None, &b"other client"[..]);
+    s
+}
+
+fn setup() -> T {
+    setup_with(account(), |_| {})
+}
+
+fn setup_with(store: Store, f: impl FnOnce(&mut Options)) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    f(&mut o);
+    let core = Core::new(MemRemote::new(store.clone()), o).unwrap();
+    T { store, core, _dir: dir }
+}
+
+impl T {
+    async fn path(&self, p: &str) -> Result<u64, CoreError> {
+        let mut ino = ROOT_INO;
+        for part in p.split('/').filter(|s| !s.is_empty()) {
+            ino = self.core.lookup(ino, part).await?.ino;
+        }
+        Ok(ino)
+    }
+
+    async fn ls(&self, p: &str) -> Vec<String> {
+        let ino = self.path(p).await.unwrap();
+        let fh = self.core.opendir(ino).await.unwrap();
+        let names = self.core.readdir(fh, 0).unwrap().into_iter().map(|e| e.name).collect();
+        self.core.releasedir(fh);
+        names
+    }
+
+    async fn cat(&self, p: &str) -> Result<Vec<u8>, CoreError> {
+        let ino = self.path(p).await?;
+        let o = self.core.open(ino, OpenMode::default()).await?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.core.read(o.fh, out.len() as u64, 65536).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        self.core.release(o.fh);
+        Ok(out)
+    }
+
+    async fn put(&self, dir: &str, name: &str, data: &[u8]) -> Result<(), CoreError> {
+        let parent = self.path(dir).await?;
+        let (_, o) = self.core.create(parent, name).await?;
+        self.core.write(o.fh, 0, data)?;
+        let r = self.core.flush(o.fh).await;
+        self.core.release(o.fh);
+        r
+    }
+
+    fn calls(&self) -> u64 {
+        self.store.total_requests()
+    }
+
+    fn server_names(&self, client: u64) -> Vec<String> {
+        self.store.files_of(client).into_iter().map(|f| f.name).collect()
+    }
+}
+
+#[tokio::test]
+async fn listing_a_client_cold_costs_two_calls_and_warm_costs_none() {
+    let t = setup();
+    let names = t.ls("/clients/1001").await;
+    assert_eq!(t.store.count(Endpoint::ListFiles), 1);
+    assert_eq!(t.store.count(Endpoint::ListFolders), 1);
+    assert_eq!(t.calls(), 2, "lookup by listing the files, then the folders");
+    for n in [
+        ".",
+        "..",
+        "Intake Forms",
+        "Insurance",
+        "_folder-gone",
+        "notes.txt",
+        "a\u{2215}b.txt",
+        "_..",
+        "Insurance (f00000008)",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
+    }
+    assert_eq!(
+        t.ls("/clients/1001/Intake Forms").await,
+        [".", "..", "consent.pdf", "consent (f00000004).pdf"]
+    );
+    assert_eq!(t.ls("/clients/1001/_folder-gone").await, [".", "..", "lost.txt"]);
+    t.ls("/clients/1001").await;
+    assert_eq!(t.calls(), 2, "warm listing makes no call");
+}
+
+#[tokio::test]
+async fn names_are_stable_across_listings() {
+    let t = setup_with(account(), |o| o.metadata_ttl = Duration::ZERO);
+    let a = t.ls("/clients/1001/Intake Forms").await;
+    let b = t.ls("/clients/1001/Intake Forms").await;
+    assert_eq!(a, b);
+    // Deleting an unrelated file does not rename the others.
+    t.store.delete("f00000001");
+    let c = t.ls("/clients/1001/Intake Forms").await;
+    assert_eq!(a, c);
+}
+
+#[tokio::test]
+async fn clients_resolve_without_listing_them_and_unknown_ones_do_not() {
+    let t = setup();
+    assert!(t.path("/clients/1003").await.is_ok(), "client with no files exists");
+    assert_eq!(
+        t.store.count(Endpoint::ListClients),
+        1,
+        "empty listing is confirmed by one search"
+    );
+    assert_eq!(t.path("/clients/999").await, Err(CoreError::NotFound));
+    let before = t.calls();
+    assert_eq!(t.path("/clients/abc").await, Err(CoreError::NotFound));
+    assert_eq!(t.path("/clients/01001").await, Err(CoreError::NotFound));
+    assert_eq!(
+        t.path("/clients/999").await,
+        Err(CoreError::NotFound),
+        "negative answer is cached"
+    );
+    assert_eq!(t.calls(), before, "no calls for names that cannot be clients");
+    let root = t.ls("/clients").await;
+    assert_eq!(root, [".", "..", "1001", "1002", "1003"]);
+}
+
+#[tokio::test]
+async fn unknown_client_answering_404_is_enoent_too() {
+    let store = account();
+    store.lock().unknown_client_files = intakeq_fs::fake::store::UnknownClientFiles::NotFound;
+    let t = setup_with(store, |_| {});
+    assert_eq!(t.path("/clients/999").await, Err(CoreError::NotFound));
+    assert_eq!(t.store.count(Endpoint::ListClients), 0);
+}
+
+#[tokio::test]
+async fn probe_names_cost_no_call() {
+    let t = setup();
+    t.path("/clients/1001").await.unwrap();
+    let before = t.calls();
+    let folder = t.path("/clients/1001").await.unwrap();
+    for n in [
+        ".DS_Store",
+        "._notes.txt",
+        ".hidden",
+        "desktop.ini",
+        ".git",
+        ".Trash-1000",
+        "autorun.inf",
+    ] {
+        assert_eq!(t.core.lookup(folder, n).await.unwrap_err(), CoreError::NotFound);
+    }
+    assert_eq!(t.calls(), before);
+}
+
+#[tokio::test]
+async fn reading_downloads_once_then_serves_from_cache() {
+    let t = setup();
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"hello notes");
+    assert_eq!(t.store.count(Endpoint::Download), 1);
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"hello notes");
+    assert_eq!(t.store.count(Endpoint::Download), 1, "second read is free");
+    assert_eq!(
+        t.cat("/clients/1001/Insurance/card.png").await.unwrap(),
+        vec![7u8; 5000]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_reads_of_one_file_share_one_download() {
+    let store = account();
+    let big = intakeq_fs::fake::demo::pseudo_random_bytes(1, 3 << 20);
+    store.add_file(1002, "big.bin", None, big.clone());
+    let t = setup_with(store, |_| {});
+    let (a, b, c) = tokio::join!(
+        t.cat("/clients/1002/big.bin"),
+        t.cat("/clients/1002/big.bin"),
+        t.cat("/clients/1002/big.bin")
+    );
+    assert_eq!(a.unwrap(), big);
+    assert_eq!(b.unwrap(), big);
+    assert_eq!(c.unwrap(), big);
+    assert_eq!(t.store.count(Endpoint::Download), 1);
+}
+
+#[tokio::test]
+async fn files_larger_than_the_memory_budget_stream_through_disk() {
+    let store = account();
+    let big = intakeq_fs::fake::demo::pseudo_random_bytes(2, 2 << 20);
+    store.add_file(1002, "big.bin", None, big.clone());
+    let t = setup_with(store, |o| o.cache_bytes = 1 << 20);
+    assert_eq!(t.cat("/clients/1002/big.bin").await.unwrap(), big);
+}
+
+#[tokio::test]
+async fn empty_files_need_no_download() {
+    let store = account();
+    store.add_file(1002, "empty.txt", None, Vec::new());
+    let t = setup_with(store, |_| {});
+    assert_eq!(t.cat("/clients/1002/empty.txt").await.unwrap(), b"");
+    assert_eq!(t.store.count(Endpoint::Download), 0);
+}
+
+#[tokio::test]
+async fn truncated_downloads_are_never_served_as_complete() {
+    let t = setup();
+    t.store
+        .push_fault(Some(Endpoint::Download), Fault::ShortBody { bytes: 3 }, Some(1));
+    assert!(matches!(t.cat("/clients/1001/notes.txt").await, Err(CoreError::Io(_))));
+    t.store
+        .push_fault(Some(Endpoint::Download), Fault::CutBody { bytes: 2 }, Some(1));
+    assert!(matches!(t.cat("/clients/1001/notes.txt").await, Err(CoreError::Io(_))));
+    assert_eq!(
+        t.cat("/clients/1001/notes.txt").await.unwrap(),
+        b"hello notes",
+        "a later read retries"
+    );
+}
+
+#[tokio::test]
+async fn create_uploads_on_close_with_one_listing_and_no_re_download() {
+    let t = setup();
+    t.ls("/clients/1002").await;
+    let before = t.calls();
+    t.put("/clients/1002", "new.txt", b"fresh bytes").await.unwrap();
+    assert_eq!(t.calls() - before, 2, "one upload and one listing to learn the id");
+    let f = &t.store.files_named(1002, "new.txt")[0];
+    assert_eq!(&f.data[..], b"fresh bytes");
+    assert_eq!(f.folder_id, None);
+    assert_eq!(f.content_type, "text/plain");
+    assert!(t.ls("/clients/1002").await.contains(&"new.txt".to_string()));
+    assert_eq!(t.cat("/clients/1002/new.txt").await.unwrap(), b"fresh bytes");
+    assert_eq!(t.calls() - before, 2, "own write is visible and readable without calls");
+}
+
+#[tokio::test]
+async fn empty_files_upload_too() {
+    let t = setup();
+    t.put("/clients/1002", "empty.txt", b"").await.unwrap();
+    assert_eq!(t.store.files_named(1002, "empty.txt").len(), 1);
+}
+
+#[tokio::test]
+async fn overwrite_uploads_then_deletes_the_old_file() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: true,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 0, b"replaced").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    let files = t.store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1, "one file of that name remains");
+    assert_eq!(&files[0].data[..], b"replaced");
+    assert_eq!(
+        t.path("/clients/1001/notes.txt").await.unwrap(),
+        ino,
+        "same inode after overwrite"
+    );
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"replaced");
+}
+
+#[tokio::test]
+async fn appending_keeps_the_old_bytes() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: false,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 11, b" + more").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(
+        &t.store.files_named(1001, "notes.txt")[0].data[..],
+        b"hello notes + more"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_overwrite_keeps_the_old_file_and_the_new_data() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: true,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 0, b"new version").unwrap();
+    t.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    assert!(t.core.flush(o.fh).await.is_err());
+    assert_eq!(
+        &t.store.files_named(1001, "notes.txt")[0].data[..],
+        b"hello notes",
+        "old file untouched"
+    );
+    assert_eq!(t.core.pending_uploads(), 1, "new data still staged");
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    let files = t.store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1);
+    assert_eq!(&files[0].data[..], b"new version");
+}
+
+#[tokio::test]
+async fn an_upload_whose_answer_was_lost_is_found_not_repeated() {
+    let t = setup();
+    t.store
+        .push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
+    t.put("/clients/1002", "x.txt", b"once").await.unwrap();
+    assert_eq!(t.store.files_named(1002, "x.txt").len(), 1, "stored exactly once");
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+}
+
+#[tokio::test]
+async fn writing_into_a_folder_is_refused_and_nothing_is_uploaded() {
+    let t = setup();
+    let folder = t.path("/clients/1001/Intake Forms").await.unwrap();
+    assert!(matches!(
+        t.core.create(folder, "x.pdf").await,
+        Err(CoreError::NotPermitted(_))
+    ));
+    let f = t.path("/clients/1001/Intake Forms/consent.pdf").await.unwrap();
+    assert!(matches!(
+        t.core
+            .open(
+                f,
+                OpenMode {
+                    write: true,
+                    truncate: true
+                }
+            )
+            .await,
+        Err(CoreError::NotPermitted(_))
+    ));
+    assert_eq!(t.store.count(Endpoint::Upload), 0);
+}
+
+#[tokio::test]
+async fn unlink_deletes_with_one_call_and_the_entry_goes_at_once() {
+    let t = setup();
+    let dir = t.path("/clients/1001/Intake Forms").await.unwrap();
+    let before = t.calls();
+    t.core.unlink(dir, "consent.pdf").await.unwrap();
+    assert_eq!(t.calls() - before, 1);
+    assert!(t.store.file("f00000003").is_none());
+    // The surviving twin no longer clashes, so it takes the plain name.
+    assert_eq!(t.ls("/clients/1001/Intake Forms").await, [".", "..", "consent.pdf"]);
+    assert_eq!(
+        t.cat("/clients/1001/Intake Forms/consent.pdf").await.unwrap(),
+        b"second"
+    );
+}
+
+#[tokio::test]
+async fn rename_within_a_client_moves_the_bytes_and_keeps_one_copy() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    t.cat("/clients/1001/notes.txt").await.unwrap();
+    let before = t.store.count(Endpoint::Download);
+    t.core
+        .rename(top, "notes.txt", top, "renamed.txt", false)
+        .await
+        .unwrap();
+    assert_eq!(t.store.count(Endpoint::Download), before, "cached bytes are reused");
+    assert!(t.store.files_named(1001, "notes.txt").is_empty());
+    assert_eq!(&t.store.files_named(1001, "renamed.txt")[0].data[..], b"hello notes");
+    assert_eq!(t.cat("/clients/1001/renamed.txt").await.unwrap(), b"hello notes");
+}
+
+#[tokio::test]
+async fn rename_over_an_existing_file_replaces_it() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    t.put("/clients/1001", ".notes.txt.swp", b"editor save").await.unwrap();
+    t.core
+        .rename(top, ".notes.txt.swp", top, "notes.txt", false)
+        .await
+        .unwrap();
+    let names = t.server_names(1001);
+    assert_eq!(names.iter().filter(|n| *n == "notes.txt").count(), 1);
+    assert!(!names.contains(&".notes.txt.swp".to_string()));
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"editor save");
+    assert_eq!(
+        t.core.rename(top, "renamed-missing", top, "x", true).await.unwrap_err(),
+        CoreError::NotFound
+    );
+}
+
+#[tokio::test]
+async fn rename_elsewhere_is_cross_device() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    let folder = t.path("/clients/1001/Insurance").await.unwrap();
+    let other = t.path("/clients/1002").await.unwrap();
+    assert_eq!(
+        t.core.rename(top, "notes.txt", folder, "n.txt", false).await,
+        Err(CoreError::CrossDevice)
+    );
+    assert_eq!(
+        t.core.rename(top, "notes.txt", other, "n.txt", false).await,
+        Err(CoreError::CrossDevice)
+    );
+    assert_eq!(t.store.count(Endpoint::Upload), 0);
+}
+
+#[tokio::test]
+async fn truncate_without_an_open_handle_uploads_the_shorter_file() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let a = t.core.setattr(ino, None, Some(5)).await.unwrap();
+    assert_eq!(a.size, 5);
+    assert_eq!(&t.store.files_named(1001, "notes.txt")[0].data[..], b"hello");
+    let a = t.core.setattr(ino, None, None).await.unwrap();
+    assert_eq!(a.kind, Kind::File);
+}
+
+#[tokio::test]
+async fn read_only_refuses_every_change() {
+    let t = setup_with(account(), |o| o.read_only = true);
+    let top = t.path("/clients/1001").await.unwrap();
+    assert_eq!(t.core.create(top, "x").await.unwrap_err(), CoreError::ReadOnly);
+    assert_eq!(t.core.unlink(top, "notes.txt").await.unwrap_err(), CoreError::ReadOnly);
+    assert_eq!(
+        t.core.rename(top, "notes.txt", top, "y", false).await.unwrap_err(),
+        CoreError::ReadOnly
+    );
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    assert_eq!(
+        t.core
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: true
+                }
+            )
+            .await
+            .unwrap_err(),
+        CoreError::ReadOnly
+    );
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"hello notes");
+    assert_eq!(t.store.count(Endpoint::Upload) + t.store.count(Endpoint::Delete), 0);
+}
+
+#[tokio::test]
+async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, "kept.txt").await.unwrap();
+        core.write(o.fh, 0, b"must not be lost").unwrap();
+        store.push_fault(
+            Some(Endpoint::Upload),
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            None,
+        );
+        assert!(core.flush(o.fh).await.is_err());
+        // The process dies here: no release, no clean shutdown.
+    }
+    store.clear_faults();
+    assert!(store.files_named(1002, "kept.txt").is_empty());
+    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    assert_eq!(core.resume_pending().await, 1);
+    assert_eq!(&store.files_named(1002, "kept.txt")[0].data[..], b"must not be lost");
+    assert_eq!(core.resume_pending().await, 0, "the spool is empty afterwards");
+}
+
+#[tokio::test]
+async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, "once.txt").await.unwrap();
+        core.write(o.fh, 0, b"exactly once").unwrap();
+        // Upload lands, then the confirming listing fails: the journal stays.
+        store.push_fault(
+            Some(Endpoint::ListFiles),
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            Some(1),
+        );
+        assert!(core.flush(o.fh).await.is_err());
+    }
+    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    assert_eq!(core.resume_pending().await, 1);
+    assert_eq!(store.files_named(1002, "once.txt").len(), 1);
+}
+
+#[tokio::test]
+async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    assert_eq!(t.core.unlink(top, "Insurance").await.unwrap_err(), CoreError::IsDir);
+    assert!(matches!(
+        t.core.rename(top, "Insurance", top, "X", false).await,
+        Err(CoreError::NotPermitted(_))
+    ));
+}
