@@ -1,1 +1,811 @@
-//! The fake server (placeholder).
+//! The fake IntakeQ HTTP server: the Files and Clients API over a [`Store`], faithful
+//! to the API contract, with the store's fault plan applied at the connection level
+//! (dropped connections, cut bodies, hangs), a download bandwidth cap, and a small
+//! uncounted `/_admin/` API for tests and the benchmark script.
+//!
+//! axum handlers cannot close a connection without answering, so the server runs its
+//! own accept loop and serves the Router through a hyper service that turns a
+//! response marked [`DropConnection`] into a service error: hyper then closes the
+//! connection without writing a byte.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use super::demo::pseudo_random_bytes;
+use super::store::{Admission, Endpoint, Fault, Store, StoredClient, StoredFile, UnknownClientFiles};
+use crate::remote::{ClientId, CLIENT_PAGE_SIZE};
+
+/// How long a `Hang` fault holds a request before giving up and dropping it.
+const HANG_FOR: Duration = Duration::from_secs(3600);
+/// How long a cut body waits before failing, so that what was sent gets flushed.
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(100);
+/// Download body chunk size when not throttled.
+const CHUNK: usize = 64 * 1024;
+
+/// The API's base URL for a server bound at `addr`.
+pub fn base_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/api/v1/")
+}
+
+/// Bind `addr` (port 0 allowed) and serve `store` in a background task. Returns the
+/// bound address and the accept loop's handle (abort it to stop accepting).
+pub async fn spawn(
+    store: Store,
+    addr: SocketAddr,
+    api_key: String,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let router = router(store, api_key);
+    let handle = tokio::spawn(accept_loop(listener, router));
+    tracing::debug!("fake IntakeQ server listening on {bound}");
+    Ok((bound, handle))
+}
+
+async fn accept_loop(listener: TcpListener, router: Router) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("fake server: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let inner = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                let call = hyper::service::Service::call(&inner, req);
+                async move {
+                    let resp = match call.await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    if resp.extensions().get::<DropConnection>().is_some() {
+                        return Err(DroppedOnPurpose);
+                    }
+                    Ok(resp)
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!("fake server: connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+/// The peer of the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+/// Response extension: close the connection instead of sending this response.
+#[derive(Clone, Copy, Debug)]
+pub struct DropConnection;
+
+/// The service error that makes hyper close a connection without answering.
+#[derive(Debug)]
+struct DroppedOnPurpose;
+
+impl std::fmt::Display for DroppedOnPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by an injected fault")
+    }
+}
+
+impl std::error::Error for DroppedOnPurpose {}
+
+/// Request extension: a body fault for the download handler.
+#[derive(Clone, Debug)]
+struct BodyFault(Fault);
+
+#[derive(Clone)]
+struct App {
+    store: Store,
+    key: Arc<str>,
+}
+
+fn router(store: Store, api_key: String) -> Router {
+    let app = App {
+        store,
+        key: Arc::from(api_key),
+    };
+    let api = Router::new()
+        .route("/api/v1/folders", get(list_folders))
+        .route("/api/v1/files", get(list_files))
+        .route("/api/v1/files/{id}", get(download).post(upload).delete(delete_file))
+        .route("/api/v1/clients", get(list_clients))
+        .layer(middleware::from_fn_with_state(app.clone(), api_gate))
+        .layer(DefaultBodyLimit::disable());
+    let admin = Router::new()
+        .route("/_admin/counts", get(admin_counts))
+        .route("/_admin/reset-counts", post(admin_reset_counts))
+        .route("/_admin/fault", post(admin_fault))
+        .route("/_admin/clear-faults", post(admin_clear_faults))
+        .route("/_admin/bandwidth", post(admin_bandwidth))
+        .route("/_admin/budget", post(admin_budget))
+        .route("/_admin/unknown-client-files", post(admin_unknown_client))
+        .route("/_admin/client", post(admin_client))
+        .route("/_admin/bulk-client", post(admin_bulk_client))
+        .route("/_admin/file", post(admin_add_file))
+        .route("/_admin/file/{id}", get(admin_file_bytes))
+        .route("/_admin/files", get(admin_files))
+        .layer(middleware::from_fn(admin_gate));
+    api.merge(admin).with_state(app)
+}
+
+// ----- helpers -----
+
+fn message(status: StatusCode, msg: &str) -> Response {
+    (status, Json(serde_json::json!({ "Message": msg }))).into_response()
+}
+
+fn dropped() -> Response {
+    let mut resp = Response::new(Body::empty());
+    resp.extensions_mut().insert(DropConnection);
+    resp
+}
+
+fn classify(method: &Method, path: &str) -> Option<Endpoint> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    match (method, rest) {
+        (&Method::GET, "folders") => Some(Endpoint::ListFolders),
+        (&Method::GET, "files") => Some(Endpoint::ListFiles),
+        (&Method::GET, "clients") => Some(Endpoint::ListClients),
+        (m, r) => {
+            let id = r.strip_prefix("files/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            match *m {
+                Method::GET => Some(Endpoint::Download),
+                Method::POST => Some(Endpoint::Upload),
+                Method::DELETE => Some(Endpoint::Delete),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// A query parameter, name compared case-insensitively (as ASP.NET does).
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FileJson<'a> {
+    id: &'a str,
+    date_created: i64,
+    size: u64,
+    file_name: &'a str,
+    content_type: &'a str,
+    folder_id: Option<&'a str>,
+}
+
+fn file_json(f: &StoredFile) -> FileJson<'_> {
+    FileJson {
+        id: &f.id,
+        date_created: f.created_ms,
+        size: f.data.len() as u64,
+        file_name: &f.name,
+        content_type: &f.content_type,
+        folder_id: f.folder_id.as_deref(),
+    }
+}
+
+// ----- the API -----
+
+/// Counts every API request, applies the planned fault, checks the key.
+async fn api_gate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let Some(endpoint) = classify(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let mut drop_after = false;
+    if let Admission::Fault(fault) = app.store.admit(endpoint) {
+        tracing::debug!("fake server: {fault:?} on {}", endpoint.name());
+        match fault {
+            Fault::Status { status, retry_after } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let text = match status.as_u16() {
+                    429 => "API rate limit exceeded",
+                    500..=599 => "An error has occurred (injected fault)",
+                    _ => "Request rejected (injected fault)",
+                };
+                drain_body(req).await;
+                let mut resp = message(status, text);
+                if let Some(secs) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return resp;
+            }
+            Fault::Delay(d) => tokio::time::sleep(d).await,
+            Fault::Drop => return dropped(),
+            Fault::Hang => {
+                tokio::time::sleep(HANG_FOR).await;
+                return dropped();
+            }
+            Fault::DropAfterEffect => drop_after = true,
+            f @ (Fault::CutBody { .. } | Fault::ShortBody { .. }) => {
+                req.extensions_mut().insert(BodyFault(f));
+            }
+        }
+    }
+    let authorized = req
+        .headers()
+        .get("x-auth-key")
+        .is_some_and(|v| v.as_bytes() == app.key.as_bytes());
+    let resp = if authorized {
+        next.run(req).await
+    } else {
+        drain_body(req).await;
+        message(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
+    };
+    if drop_after {
+        return dropped();
+    }
+    resp
+}
+
+/// Read and discard a request body before answering early, as a server that reads
+/// the whole request first would: answering mid-upload and closing makes the client
+/// see a broken pipe instead of the status.
+async fn drain_body(req: Request) {
+    let mut body = req.into_body().into_data_stream();
+    while let Some(Ok(_)) = body.next().await {}
+}
+
+async fn list_folders(State(app): State<App>) -> Response {
+    let folders: Vec<serde_json::Value> = app
+        .store
+        .folders()
+        .into_iter()
+        .map(|(id, name)| serde_json::json!({ "Id": id, "Name": name }))
+        .collect();
+    Json(folders).into_response()
+}
+
+async fn list_files(
+    State(app): State<App>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
+    };
+    let Some(client) = param(&q, "clientId").and_then(|v| v.parse::<ClientId>().ok()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "The request is invalid: clientId is required and must be a number.",
+        );
+    };
+    if !app.store.has_client(client) && app.store.lock().unknown_client_files == UnknownClientFiles::NotFound {
+        return message(StatusCode::NOT_FOUND, "Client not found");
+    }
+    let files = app.store.files_of(client);
+    Json(files.iter().map(file_json).collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ClientProfileJson {
+    client_id: ClientId,
+    first_name: String,
+    last_name: String,
+    name: String,
+    email: String,
+    phone: String,
+    date_created: i64,
+    archived: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ClientRowJson {
+    name: String,
+    email: String,
+    phone: String,
+    client_number: ClientId,
+}
+
+async fn list_clients(
+    State(app): State<App>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
+    };
+    let page = match param(&q, "page") {
+        None | Some("") => 1,
+        Some(p) => match p.parse::<u32>() {
+            Ok(p) => p.max(1),
+            Err(_) => return message(StatusCode::BAD_REQUEST, "page must be a number"),
+        },
+    };
+    let profile = param(&q, "includeProfile").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let rows = app.store.clients_page(param(&q, "search"), page, CLIENT_PAGE_SIZE);
+    if profile {
+        let rows: Vec<ClientProfileJson> = rows
+            .into_iter()
+            .map(|c: StoredClient| ClientProfileJson {
+                client_id: c.id,
+                name: c.name(),
+                first_name: c.first_name,
+                last_name: c.last_name,
+                email: c.email,
+                phone: c.phone,
+                date_created: c.created_ms,
+                archived: c.archived,
+            })
+            .collect();
+        Json(rows).into_response()
+    } else {
+        let rows: Vec<ClientRowJson> = rows
+            .into_iter()
+            .map(|c| ClientRowJson {
+                name: c.name(),
+                email: c.email,
+                phone: c.phone,
+                client_number: c.id,
+            })
+            .collect();
+        Json(rows).into_response()
+    }
+}
+
+/// `attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`.
+fn content_disposition(name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+async fn download(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {
+    let Some(file) = app.store.file(&id) else {
+        tracing::debug!("fake server: download of unknown file");
+        return message(StatusCode::NOT_FOUND, "File not found");
+    };
+    let fault = req.extensions().get::<BodyFault>().map(|f| f.0.clone());
+    let data = file.data;
+    let full = data.len();
+    let (declared, send, cut) = match fault {
+        Some(Fault::CutBody { bytes }) => (full, (bytes as usize).min(full), true),
+        Some(Fault::ShortBody { bytes }) => {
+            let n = full.saturating_sub(bytes as usize);
+            (n, n, false)
+        }
+        _ => (full, full, false),
+    };
+    let bandwidth = app.store.lock().bandwidth.filter(|b| *b > 0);
+    let body = Body::from_stream(paced_body(data, send, cut, bandwidth));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&file.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+    headers.insert(header::CONTENT_DISPOSITION, content_disposition(&file.name));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+struct Pacer {
+    data: Bytes,
+    off: usize,
+    end: usize,
+    cut: bool,
+    bandwidth: Option<u64>,
+    chunk: usize,
+    start: Instant,
+}
+
+/// The first `end` bytes of `data` as slices, paced to `bandwidth` bytes/s; if `cut`,
+/// an error follows them, which makes hyper abort the connection.
+fn paced_body(
+    data: Bytes,
+    end: usize,
+    cut: bool,
+    bandwidth: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let chunk = match bandwidth {
+        Some(b) => (b / 16).clamp(1024, CHUNK as u64) as usize,
+        None => CHUNK,
+    };
+    let st = Pacer {
+        data,
+        off: 0,
+        end,
+        cut,
+        bandwidth,
+        chunk,
+        start: Instant::now(),
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if st.off >= st.end {
+            if st.cut {
+                st.cut = false;
+                // Give hyper a pause to flush the headers and the bytes so far: an
+                // error while they are still buffered would discard them.
+                tokio::time::sleep(CUT_FLUSH_PAUSE).await;
+                let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "body cut by an injected fault");
+                return Some((Err(err), st));
+            }
+            return None;
+        }
+        if let Some(bw) = st.bandwidth {
+            let due = st.start + Duration::from_secs_f64(st.off as f64 / bw as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        let n = st.chunk.min(st.end - st.off);
+        let piece = st.data.slice(st.off..st.off + n);
+        st.off += n;
+        Some((Ok(piece), st))
+    })
+}
+
+async fn upload(
+    State(app): State<App>,
+    Path(client): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let Ok(client) = client.parse::<ClientId>() else {
+        return message(StatusCode::BAD_REQUEST, "clientId must be a number");
+    };
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(_) => return message(StatusCode::BAD_REQUEST, "Expected multipart/form-data"),
+    };
+    let mut found: Option<(String, String, Bytes)> = None;
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("fake server: bad multipart body: {e}");
+                return message(StatusCode::BAD_REQUEST, "Malformed multipart body");
+            }
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let Some(name) = field.file_name().map(str::to_string) else {
+            return message(StatusCode::BAD_REQUEST, "The file part has no filename");
+        };
+        let ct = field.content_type().unwrap_or("application/octet-stream").to_string();
+        let mut buf = BytesMut::new();
+        loop {
+            match field.chunk().await {
+                Ok(Some(c)) => buf.extend_from_slice(&c),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("fake server: upload body failed: {e}");
+                    return message(StatusCode::BAD_REQUEST, "Malformed multipart body");
+                }
+            }
+        }
+        found = Some((name, ct, buf.freeze()));
+        break;
+    }
+    let Some((name, ct, data)) = found else {
+        return message(StatusCode::BAD_REQUEST, "No file part named 'file'");
+    };
+    match app.store.upload(client, &name, &ct, data) {
+        Some(_) => StatusCode::OK.into_response(),
+        None => message(StatusCode::NOT_FOUND, "Client not found"),
+    }
+}
+
+async fn delete_file(State(app): State<App>, Path(id): Path<String>) -> Response {
+    if app.store.delete(&id) {
+        StatusCode::OK.into_response()
+    } else {
+        message(StatusCode::NOT_FOUND, "File not found")
+    }
+}
+
+// ----- the admin API (uncounted, loopback only) -----
+
+async fn admin_gate(req: Request, next: Next) -> Response {
+    let loopback = req.extensions().get::<Peer>().is_some_and(|p| p.0.ip().is_loopback());
+    if !loopback {
+        return message(StatusCode::FORBIDDEN, "admin API is loopback only");
+    }
+    next.run(req).await
+}
+
+fn bad_json(e: JsonRejection) -> Response {
+    message(StatusCode::BAD_REQUEST, &e.body_text())
+}
+
+async fn admin_counts(State(app): State<App>) -> Response {
+    let s = app.store.lock();
+    let mut out = serde_json::Map::new();
+    let mut total = 0;
+    for e in Endpoint::ALL {
+        let n = s.counts.get(&e).copied().unwrap_or(0);
+        total += n;
+        out.insert(e.name().into(), n.into());
+    }
+    out.insert("total".into(), total.into());
+    Json(serde_json::Value::Object(out)).into_response()
+}
+
+async fn admin_reset_counts(State(app): State<App>) -> StatusCode {
+    app.store.reset_counts();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct FaultReq {
+    endpoint: Option<String>,
+    times: Option<u32>,
+    status: Option<u16>,
+    retry_after: Option<u64>,
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    drop: bool,
+    #[serde(default)]
+    drop_after_effect: bool,
+    cut_body: Option<u64>,
+    short_body: Option<u64>,
+    #[serde(default)]
+    hang: bool,
+}
+
+async fn admin_fault(State(app): State<App>, body: Result<Json<FaultReq>, JsonRejection>) -> Response {
+    let r = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_json(e),
+    };
+    let endpoint = match r.endpoint.as_deref() {
+        None => None,
+        Some(name) => match Endpoint::from_name(name) {
+            Some(e) => Some(e),
+            None => return message(StatusCode::BAD_REQUEST, "unknown endpoint"),
+        },
+    };
+    let mut kinds = Vec::new();
+    if let Some(status) = r.status {
+        kinds.push(Fault::Status {
+            status,
+            retry_after: r.retry_after,
+        });
+    }
+    if let Some(ms) = r.delay_ms {
+        kinds.push(Fault::Delay(Duration::from_millis(ms)));
+    }
+    if r.drop {
+        kinds.push(Fault::Drop);
+    }
+    if r.drop_after_effect {
+        kinds.push(Fault::DropAfterEffect);
+    }
+    if let Some(bytes) = r.cut_body {
+        kinds.push(Fault::CutBody { bytes });
+    }
+    if let Some(bytes) = r.short_body {
+        kinds.push(Fault::ShortBody { bytes });
+    }
+    if r.hang {
+        kinds.push(Fault::Hang);
+    }
+    if kinds.len() != 1 || (r.retry_after.is_some() && r.status.is_none()) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "give exactly one of status, delay_ms, drop, drop_after_effect, cut_body, \
+             short_body, hang (retry_after only with status)",
+        );
+    }
+    if let Some(fault) = kinds.pop() {
+        app.store.push_fault(endpoint, fault, r.times);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_clear_faults(State(app): State<App>) -> StatusCode {
+    app.store.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct BandwidthReq {
+    bytes_per_sec: Option<u64>,
+}
+
+async fn admin_bandwidth(State(app): State<App>, body: Result<Json<BandwidthReq>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(r)) => {
+            app.store.set_bandwidth(r.bytes_per_sec);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct BudgetReq {
+    requests: Option<u64>,
+    retry_after: Option<u64>,
+}
+
+async fn admin_budget(State(app): State<App>, body: Result<Json<BudgetReq>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(r)) => {
+            app.store.set_request_budget(r.requests, r.retry_after);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct UnknownClientReq {
+    /// `"empty"` or `"not_found"`.
+    mode: String,
+}
+
+async fn admin_unknown_client(State(app): State<App>, body: Result<Json<UnknownClientReq>, JsonRejection>) -> Response {
+    let r = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_json(e),
+    };
+    let mode = match r.mode.as_str() {
+        "empty" => UnknownClientFiles::EmptyList,
+        "not_found" => UnknownClientFiles::NotFound,
+        _ => return message(StatusCode::BAD_REQUEST, "mode is \"empty\" or \"not_found\""),
+    };
+    app.store.lock().unknown_client_files = mode;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct ClientReq {
+    id: ClientId,
+    first_name: String,
+    last_name: String,
+}
+
+async fn admin_client(State(app): State<App>, body: Result<Json<ClientReq>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(r)) => {
+            app.store.add_client(r.id, &r.first_name, &r.last_name);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct BulkReq {
+    client_id: ClientId,
+    n: usize,
+    size: usize,
+}
+
+async fn admin_bulk_client(State(app): State<App>, body: Result<Json<BulkReq>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(r)) => {
+            super::demo::add_bulk_client(&app.store, r.client_id, r.n, r.size);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_json(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddFileReq {
+    client_id: ClientId,
+    name: String,
+    folder_id: Option<String>,
+    size: usize,
+    /// Seed for the contents; defaults to one derived from the name and size.
+    seed: Option<u64>,
+}
+
+async fn admin_add_file(State(app): State<App>, body: Result<Json<AddFileReq>, JsonRejection>) -> Response {
+    let r = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_json(e),
+    };
+    if !app.store.has_client(r.client_id) {
+        return message(StatusCode::NOT_FOUND, "Client not found");
+    }
+    let seed = r.seed.unwrap_or_else(|| {
+        // FNV-1a over the name, mixed with the size.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in r.name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h ^ r.size as u64
+    });
+    let id = app.store.add_file(
+        r.client_id,
+        &r.name,
+        r.folder_id.as_deref(),
+        pseudo_random_bytes(seed, r.size),
+    );
+    Json(serde_json::json!({ "Id": id })).into_response()
+}
+
+async fn admin_file_bytes(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.store.file(&id) {
+        Some(f) => {
+            let ct = HeaderValue::from_str(&f.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, ct)], Body::from(f.data)).into_response()
+        }
+        None => message(StatusCode::NOT_FOUND, "File not found"),
+    }
+}
+
+async fn admin_files(
+    State(app): State<App>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let client = q
+        .ok()
+        .and_then(|Query(q)| param(&q, "clientId").and_then(|v| v.parse::<ClientId>().ok()));
+    let Some(client) = client else {
+        return message(StatusCode::BAD_REQUEST, "clientId is required");
+    };
+    let files = app.store.files_of(client);
+    Json(files.iter().map(file_json).collect::<Vec<_>>()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_maps_paths_to_endpoints() {
+        assert_eq!(classify(&Method::GET, "/api/v1/files"), Some(Endpoint::ListFiles));
+        assert_eq!(classify(&Method::GET, "/api/v1/files/f1"), Some(Endpoint::Download));
+        assert_eq!(classify(&Method::POST, "/api/v1/files/12"), Some(Endpoint::Upload));
+        assert_eq!(classify(&Method::DELETE, "/api/v1/files/f1"), Some(Endpoint::Delete));
+        assert_eq!(classify(&Method::GET, "/api/v1/files/a/b"), None);
+        assert_eq!(classify(&Method::GET, "/_admin/counts"), None);
+        assert_eq!(classify(&Method::PUT, "/api/v1/files/f1"), None);
+    }
+
+    #[test]
+    fn content_disposition_is_always_a_valid_header() {
+        let v = content_disposition("Ünïcødé 表格.pdf");
+        let s = v.to_str().unwrap();
+        assert!(s.starts_with("attachment; filename=\""));
+        assert!(s.contains("filename*=UTF-8''%C3%9C"));
+        assert!(content_disposition("a\"b\\c\nd").to_str().is_ok());
+    }
+}

@@ -1,0 +1,205 @@
+//! Shared harness for the FUSE tier: a fake IntakeQ server in the test process, the
+//! real `intakeq-fs` binary mounted against it, and helpers to run real tools.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use intakeq_fs::fake::store::Store;
+
+pub const KEY: &str = "test-key-3f9c1e7a5b";
+
+pub struct Server {
+    pub rt: tokio::runtime::Runtime,
+    pub base: String,
+    pub store: Store,
+}
+
+pub fn server(store: Store) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, _task) = rt
+        .block_on(intakeq_fs::fake::server::spawn(
+            store.clone(),
+            ([127, 0, 0, 1], 0).into(),
+            KEY.to_string(),
+        ))
+        .unwrap();
+    Server {
+        rt,
+        base: intakeq_fs::fake::server::base_url(addr),
+        store,
+    }
+}
+
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_intakeq-fs")
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = p.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
+}
+
+/// Mount in the foreground with generous limits (tests count calls, not wait for them).
+pub fn mount(srv: &Server, extra: &[&str]) -> Mount {
+    mount_in(tempfile::tempdir().unwrap(), srv, extra)
+}
+
+/// Mount reusing a directory (and so its spool) from an earlier mount.
+pub fn mount_in(dir: tempfile::TempDir, srv: &Server, extra: &[&str]) -> Mount {
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let log = dir
+        .path()
+        .join(format!("log-{}.txt", Instant::now().elapsed().as_nanos()));
+    let child = Command::new(bin())
+        .arg("mount")
+        .arg(&mnt)
+        .args([
+            "--base-url",
+            &srv.base,
+            "--foreground",
+            "--rate-limit",
+            "100000",
+            "--daily-limit",
+            "100000",
+        ])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(extra)
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("INTAKEQ_FS_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let m = Mount {
+        dir,
+        mnt,
+        child: Some(child),
+        log,
+    };
+    m.wait_mounted();
+    m
+}
+
+impl Mount {
+    pub fn wait_mounted(&self) {
+        let t0 = Instant::now();
+        while !is_mounted(&self.mnt) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "mount did not appear; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel.trim_start_matches('/'))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `fusermount3 -u`, then the daemon must exit 0 on its own.
+    pub fn unmount(mut self) -> (ExitStatus, String, tempfile::TempDir) {
+        let st = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().unwrap();
+        assert!(st.success(), "fusermount3 -u failed");
+        let status = wait_exit(self.child.as_mut().unwrap(), Duration::from_secs(30));
+        self.child = None;
+        let log = self.log_text();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, log, dir)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
+            let t0 = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run a tool; return its output (not asserting success).
+pub fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(cmd);
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+/// Run a tool that must succeed; return stdout.
+pub fn ok(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A small account most tests start from.
+pub fn account() -> Store {
+    let s = Store::new();
+    s.add_client(1001, "Ada", "Lovelace");
+    s.add_client(1002, "Alan", "Turing");
+    s.add_folder("fo1", "Intake Forms");
+    s.add_folder("fo2", "Insurance");
+    s.add_file(1001, "notes.txt", None, &b"hello notes\n"[..]);
+    s.add_file(1001, "card.png", Some("fo2"), vec![7u8; 5000]);
+    s.add_file(1001, "consent.pdf", Some("fo1"), &b"first"[..]);
+    s.add_file(1001, "consent.pdf", Some("fo1"), &b"second"[..]);
+    s.add_file(1001, "lost.txt", Some("gone"), &b"unlisted folder"[..]);
+    s.add_file(1002, "other.txt", None, &b"other client"[..]);
+    s
+}

@@ -1,0 +1,435 @@
+//! FUSE tier: the real binary mounted for real against the fake server, driven with
+//! `std::fs` and real tools (`ls`, `cat`, `cp`, `mv`, `rm`, `find`, `touch`, `rsync`,
+//! `tar`, `df`), checking bytes on the server side through the fake's state and the
+//! number of API calls where caching is promised.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use intakeq_fs::fake::demo::pseudo_random_bytes;
+use intakeq_fs::fake::store::{Endpoint, Fault};
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+#[test]
+fn ls_cat_and_attributes_through_the_mount() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let out = ok("ls", &[&"-l", &m.p("clients/1001")]);
+    for n in ["Intake Forms", "Insurance", "_folder-gone", "notes.txt"] {
+        assert!(out.contains(n), "{n} not in ls -l output:\n{out}");
+    }
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(ok("cat", &[&m.p("clients/1001/Insurance/card.png")]).len(), 5000);
+    let names: Vec<String> = fs::read_dir(m.p("clients/1001/Intake Forms"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"consent.pdf".into()) && names.contains(&"consent (f00000004).pdf".into()));
+    let md = fs::metadata(m.p("clients/1001/notes.txt")).unwrap();
+    assert_eq!(md.len(), 12);
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    assert_eq!(md.uid(), unsafe { libc::getuid() });
+    let created = srv.store.file("f00000001").unwrap().created_ms;
+    assert_eq!(md.mtime() * 1000 + md.mtime_nsec() / 1_000_000, created);
+    assert_eq!(
+        fs::metadata(m.p("clients/1001")).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let ls_clients = ok("ls", &[&m.p("clients")]);
+    assert_eq!(ls_clients.split_whitespace().collect::<Vec<_>>(), ["1001", "1002"]);
+    assert_eq!(errno_of(&fs::metadata(m.p("clients/999")).unwrap_err()), libc::ENOENT);
+    assert_eq!(errno_of(&fs::metadata(m.p("clients/abc")).unwrap_err()), libc::ENOENT);
+    let df = ok("df", &[&m.mnt]);
+    assert!(df.contains("intakeq"), "df output: {df}");
+    let (status, _, _) = m.unmount();
+    assert!(status.success());
+}
+
+#[test]
+fn second_read_and_warm_listing_cost_no_calls() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    ok("cat", &[&m.p("clients/1001/notes.txt")]);
+    assert_eq!(srv.store.count(Endpoint::Download), 1);
+    // Drop the kernel's page cache for the file so the read reaches the daemon.
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+    ok("cat", &[&m.p("clients/1001/notes.txt")]);
+    assert_eq!(srv.store.count(Endpoint::Download), 1, "second cat made no download");
+    let before = srv.store.total_requests();
+    ok("ls", &[&"-l", &m.p("clients/1001")]);
+    ok("ls", &[&"-lR", &m.p("clients/1001")]);
+    assert_eq!(srv.store.total_requests(), before, "warm ls -l makes no call");
+}
+
+#[test]
+fn find_over_a_2000_file_client_makes_one_listing_call() {
+    let store = account();
+    intakeq_fs::fake::demo::add_bulk_client(&store, 5000, 2000, 10);
+    let srv = server(store);
+    let m = mount(&srv, &[]);
+    srv.store.reset_counts();
+    let out = ok("find", &[&m.p("clients/5000"), &"-type", &"f"]);
+    assert_eq!(out.lines().count(), 2000);
+    assert_eq!(srv.store.count(Endpoint::ListFiles), 1);
+    assert_eq!(
+        srv.store.total_requests(),
+        1,
+        "folders were fetched at mount; one files listing"
+    );
+    let out = ok("ls", &[&"-l", &m.p("clients/5000")]);
+    assert_eq!(
+        out.lines().count(),
+        2003,
+        "total line, the 2 account-wide folders, 2000 files"
+    );
+    assert_eq!(srv.store.total_requests(), 1);
+}
+
+#[test]
+fn cp_in_cp_over_and_echo_overwrite_land_on_the_server() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("scan.pdf");
+    let data = pseudo_random_bytes(9, 300_000);
+    fs::write(&src, &data).unwrap();
+    ok("cp", &[&src, &m.p("clients/1002/")]);
+    let f = &srv.store.files_named(1002, "scan.pdf")[0];
+    assert_eq!(f.data, data);
+    assert_eq!(f.folder_id, None);
+    assert_eq!(f.content_type, "application/pdf");
+    // cp over an existing file: new bytes uploaded, old file deleted, one remains.
+    let data2 = pseudo_random_bytes(10, 1000);
+    fs::write(&src, &data2).unwrap();
+    ok("cp", &[&src, &m.p("clients/1002/scan.pdf")]);
+    let files = srv.store.files_named(1002, "scan.pdf");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].data, data2);
+    assert_eq!(fs::read(m.p("clients/1002/scan.pdf")).unwrap(), data2);
+    // Shell redirection overwrite and append.
+    ok(
+        "sh",
+        &[
+            &"-c",
+            &format!("echo replaced > '{}'", m.p("clients/1001/notes.txt").display()),
+        ],
+    );
+    assert_eq!(&srv.store.files_named(1001, "notes.txt")[0].data[..], b"replaced\n");
+    ok(
+        "sh",
+        &[
+            &"-c",
+            &format!("echo more >> '{}'", m.p("clients/1001/notes.txt").display()),
+        ],
+    );
+    let files = srv.store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1);
+    assert_eq!(&files[0].data[..], b"replaced\nmore\n");
+    // touch makes an empty file; touch of an existing file is a harmless no-op.
+    ok("touch", &[&m.p("clients/1002/empty.txt")]);
+    assert_eq!(srv.store.files_named(1002, "empty.txt")[0].data.len(), 0);
+    let uploads = srv.store.count(Endpoint::Upload);
+    ok("touch", &[&m.p("clients/1002/empty.txt")]);
+    ok("chmod", &[&"644", &m.p("clients/1002/empty.txt")]);
+    assert_eq!(srv.store.count(Endpoint::Upload), uploads);
+}
+
+#[test]
+fn a_new_file_costs_one_upload_and_one_listing() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    ok("ls", &[&m.p("clients/1002")]);
+    srv.store.reset_counts();
+    fs::write(m.p("clients/1002/new.txt"), b"abc").unwrap();
+    assert_eq!(srv.store.count(Endpoint::Upload), 1);
+    assert_eq!(srv.store.count(Endpoint::ListFiles), 1);
+    assert_eq!(srv.store.total_requests(), 2);
+    assert_eq!(fs::read(m.p("clients/1002/new.txt")).unwrap(), b"abc");
+    assert_eq!(
+        srv.store.total_requests(),
+        2,
+        "reading back what we wrote costs nothing"
+    );
+}
+
+#[test]
+fn cp_r_out_and_tar_out_match_the_server() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("copy");
+    ok("cp", &[&"-r", &m.p("clients/1001"), &out]);
+    assert_eq!(fs::read(out.join("notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(
+        fs::read(out.join("Intake Forms/consent (f00000004).pdf")).unwrap(),
+        b"second"
+    );
+    assert_eq!(fs::read(out.join("_folder-gone/lost.txt")).unwrap(), b"unlisted folder");
+    assert_eq!(srv.store.count(Endpoint::Download), 5, "one download per file");
+    let tarball = dir.path().join("c.tar");
+    ok("tar", &[&"-cf", &tarball, &"-C", &m.p("clients"), &"1001"]);
+    assert_eq!(srv.store.count(Endpoint::Download), 5, "tar reads from the cache");
+    let list = ok("tar", &[&"-tf", &tarball]);
+    assert!(list.contains("1001/Insurance/card.png"));
+}
+
+#[test]
+fn tar_and_rsync_into_the_mount() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.txt"), b"alpha").unwrap();
+    fs::write(src.join("b.bin"), pseudo_random_bytes(3, 70_000)).unwrap();
+    ok("rsync", &[&"-a", &format!("{}/", src.display()), &m.p("clients/1002/")]);
+    assert_eq!(&srv.store.files_named(1002, "a.txt")[0].data[..], b"alpha");
+    assert_eq!(
+        srv.store.files_named(1002, "b.bin")[0].data,
+        pseudo_random_bytes(3, 70_000)
+    );
+    let names: Vec<String> = srv.store.files_of(1002).into_iter().map(|f| f.name).collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "rsync temp files are gone: {names:?}"
+    );
+    let tarball = dir.path().join("t.tar");
+    fs::write(src.join("c.txt"), b"from tar").unwrap();
+    ok("tar", &[&"-cf", &tarball, &"-C", &src, &"c.txt"]);
+    ok("tar", &[&"-xf", &tarball, &"-C", &m.p("clients/1002")]);
+    assert_eq!(&srv.store.files_named(1002, "c.txt")[0].data[..], b"from tar");
+    // cp -p (preserving mode and times) works: those changes are accepted as no-ops.
+    ok("cp", &[&"-p", &src.join("a.txt"), &m.p("clients/1001/a-copy.txt")]);
+    assert_eq!(&srv.store.files_named(1001, "a-copy.txt")[0].data[..], b"alpha");
+}
+
+#[test]
+fn mv_rm_and_refused_operations() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    // mv within a client's top level: emulated rename.
+    ok(
+        "mv",
+        &[&m.p("clients/1001/notes.txt"), &m.p("clients/1001/renamed.txt")],
+    );
+    assert!(srv.store.files_named(1001, "notes.txt").is_empty());
+    assert_eq!(
+        &srv.store.files_named(1001, "renamed.txt")[0].data[..],
+        b"hello notes\n"
+    );
+    assert!(!m.p("clients/1001/notes.txt").exists());
+    assert_eq!(fs::read(m.p("clients/1001/renamed.txt")).unwrap(), b"hello notes\n");
+    // mv into a folder: EXDEV, mv falls back to copy, which is refused (EPERM); the
+    // source stays.
+    let out = run(
+        "mv",
+        &[&m.p("clients/1001/renamed.txt"), &m.p("clients/1001/Insurance/")],
+    );
+    assert!(!out.status.success());
+    assert_eq!(srv.store.files_named(1001, "renamed.txt").len(), 1, "source kept");
+    assert_eq!(
+        errno_of(&fs::rename(m.p("clients/1001/renamed.txt"), m.p("clients/1002/x.txt")).unwrap_err()),
+        libc::EXDEV
+    );
+    // Writing into a folder is refused, nothing uploaded.
+    let e = fs::write(m.p("clients/1001/Insurance/new.txt"), b"x").unwrap_err();
+    assert_eq!(errno_of(&e), libc::EPERM);
+    assert!(m.log_text().contains("cannot choose a folder"), "log says why");
+    // rm: one DELETE, gone at once.
+    let deletes = srv.store.count(Endpoint::Delete);
+    ok("rm", &[&m.p("clients/1001/Insurance/card.png")]);
+    assert_eq!(srv.store.count(Endpoint::Delete), deletes + 1);
+    assert!(srv.store.file("f00000002").is_none());
+    assert!(!m.p("clients/1001/Insurance/card.png").exists());
+    // Directories cannot be made or removed.
+    assert_eq!(
+        errno_of(&fs::create_dir(m.p("clients/1001/New")).unwrap_err()),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(&fs::remove_dir(m.p("clients/1001/Insurance")).unwrap_err()),
+        libc::EPERM
+    );
+    let out = run("rm", &[&"-r", &m.p("clients/1001/Intake Forms")]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn read_only_mount_refuses_changes_with_erofs() {
+    let srv = server(account());
+    let m = mount(&srv, &["--read-only"]);
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(
+        errno_of(&fs::write(m.p("clients/1001/x.txt"), b"x").unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(&fs::remove_file(m.p("clients/1001/notes.txt")).unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(srv.store.count(Endpoint::Upload) + srv.store.count(Endpoint::Delete), 0);
+}
+
+#[test]
+fn a_failed_upload_is_reported_by_close_and_kept_for_the_next_mount() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    srv.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        None,
+    );
+    let mut f = fs::File::create(m.p("clients/1002/precious.txt")).unwrap();
+    f.write_all(b"consent form").unwrap();
+    // close() is where the upload happens: std's File::drop ignores errors, so use libc.
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(rc, -1, "close reports the failed upload");
+    assert!(srv.store.files_named(1002, "precious.txt").is_empty());
+    // Kill the daemon outright; the staged data must survive it.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    let mut m = m;
+    wait_exit(m.child.as_mut().unwrap(), Duration::from_secs(10));
+    m.child = None;
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&m.mnt).status();
+    srv.store.clear_faults();
+    let dir = std::mem::replace(&mut m.dir, tempfile::tempdir().unwrap());
+    drop(m);
+    let m2 = mount_in(dir, &srv, &[]);
+    let t0 = std::time::Instant::now();
+    while srv.store.files_named(1002, "precious.txt").is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "resumed upload did not land; log:\n{}",
+            m2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        &srv.store.files_named(1002, "precious.txt")[0].data[..],
+        b"consent form"
+    );
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_exits_zero() {
+    let srv = server(account());
+    let mut m = mount(&srv, &[]);
+    ok("ls", &[&m.p("clients")]);
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    let st = wait_exit(m.child.as_mut().unwrap(), Duration::from_secs(20));
+    m.child = None;
+    assert!(st.success(), "exit status {st:?}; log:\n{}", m.log_text());
+    assert!(!is_mounted(&m.mnt));
+}
+
+#[test]
+fn background_mount_returns_when_ready_and_fusermount_ends_it() {
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let out = Command::new(bin())
+        .arg("mount")
+        .arg(&mnt)
+        .args(["--base-url", &srv.base, "--rate-limit", "1000"])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--log-file")
+        .arg(dir.path().join("log.txt"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Usable the moment the command returns.
+    assert_eq!(fs::read(mnt.join("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    // The key is in no process's argv and in no log line.
+    let log = fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    assert!(!log.contains(KEY));
+    assert!(ok("fusermount3", &[&"-u", &mnt]).is_empty());
+    let t0 = std::time::Instant::now();
+    while is_mounted(&mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_key_unreachable_server_and_missing_mountpoint_fail_with_one_line() {
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let try_mount = |base: &str, key: &str, mnt: &std::path::Path| {
+        Command::new(bin())
+            .arg("mount")
+            .arg(mnt)
+            .args(["--base-url", base])
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .arg("--log-file")
+            .arg(dir.path().join("log.txt"))
+            .env("INTAKEQ_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = try_mount(&srv.base, "wrong-key", &mnt);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("rejected"), "{err}");
+    assert!(!err.contains("wrong-key"));
+    assert!(!is_mounted(&mnt));
+    let out = try_mount("http://127.0.0.1:9/api/v1/", KEY, &mnt);
+    assert!(!out.status.success());
+    assert_eq!(stderr_of(&out).trim().lines().count(), 1, "{}", stderr_of(&out));
+    let out = try_mount(&srv.base, KEY, &dir.path().join("missing"));
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("missing"));
+    let out = Command::new(bin())
+        .arg("mount")
+        .arg(&mnt)
+        .env_remove("INTAKEQ_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("INTAKEQ_API_KEY"));
+}
+
+#[test]
+fn big_file_copies_in_and_out_byte_exact() {
+    let store = account();
+    let data = pseudo_random_bytes(77, 20 << 20);
+    store.add_file(1002, "remote-big.bin", None, data.clone());
+    let srv = server(store);
+    // A 16 MiB memory cache: the 20 MiB file streams through the private disk cache.
+    let m = mount(&srv, &["--cache-size", "16"]);
+    let dir = tempfile::tempdir().unwrap();
+    let back = dir.path().join("back.bin");
+    ok("cp", &[&m.p("clients/1002/remote-big.bin"), &back]);
+    let mut got = Vec::new();
+    fs::File::open(&back).unwrap().read_to_end(&mut got).unwrap();
+    assert!(got == data, "bytes out differ");
+    let src = dir.path().join("big.bin");
+    let data2 = pseudo_random_bytes(78, 20 << 20);
+    fs::write(&src, &data2).unwrap();
+    ok("cp", &[&src, &m.p("clients/1002/big.bin")]);
+    assert!(
+        srv.store.files_named(1002, "big.bin")[0].data == data2,
+        "bytes in differ"
+    );
+}

@@ -1,0 +1,855 @@
+//! The HTTP test tier: `HttpRemote` against the fake IntakeQ server over real
+//! loopback sockets, asserting on results and on the server's request counts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use intakeq_fs::fake::demo::{add_bulk_client, pseudo_random_bytes};
+use intakeq_fs::fake::server::{base_url, spawn};
+use intakeq_fs::fake::store::{Endpoint, Fault, Store, UnknownClientFiles};
+use intakeq_fs::limiter::Limiter;
+use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
+use intakeq_fs::remote::{ByteStream, Priority, Remote, RemoteError};
+
+const KEY: &str = "sk-test-7f3e9a1c-SECRET-KEY";
+const P: Priority = Priority::User;
+
+fn fast_opts() -> HttpOptions {
+    HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(10),
+        max_retries: 4,
+        backoff_base: Duration::from_millis(20),
+    }
+}
+
+async fn serve(store: &Store) -> SocketAddr {
+    let (addr, _task) = spawn(store.clone(), "127.0.0.1:0".parse().unwrap(), KEY.into())
+        .await
+        .unwrap();
+    addr
+}
+
+fn remote_with(addr: SocketAddr, key: &str, limiter: Limiter, opts: HttpOptions) -> HttpRemote {
+    HttpRemote::new(&base_url(addr), key.into(), Arc::new(limiter), opts).unwrap()
+}
+
+fn remote(addr: SocketAddr) -> HttpRemote {
+    remote_with(addr, KEY, Limiter::unlimited(), fast_opts())
+}
+
+fn no_retries() -> HttpOptions {
+    HttpOptions {
+        max_retries: 0,
+        ..fast_opts()
+    }
+}
+
+/// The body's bytes, and the error that ended it if one did.
+async fn drain(mut s: ByteStream) -> (Vec<u8>, Option<RemoteError>) {
+    let mut out = Vec::new();
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => {
+                assert!(s.next().await.is_none(), "an error must be the last item");
+                return (out, Some(e));
+            }
+        }
+    }
+    (out, None)
+}
+
+fn one_client_store() -> Store {
+    let s = Store::new();
+    s.add_client(1, "Ada", "Lovelace");
+    s
+}
+
+fn temp_file(data: &[u8]) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(data).unwrap();
+    f.flush().unwrap();
+    f
+}
+
+#[tokio::test]
+async fn listing_fields_parse() {
+    let s = one_client_store();
+    s.add_folder("fo1", "Intake Forms");
+    let a = s.add_file(1, "Ünïcødé 表格.pdf", Some("fo1"), &b"%PDF-1.4 x"[..]);
+    let b = s.add_file(1, "notes.txt", None, &b"hello"[..]);
+    let addr = serve(&s).await;
+    let r = remote(addr);
+
+    let folders = r.list_folders(P).await.unwrap();
+    assert_eq!(folders.len(), 1);
+    assert_eq!(
+        (folders[0].id.as_str(), folders[0].name.as_str()),
+        ("fo1", "Intake Forms")
+    );
+
+    let files = r.list_files(1, P).await.unwrap();
+    assert_eq!(files.len(), 2);
+    let fa = files.iter().find(|f| f.id == a).unwrap();
+    assert_eq!(fa.name, "Ünïcødé 表格.pdf");
+    assert_eq!(fa.folder_id.as_deref(), Some("fo1"));
+    assert_eq!(fa.content_type, "application/pdf");
+    assert_eq!(fa.size, 10);
+    assert_eq!(fa.created_ms, s.file(&a).unwrap().created_ms);
+    assert!(fa.created_ms > 1_600_000_000_000, "milliseconds, not seconds");
+    let fb = files.iter().find(|f| f.id == b).unwrap();
+    assert_eq!(fb.folder_id, None);
+    assert_eq!(fb.size, 5);
+    assert!(fb.created_ms > fa.created_ms);
+
+    assert_eq!(s.count(Endpoint::ListFolders), 1);
+    assert_eq!(s.count(Endpoint::ListFiles), 1);
+    assert_eq!(s.total_requests(), 2);
+}
+
+#[tokio::test]
+async fn upload_lands_without_folder_and_names_repeat() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let data = pseudo_random_bytes(5, 200_000);
+    let f = temp_file(&data);
+    let name = "Ünïcødé 表格 \"quoted\".pdf";
+    r.upload(1, name, "application/pdf", f.path(), P).await.unwrap();
+    let stored = s.files_named(1, name);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].data, data);
+    assert_eq!(stored[0].content_type, "application/pdf");
+    assert_eq!(stored[0].folder_id, None);
+
+    r.upload(1, name, "application/pdf", f.path(), P).await.unwrap();
+    assert_eq!(s.files_named(1, name).len(), 2);
+    assert_eq!(s.count(Endpoint::Upload), 2);
+}
+
+#[tokio::test]
+async fn upload_of_empty_file_and_to_unknown_client() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let f = temp_file(b"");
+    r.upload(1, "empty.txt", "text/plain", f.path(), P).await.unwrap();
+    assert!(s.files_named(1, "empty.txt")[0].data.is_empty());
+
+    let err = r.upload(99, "x.txt", "text/plain", f.path(), P).await.unwrap_err();
+    assert_eq!(err, RemoteError::NotFound);
+    assert!(!err.is_ambiguous());
+
+    let missing = std::path::Path::new("/nonexistent/intakeq-fs-test");
+    let err = r.upload(1, "x.txt", "text/plain", missing, P).await.unwrap_err();
+    assert!(matches!(err, RemoteError::LocalIo(_)), "{err:?}");
+    assert_eq!(s.count(Endpoint::Upload), 2, "a local error sends nothing");
+}
+
+#[tokio::test]
+async fn delete_removes_and_unknown_is_not_found() {
+    let s = one_client_store();
+    let id = s.add_file(1, "a.txt", None, &b"a"[..]);
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    r.delete(&id, P).await.unwrap();
+    assert!(s.file(&id).is_none());
+    assert_eq!(r.delete(&id, P).await.unwrap_err(), RemoteError::NotFound);
+    assert_eq!(s.count(Endpoint::Delete), 2);
+}
+
+#[tokio::test]
+async fn delete_whose_answer_was_lost_succeeds_on_retry() {
+    let s = one_client_store();
+    let id = s.add_file(1, "a.txt", None, &b"a"[..]);
+    s.push_fault(Some(Endpoint::Delete), Fault::DropAfterEffect, Some(1));
+    let addr = serve(&s).await;
+    remote(addr).delete(&id, P).await.unwrap();
+    assert!(s.file(&id).is_none());
+    assert_eq!(s.count(Endpoint::Delete), 2);
+}
+
+#[tokio::test]
+async fn bad_key_is_unauthorized_after_one_request() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote_with(addr, "wrong-key", Limiter::unlimited(), fast_opts());
+    let err = r.list_files(1, P).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Unauthorized { status: 401 }), "{err:?}");
+    assert_eq!(s.count(Endpoint::ListFiles), 1);
+    assert_eq!(s.total_requests(), 1);
+
+    // An upload with a bad key gets the status, not a broken pipe.
+    let f = temp_file(&pseudo_random_bytes(4, 1 << 20));
+    let err = r
+        .upload(1, "a.bin", "application/octet-stream", f.path(), P)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Unauthorized { status: 401 }), "{err:?}");
+    assert!(!err.is_ambiguous());
+    assert!(s.files_of(1).is_empty());
+}
+
+#[tokio::test]
+async fn missing_or_non_numeric_client_id_is_400() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let http = reqwest_client();
+    for q in ["", "?clientId=", "?clientId=abc", "?other=1"] {
+        let resp = http
+            .get(format!("{}files{q}", base_url(addr)))
+            .header("X-Auth-Key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{q}");
+        let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert!(body["Message"].is_string());
+    }
+    // Without a key: 401, and still counted.
+    let resp = http
+        .get(format!("{}files?clientId=1", base_url(addr)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(s.count(Endpoint::ListFiles), 5);
+}
+
+fn reqwest_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn unknown_client_files_in_both_modes() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    assert_eq!(r.list_files(42, P).await.unwrap(), vec![]);
+    s.lock().unknown_client_files = UnknownClientFiles::NotFound;
+    assert_eq!(r.list_files(42, P).await.unwrap_err(), RemoteError::NotFound);
+    assert_eq!(r.list_files(1, P).await.unwrap(), vec![]);
+    assert_eq!(s.count(Endpoint::ListFiles), 3, "404 is not retried");
+}
+
+#[tokio::test]
+async fn clients_page_by_100_and_search() {
+    let s = Store::new();
+    for i in 1..=250u64 {
+        s.add_client(i, &format!("Given{i}"), "Family");
+    }
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let mut all = Vec::new();
+    for page in 1..=3 {
+        let rows = r.list_clients(None, page, P).await.unwrap();
+        all.extend(rows);
+    }
+    assert_eq!(all.len(), 250);
+    assert_eq!(all[0].id, 1);
+    assert_eq!(all[0].name, "Given1 Family");
+    assert_eq!(all[249].id, 250);
+    assert_eq!(r.list_clients(None, 3, P).await.unwrap().len(), 50);
+
+    let by_id = r.list_clients(Some("123"), 1, P).await.unwrap();
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0].id, 123);
+    assert_eq!(by_id[0].name, "Given123 Family");
+
+    // Part of a name, with a space and a character that needs encoding.
+    let by_name = r.list_clients(Some("Given12 Fam"), 1, P).await.unwrap();
+    assert_eq!(by_name.len(), 1);
+    assert_eq!(by_name[0].id, 12);
+    assert!(r.list_clients(Some("a&b=c"), 1, P).await.unwrap().is_empty());
+    assert_eq!(s.count(Endpoint::ListClients), 7);
+}
+
+#[tokio::test]
+async fn clients_rows_without_profile_have_no_client_id() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let http = reqwest_client();
+    let get = |q: &'static str| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .get(format!("{}clients{q}", base_url(addr)))
+                .header("X-Auth-Key", KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            serde_json::from_slice::<serde_json::Value>(&resp.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let plain = get("?page=1").await;
+    assert!(plain[0].get("ClientId").is_none());
+    assert_eq!(plain[0]["Name"], "Ada Lovelace");
+    let profile = get("?page=1&includeProfile=true").await;
+    assert_eq!(profile[0]["ClientId"], 1);
+    assert_eq!(profile[0]["FirstName"], "Ada");
+    assert_eq!(profile[0]["Archived"], false);
+}
+
+#[tokio::test]
+async fn download_of_5_mib_is_byte_exact() {
+    let s = one_client_store();
+    let data = pseudo_random_bytes(77, 5 * 1024 * 1024);
+    let id = s.add_file(1, "big.bin", None, data.clone());
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let stream = r.download(&id, data.len() as u64, P).await.unwrap();
+    let (got, err) = drain(stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == data, "bytes differ");
+    assert_eq!(s.count(Endpoint::Download), 1);
+
+    assert_eq!(r.download("f99999999", 1, P).await.err(), Some(RemoteError::NotFound));
+    assert_eq!(s.count(Endpoint::Download), 2);
+}
+
+#[tokio::test]
+async fn download_headers_follow_the_stored_file() {
+    let s = one_client_store();
+    let id = s.add_file(1, "Ünïcødé 表格.pdf", None, &b"%PDF-1.4"[..]);
+    let addr = serve(&s).await;
+    let resp = reqwest_client()
+        .get(format!("{}files/{id}", base_url(addr)))
+        .header("X-Auth-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = resp.headers();
+    assert_eq!(h["content-type"], "application/pdf");
+    assert_eq!(h["content-length"], "8");
+    let cd = h["content-disposition"].to_str().unwrap();
+    assert!(cd.starts_with("attachment; filename="), "{cd}");
+    assert!(cd.contains("filename*=UTF-8''"), "{cd}");
+}
+
+#[tokio::test]
+async fn cut_and_short_bodies_never_complete() {
+    let s = one_client_store();
+    let data = pseudo_random_bytes(3, 300_000);
+    let id = s.add_file(1, "x.bin", None, data.clone());
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let len = data.len() as u64;
+
+    s.push_fault(Some(Endpoint::Download), Fault::CutBody { bytes: 100_000 }, Some(1));
+    let (got, err) = drain(r.download(&id, len, P).await.unwrap()).await;
+    assert!(got.len() <= 100_000, "{} {err:?}", got.len());
+    assert!(
+        matches!(err, Some(RemoteError::Network(_)) | Some(RemoteError::Truncated { .. })),
+        "{err:?}"
+    );
+
+    s.push_fault(Some(Endpoint::Download), Fault::ShortBody { bytes: 10 }, Some(1));
+    let (got, err) = drain(r.download(&id, len, P).await.unwrap()).await;
+    assert_eq!(got.len() as u64, len - 10);
+    assert_eq!(
+        err,
+        Some(RemoteError::Truncated {
+            got: len - 10,
+            expected: len
+        })
+    );
+
+    // A listed size larger than the body is caught too, and a smaller one.
+    let (_, err) = drain(r.download(&id, len + 1, P).await.unwrap()).await;
+    assert!(matches!(err, Some(RemoteError::Truncated { .. })));
+    let (_, err) = drain(r.download(&id, len - 1, P).await.unwrap()).await;
+    assert!(matches!(err, Some(RemoteError::Truncated { .. })));
+    assert_eq!(s.count(Endpoint::Download), 4);
+}
+
+#[tokio::test]
+async fn listing_retries_500_then_succeeds() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::ListFiles),
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        Some(2),
+    );
+    let addr = serve(&s).await;
+    let limiter = Arc::new(Limiter::unlimited());
+    let r = HttpRemote::new(&base_url(addr), KEY.into(), limiter.clone(), fast_opts()).unwrap();
+    assert_eq!(r.list_files(1, P).await.unwrap(), vec![]);
+    assert_eq!(s.count(Endpoint::ListFiles), 3);
+    assert_eq!(limiter.granted(), 3, "every attempt goes through the limiter");
+}
+
+#[tokio::test]
+async fn listing_gives_up_after_max_retries() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::ListFolders),
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        None,
+    );
+    let addr = serve(&s).await;
+    let opts = HttpOptions {
+        max_retries: 2,
+        ..fast_opts()
+    };
+    let r = remote_with(addr, KEY, Limiter::unlimited(), opts);
+    assert_eq!(
+        r.list_folders(P).await.unwrap_err(),
+        RemoteError::Server { status: 503 }
+    );
+    assert_eq!(s.count(Endpoint::ListFolders), 3);
+}
+
+#[tokio::test]
+async fn other_4xx_is_rejected_with_the_message() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::ListFolders),
+        Fault::Status {
+            status: 422,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let addr = serve(&s).await;
+    let err = remote(addr).list_folders(P).await.unwrap_err();
+    match err {
+        RemoteError::Rejected { status, message } => {
+            assert_eq!(status, 422);
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.count(Endpoint::ListFolders), 1);
+}
+
+#[tokio::test]
+async fn upload_with_500_is_not_retried_and_ambiguous() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let addr = serve(&s).await;
+    let f = temp_file(b"data");
+    let err = remote(addr)
+        .upload(1, "a.txt", "text/plain", f.path(), P)
+        .await
+        .unwrap_err();
+    assert_eq!(err, RemoteError::Server { status: 500 });
+    assert!(err.is_ambiguous());
+    assert_eq!(s.count(Endpoint::Upload), 1);
+}
+
+#[tokio::test]
+async fn dropped_upload_is_a_network_error_and_stores_nothing() {
+    let s = one_client_store();
+    s.push_fault(Some(Endpoint::Upload), Fault::Drop, Some(1));
+    let addr = serve(&s).await;
+    let f = temp_file(&pseudo_random_bytes(1, 100_000));
+    let err = remote(addr)
+        .upload(1, "a.txt", "text/plain", f.path(), P)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Network(_)), "{err:?}");
+    assert!(err.is_ambiguous());
+    assert!(s.files_of(1).is_empty());
+    assert_eq!(s.count(Endpoint::Upload), 1);
+}
+
+#[tokio::test]
+async fn upload_dropped_after_effect_is_ambiguous_but_stored() {
+    let s = one_client_store();
+    s.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
+    let addr = serve(&s).await;
+    let data = pseudo_random_bytes(2, 50_000);
+    let f = temp_file(&data);
+    let err = remote(addr)
+        .upload(1, "a.txt", "text/plain", f.path(), P)
+        .await
+        .unwrap_err();
+    assert!(err.is_ambiguous(), "{err:?}");
+    let stored = s.files_named(1, "a.txt");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].data, data);
+    assert_eq!(s.count(Endpoint::Upload), 1);
+}
+
+#[tokio::test]
+async fn drop_closes_the_connection_without_a_byte() {
+    let s = one_client_store();
+    s.push_fault(Some(Endpoint::ListFolders), Fault::Drop, Some(1));
+    let addr = serve(&s).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/v1/folders HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Key: {KEY}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .expect("the server must close the connection");
+    // Either a clean close or a reset, but never a status line.
+    if read.is_ok() {
+        assert!(buf.is_empty(), "got {:?}", String::from_utf8_lossy(&buf));
+    }
+
+    // The client sees a connection error, not a status.
+    s.push_fault(Some(Endpoint::ListFolders), Fault::Drop, Some(1));
+    let err = remote_with(addr, KEY, Limiter::unlimited(), no_retries())
+        .list_folders(P)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Network(_)), "{err:?}");
+    assert_eq!(s.count(Endpoint::ListFolders), 2);
+}
+
+#[tokio::test]
+async fn dropped_listing_is_retried() {
+    let s = one_client_store();
+    s.push_fault(Some(Endpoint::ListFiles), Fault::Drop, Some(2));
+    let addr = serve(&s).await;
+    assert!(remote(addr).list_files(1, P).await.is_ok());
+    assert_eq!(s.count(Endpoint::ListFiles), 3);
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_waits_then_succeeds() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::ListFolders),
+        Fault::Status {
+            status: 429,
+            retry_after: Some(1),
+        },
+        Some(1),
+    );
+    let addr = serve(&s).await;
+    let t0 = Instant::now();
+    remote(addr).list_folders(P).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(s.count(Endpoint::ListFolders), 2);
+}
+
+#[tokio::test]
+async fn rate_limit_without_retry_after_pauses_a_minute_through_the_limiter() {
+    let s = one_client_store();
+    s.set_request_budget(Some(1), None);
+    let addr = serve(&s).await;
+    // The limiter will not wait 60 s: the retry ends at once with WouldWait.
+    let limiter = Limiter::new(1000, 1000, Duration::from_secs(5));
+    let r = remote_with(addr, KEY, limiter, fast_opts());
+    r.list_folders(P).await.unwrap();
+    let t0 = Instant::now();
+    let err = r.list_folders(P).await.unwrap_err();
+    assert!(
+        matches!(err, RemoteError::WouldWait { wait_secs } if wait_secs >= 50),
+        "{err:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(s.count(Endpoint::ListFolders), 2);
+}
+
+#[tokio::test]
+async fn hang_times_out() {
+    let s = one_client_store();
+    s.push_fault(Some(Endpoint::ListFolders), Fault::Hang, None);
+    let addr = serve(&s).await;
+    let opts = HttpOptions {
+        read_timeout: Duration::from_secs(1),
+        max_retries: 1,
+        backoff_base: Duration::from_millis(50),
+        ..fast_opts()
+    };
+    let r = remote_with(addr, KEY, Limiter::unlimited(), opts);
+    let t0 = Instant::now();
+    let err = r.list_folders(P).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Network(_)), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(s.count(Endpoint::ListFolders), 2);
+}
+
+#[tokio::test]
+async fn delay_is_served_normally() {
+    let s = one_client_store();
+    s.push_fault(
+        Some(Endpoint::ListFolders),
+        Fault::Delay(Duration::from_millis(300)),
+        Some(1),
+    );
+    let addr = serve(&s).await;
+    let t0 = Instant::now();
+    remote(addr).list_folders(P).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(s.count(Endpoint::ListFolders), 1);
+}
+
+#[tokio::test]
+async fn bandwidth_cap_slows_downloads() {
+    let s = one_client_store();
+    let size = 400 * 1024;
+    let id = s.add_file(1, "x.bin", None, pseudo_random_bytes(9, size));
+    let bytes_per_sec = 200 * 1024;
+    s.set_bandwidth(Some(bytes_per_sec));
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let t0 = Instant::now();
+    let mut stream = r.download(&id, size as u64, P).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let ttfb = t0.elapsed();
+    let (rest, err) = drain(stream).await;
+    assert!(err.is_none());
+    assert_eq!(first.len() + rest.len(), size);
+    let expected = Duration::from_secs_f64(size as f64 / bytes_per_sec as f64);
+    assert!(t0.elapsed() >= expected / 2, "{:?}", t0.elapsed());
+    assert!(ttfb < expected, "first byte after {ttfb:?}");
+}
+
+#[tokio::test]
+async fn stalled_body_hits_the_inactivity_timeout() {
+    let s = one_client_store();
+    let id = s.add_file(1, "x.bin", None, pseudo_random_bytes(9, 5000));
+    // 100 B/s: the first 1 KiB chunk comes at once, the next ~10 s later.
+    s.set_bandwidth(Some(100));
+    let addr = serve(&s).await;
+    let opts = HttpOptions {
+        read_timeout: Duration::from_secs(1),
+        ..fast_opts()
+    };
+    let r = remote_with(addr, KEY, Limiter::unlimited(), opts);
+    let t0 = Instant::now();
+    let (got, err) = drain(r.download(&id, 5000, P).await.unwrap()).await;
+    assert!(got.len() < 5000);
+    assert!(matches!(err, Some(RemoteError::Network(_))), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert_eq!(s.count(Endpoint::Download), 1, "a body failure is not retried here");
+}
+
+#[tokio::test]
+async fn admin_api_counts_and_injects_faults() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let http = reqwest_client();
+    let admin = |p: &str| format!("http://{addr}/_admin/{p}");
+    let post_json = |p: &str, body: serde_json::Value| {
+        http.post(admin(p))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+
+    let resp = post_json(
+        "fault",
+        serde_json::json!({"endpoint": "list_folders", "status": 503, "times": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let r = remote_with(addr, KEY, Limiter::unlimited(), no_retries());
+    assert_eq!(
+        r.list_folders(P).await.unwrap_err(),
+        RemoteError::Server { status: 503 }
+    );
+    r.list_folders(P).await.unwrap();
+
+    let counts: serde_json::Value =
+        serde_json::from_slice(&http.get(admin("counts")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    assert_eq!(counts["list_folders"], 2);
+    assert_eq!(counts["download"], 0);
+    assert_eq!(counts["total"], 2);
+
+    let resp = http.post(admin("reset-counts")).send().await.unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(s.total_requests(), 0);
+
+    // Bad fault descriptions are refused.
+    for bad in [
+        serde_json::json!({"endpoint": "nope", "drop": true}),
+        serde_json::json!({"drop": true, "hang": true}),
+        serde_json::json!({"times": 1}),
+    ] {
+        let resp = post_json("fault", bad).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+    }
+    for good in [
+        serde_json::json!({"endpoint": null, "delay_ms": 10}),
+        serde_json::json!({"drop": true}),
+        serde_json::json!({"drop_after_effect": true}),
+        serde_json::json!({"cut_body": 5}),
+        serde_json::json!({"short_body": 5}),
+        serde_json::json!({"hang": true}),
+    ] {
+        let resp = post_json("fault", good).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+    assert_eq!(s.lock().faults.len(), 6);
+    http.post(admin("clear-faults")).send().await.unwrap();
+    assert!(s.lock().faults.is_empty());
+
+    let resp = post_json("bandwidth", serde_json::json!({"bytes_per_sec": 1000}))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(s.lock().bandwidth, Some(1000));
+    post_json("bandwidth", serde_json::json!({"bytes_per_sec": null}))
+        .await
+        .unwrap();
+    assert_eq!(s.lock().bandwidth, None);
+    post_json("budget", serde_json::json!({"requests": 10, "retry_after": 3}))
+        .await
+        .unwrap();
+    assert_eq!(s.lock().request_budget, Some(10));
+    assert_eq!(s.lock().budget_retry_after, Some(3));
+
+    // Files added through the admin API, and read back raw, uncounted.
+    let resp = post_json(
+        "file",
+        serde_json::json!({"client_id": 1, "name": "x.bin", "folder_id": null, "size": 1000}),
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let id = v["Id"].as_str().unwrap().to_string();
+    let raw = http
+        .get(admin(&format!("file/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1000);
+    assert_eq!(raw, s.file(&id).unwrap().data);
+    let listed: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(admin("files?clientId=1"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed[0]["Id"], id.as_str());
+    assert_eq!(listed[0]["FolderId"], serde_json::Value::Null);
+
+    post_json("bulk-client", serde_json::json!({"client_id": 7, "n": 3, "size": 10}))
+        .await
+        .unwrap();
+    assert_eq!(s.files_of(7).len(), 3);
+    assert_eq!(s.total_requests(), 0, "admin requests are not counted");
+}
+
+#[tokio::test]
+async fn bulk_client_lists_over_http() {
+    let s = Store::new();
+    add_bulk_client(&s, 500, 300, 16);
+    let addr = serve(&s).await;
+    let files = remote(addr).list_files(500, P).await.unwrap();
+    assert_eq!(files.len(), 300);
+    assert_eq!(files[0].name, "doc-0001.txt");
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_network_error_after_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let limiter = Arc::new(Limiter::unlimited());
+    let opts = HttpOptions {
+        max_retries: 2,
+        ..fast_opts()
+    };
+    let r = HttpRemote::new(&base_url(addr), KEY.into(), limiter.clone(), opts).unwrap();
+    let err = r.list_folders(P).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Network(_)), "{err:?}");
+    assert_eq!(limiter.granted(), 3);
+}
+
+#[tokio::test]
+async fn base_url_is_normalised_and_checked() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let no_slash = format!("http://{addr}/api/v1");
+    let r = HttpRemote::new(&no_slash, KEY.into(), Arc::new(Limiter::unlimited()), fast_opts()).unwrap();
+    r.list_folders(P).await.unwrap();
+    assert_eq!(s.count(Endpoint::ListFolders), 1);
+
+    // An https client can be built (the TLS provider is installed).
+    HttpRemote::new(
+        "https://intakeq.com/api/v1/",
+        KEY.into(),
+        Arc::new(Limiter::unlimited()),
+        HttpOptions::default(),
+    )
+    .unwrap();
+    for bad in ["not a url", "ftp://example.com/", "mailto:x@example.com", ""] {
+        let err = HttpRemote::new(bad, KEY.into(), Arc::new(Limiter::unlimited()), HttpOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("base URL"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_leaks() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote_with(addr, KEY, Limiter::unlimited(), no_retries());
+    let dbg = format!("{r:?}");
+    assert!(!dbg.contains(KEY), "{dbg}");
+    assert!(dbg.contains("redacted"));
+
+    let mut errors = Vec::new();
+    let wrong = remote_with(addr, "another-SECRET", Limiter::unlimited(), no_retries());
+    errors.push(wrong.list_folders(P).await.unwrap_err());
+    for fault in [
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        Fault::Drop,
+    ] {
+        s.push_fault(None, fault, Some(1));
+        errors.push(r.list_files(1, P).await.unwrap_err());
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let refused = remote_with(closed_addr, KEY, Limiter::unlimited(), no_retries());
+    errors.push(refused.list_folders(P).await.unwrap_err());
+    let bad_key = HttpRemote::new(
+        "http://127.0.0.1:1/",
+        "bad\nSECRET".into(),
+        Arc::new(Limiter::unlimited()),
+        HttpOptions::default(),
+    )
+    .unwrap_err();
+    errors.push(bad_key);
+    for e in &errors {
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains(KEY), "{text}");
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+    }
+    assert_eq!(errors.len(), 6);
+}
