@@ -71,6 +71,9 @@ struct CommonMount {
     /// Private directory for downloads too large for the memory cache.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Disk budget for those downloads once nobody reads them, in MiB (emptied at exit).
+    #[arg(long, default_value_t = 1024)]
+    disk_cache_size: u64,
     /// Log file (default: stderr in the foreground, $XDG_STATE_HOME/intakeq-fs/intakeq-fs.log otherwise).
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -234,6 +237,7 @@ fn run_mount(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let rt = runtime()?;
+    let account = intakeq_fs::core::account_id(base, &key);
     let limiter = Arc::new(Limiter::new(
         c.rate_limit,
         c.daily_limit,
@@ -246,8 +250,13 @@ fn run_mount(
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
         cache_bytes: c.cache_size.saturating_mul(1 << 20),
         allow_other: c.allow_other,
-        spool_dir: c.spool_dir.clone().unwrap_or_else(|| state.join("spool")),
+        spool_dir: c
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| state.join("spool").join(&account)),
         cache_dir: c.cache_dir.clone().unwrap_or_else(|| state.join("cache")),
+        disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
+        account,
     };
     let core =
         Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
@@ -300,6 +309,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         max_wait: 120,
         spool_dir: Some(tmp.join("spool")),
         cache_dir: Some(tmp.join("cache")),
+        disk_cache_size: 1024,
         log_file: None,
         drain_timeout: 10,
         fuse_threads: 2,

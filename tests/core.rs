@@ -22,6 +22,8 @@ fn opts(dir: &std::path::Path) -> Options {
         allow_other: false,
         spool_dir: dir.join("spool"),
         cache_dir: dir.join("cache"),
+        disk_cache_bytes: 1 << 30,
+        account: "test-account".into(),
     }
 }
 
@@ -582,4 +584,50 @@ async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked()
         t.core.rename(top, "Insurance", top, "X", false).await,
         Err(CoreError::NotPermitted(_))
     ));
+}
+
+#[tokio::test]
+async fn an_upload_lost_before_it_landed_is_sent_again_once() {
+    let t = setup();
+    t.store.push_fault(Some(Endpoint::Upload), Fault::Drop, Some(1));
+    t.put("/clients/1002", "y.txt", b"twice sent, once stored").await.unwrap();
+    assert_eq!(t.store.files_named(1002, "y.txt").len(), 1);
+    assert_eq!(t.store.count(Endpoint::Upload), 2, "retried only after the listing showed it missing");
+    t.store.push_fault(Some(Endpoint::Upload), Fault::Drop, Some(2));
+    assert!(t.put("/clients/1002", "z.txt", b"x").await.is_err(), "never more than two attempts");
+    assert!(t.store.files_named(1002, "z.txt").is_empty());
+}
+
+#[tokio::test]
+async fn a_file_deleted_elsewhere_reads_as_enoent_and_leaves_the_listing() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    t.store.delete("f00000001");
+    let o = t.core.open(ino, OpenMode::default()).await.unwrap();
+    assert_eq!(t.core.read(o.fh, 0, 10).await.unwrap_err(), CoreError::NotFound);
+    t.core.release(o.fh);
+    assert!(!t.ls("/clients/1001").await.contains(&"notes.txt".to_string()));
+}
+
+#[tokio::test]
+async fn staged_uploads_of_another_account_are_left_alone() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, "a.txt").await.unwrap();
+        core.write(o.fh, 0, b"account one").unwrap();
+        store.push_fault(Some(Endpoint::Upload), Fault::Status { status: 503, retry_after: None }, None);
+        assert!(core.flush(o.fh).await.is_err());
+    }
+    store.clear_faults();
+    let mut other = opts(dir.path());
+    other.account = "another-account".into();
+    let core = Core::new(MemRemote::new(store.clone()), other).unwrap();
+    assert_eq!(core.resume_pending().await, 0);
+    assert!(store.files_named(1002, "a.txt").is_empty());
+    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    assert_eq!(core.resume_pending().await, 1);
 }

@@ -170,6 +170,8 @@ impl Entry {
 pub struct ContentCache {
     budget: u64,
     used: u64,
+    disk_budget: u64,
+    disk_used: u64,
     dir: PathBuf,
     lru: LruCache<String, Arc<Entry>>,
 }
@@ -177,10 +179,13 @@ pub struct ContentCache {
 impl ContentCache {
     /// `budget`: bytes of memory for cached content; `dir`: private (0700) directory
     /// for the temp files of files too large for memory.
-    pub fn new(budget: u64, dir: PathBuf) -> ContentCache {
+    /// `disk_budget`: bytes of temp files kept for reuse once their readers are gone.
+    pub fn new(budget: u64, disk_budget: u64, dir: PathBuf) -> ContentCache {
         ContentCache {
             budget,
             used: 0,
+            disk_budget,
+            disk_used: 0,
             dir,
             lru: LruCache::unbounded(),
         }
@@ -228,14 +233,31 @@ impl ContentCache {
         self.remove(id);
         if self.fits_memory(entry.size) {
             self.used += entry.size;
+        } else {
+            self.disk_used += entry.size;
         }
         self.lru.put(id.to_string(), entry);
-        // Evict least recently used entries until within budget (in-flight entries
-        // are dropped from the index only; their readers keep them alive).
-        while self.used > self.budget {
-            match self.lru.pop_lru() {
-                Some((_, e)) => self.account_removed(&e),
-                None => break,
+        // Evict least recently used entries of the kind that is over budget. An evicted
+        // entry only leaves the index: open handles keep reading it until closed.
+        for in_memory in [true, false] {
+            let over = |c: &Self| {
+                if in_memory {
+                    c.used > c.budget
+                } else {
+                    c.disk_used > c.disk_budget
+                }
+            };
+            while over(self) {
+                let victim = self
+                    .lru
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| self.fits_memory(e.size) == in_memory)
+                    .map(|(k, _)| k.clone());
+                match victim {
+                    Some(k) => self.remove(&k),
+                    None => break,
+                }
             }
         }
     }
@@ -249,6 +271,8 @@ impl ContentCache {
     fn account_removed(&mut self, e: &Entry) {
         if self.fits_memory(e.size) {
             self.used = self.used.saturating_sub(e.size);
+        } else {
+            self.disk_used = self.disk_used.saturating_sub(e.size);
         }
     }
 
@@ -287,5 +311,77 @@ impl Mode0600 for std::fs::OpenOptions {
     fn mode_0600(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.mode(0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(cache: &mut ContentCache, id: &str, size: usize) -> Arc<Entry> {
+        let e = cache.start(id, size as u64).unwrap();
+        let body = bytes::Bytes::from(vec![1u8; size]);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(e.fill(Box::pin(futures_util::stream::iter([Ok(body)]))));
+        e
+    }
+
+    #[test]
+    fn memory_budget_evicts_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(400, 0, dir.path().to_path_buf());
+        filled(&mut c, "a", 100);
+        filled(&mut c, "b", 100);
+        filled(&mut c, "c", 100);
+        assert!(c.get("a").is_some()); // a is now most recent
+        filled(&mut c, "d", 100);
+        filled(&mut c, "e", 100);
+        assert!(c.used() <= 400);
+        assert!(c.get("a").is_some());
+        assert!(c.get("b").is_none(), "b was least recently used");
+    }
+
+    #[test]
+    fn large_files_go_to_disk_within_the_disk_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(400, 1000, dir.path().to_path_buf());
+        let big = filled(&mut c, "big1", 600);
+        assert_eq!(c.used(), 0, "not in memory");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(big.read(590, 100)).unwrap(), vec![1u8; 10]);
+        filled(&mut c, "big2", 600);
+        assert!(c.get("big1").is_none(), "evicted: disk budget is 1000");
+        assert_eq!(
+            rt.block_on(big.read(0, 4)).unwrap(),
+            vec![1u8; 4],
+            "a holder keeps reading"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp files are unlinked"
+        );
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_length_never_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(1000, 0, dir.path().to_path_buf());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let short = c.start("s", 10).unwrap();
+        rt.block_on(
+            short.fill(Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+                b"12345",
+            ))]))),
+        );
+        assert!(short.failed());
+        assert!(rt.block_on(short.read(0, 10)).is_err());
+        let long = c.start("l", 3).unwrap();
+        rt.block_on(
+            long.fill(Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+                b"12345",
+            ))]))),
+        );
+        assert!(long.failed());
     }
 }

@@ -85,6 +85,20 @@ pub struct Options {
     pub allow_other: bool,
     pub spool_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// Disk budget for downloads too large for memory (unlinked temp files).
+    pub disk_cache_bytes: u64,
+    /// Identifies the account (see [`account_id`]); journal entries of other
+    /// accounts are left alone.
+    pub account: String,
+}
+
+/// A stable, non-reversible tag for an account: FNV-1a of base URL and key. It names
+/// the default spool directory and is written in journal entries; the key itself is
+/// never written anywhere.
+pub fn account_id(base_url: &str, key: &str) -> String {
+    let h1 = names::fnv1a(format!("{base_url}\n{key}").as_bytes());
+    let h2 = names::fnv1a(format!("{key}\n{base_url}").as_bytes());
+    format!("{h1:016x}{h2:016x}")
 }
 
 /// What an inode stands for. Keys are never reused for another thing, so an inode
@@ -165,8 +179,15 @@ struct Writer {
 #[derive(Debug)]
 enum Handle {
     Dir(Arc<Vec<DirEntry>>),
-    Read { ino: Ino },
-    Write { ino: Ino },
+    /// Reading a file: the content entry is pinned on first read, so eviction from the
+    /// cache index never restarts a download under an open reader.
+    Read {
+        ino: Ino,
+        entry: Option<Arc<Entry>>,
+    },
+    Write {
+        ino: Ino,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -288,7 +309,11 @@ impl<R: Remote> Core<R> {
         debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
         Ok(Core {
             remote,
-            content: Mutex::new(ContentCache::new(opts.cache_bytes, opts.cache_dir.clone())),
+            content: Mutex::new(ContentCache::new(
+                opts.cache_bytes,
+                opts.disk_cache_bytes,
+                opts.cache_dir.clone(),
+            )),
             opts,
             state: Mutex::new(st),
             flights: Mutex::new(HashMap::new()),
@@ -677,7 +702,7 @@ impl<R: Remote> Core<R> {
             }
             let fh = st.next_fh;
             st.next_fh += 1;
-            st.handles.insert(fh, Handle::Read { ino });
+            st.handles.insert(fh, Handle::Read { ino, entry: None });
             return Ok(Opened { fh, keep_cache });
         }
         if self.opts.read_only {
@@ -791,10 +816,14 @@ impl<R: Remote> Core<R> {
     }
 
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
-        let ino = match self.st().handles.get(&fh) {
-            Some(Handle::Read { ino }) | Some(Handle::Write { ino }) => *ino,
+        let (ino, pinned) = match self.st().handles.get(&fh) {
+            Some(Handle::Read { ino, entry }) => (*ino, entry.clone()),
+            Some(Handle::Write { ino }) => (*ino, None),
             _ => return Err(CoreError::BadHandle),
         };
+        if let Some(entry) = pinned {
+            return entry.read(offset, size).await;
+        }
         let (writer, key, node_size) = {
             let st = self.st();
             let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
@@ -813,12 +842,39 @@ impl<R: Remote> Core<R> {
         let Key::File(id) = key else {
             return Err(CoreError::NotFound);
         };
-        let entry = self.content_entry(&id, node_size).await?;
+        let entry = match self.content_entry(&id, node_size).await {
+            Err(CoreError::NotFound) => {
+                // Deleted on the server since it was listed: drop the stale entry.
+                if let Some(c) = self.client_of(ino) {
+                    self.forget_file(c, &id);
+                }
+                return Err(CoreError::NotFound);
+            }
+            other => other?,
+        };
         let data = entry.read(offset, size).await;
         if data.is_err() {
+            // Never serve a failed download again: the next read starts afresh.
             self.cache().remove(&id);
+        } else if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
+            *slot = Some(entry);
         }
         data
+    }
+
+    /// The client a file or directory inode belongs to.
+    fn client_of(&self, ino: Ino) -> Option<ClientId> {
+        let st = self.st();
+        let mut cur = ino;
+        for _ in 0..4 {
+            let node = st.nodes.get(&cur)?;
+            match &node.key {
+                Key::Client(c) | Key::Folder(c, _) => return Some(*c),
+                Key::Root | Key::Clients => return None,
+                Key::File(_) | Key::Local(_) => cur = node.parent,
+            }
+        }
+        None
     }
 
     pub fn release(&self, fh: Fh) {
@@ -972,6 +1028,7 @@ impl<R: Remote> Core<R> {
                 return Ok(());
             }
             let j = Journal {
+                account: self.opts.account.clone(),
                 client,
                 name: w.name.clone(),
                 replaces: w.replaces.clone(),
@@ -1040,36 +1097,44 @@ impl<R: Remote> Core<R> {
                 .unwrap_or_default()
         };
         let ct = content_type_for(name);
-        let uploaded = self.remote.upload(client, name, ct, path, Priority::User).await;
-        if let Err(e) = &uploaded {
-            if !e.is_ambiguous() {
-                tracing::warn!("upload of '{name}' failed: {e}");
-                return Err(e.clone().into());
+        // At most two attempts, and the second only once the listing has shown that the
+        // first did not land.
+        for attempt in 1..=2 {
+            let uploaded = self.remote.upload(client, name, ct, path, Priority::User).await;
+            if let Err(e) = &uploaded {
+                if !e.is_ambiguous() {
+                    tracing::warn!("upload of '{name}' failed: {e}");
+                    return Err(e.clone().into());
+                }
+                tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
             }
-            tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
+            let files = self.remote.list_files(client, Priority::User).await?;
+            let found = files
+                .iter()
+                .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
+                .max_by_key(|f| (f.created_ms, f.id.clone()))
+                .map(|f| f.id.clone());
+            self.store_listing(client, files);
+            match (uploaded, found) {
+                (Ok(()), Some(id)) => return Ok(Some(id)),
+                (Ok(()), None) => {
+                    tracing::warn!(
+                        "uploaded '{name}' but could not find it in the listing; keeping the file it replaces"
+                    );
+                    return Ok(None);
+                }
+                (Err(_), Some(id)) => {
+                    tracing::info!("upload of '{name}' had landed after all");
+                    return Ok(Some(id));
+                }
+                (Err(e), None) if attempt == 2 => {
+                    tracing::warn!("upload of '{name}' failed: {e}");
+                    return Err(e.into());
+                }
+                (Err(_), None) => tracing::info!("upload of '{name}' did not land; trying once more"),
+            }
         }
-        let files = self.remote.list_files(client, Priority::User).await?;
-        let found = files
-            .iter()
-            .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
-            .max_by_key(|f| (f.created_ms, f.id.clone()))
-            .map(|f| f.id.clone());
-        self.store_listing(client, files);
-        match (uploaded, found) {
-            (Ok(()), Some(id)) => Ok(Some(id)),
-            (Ok(()), None) => {
-                tracing::warn!("uploaded '{name}' but could not find it in the listing; keeping the file it replaces");
-                Ok(None)
-            }
-            (Err(_), Some(id)) => {
-                tracing::info!("upload of '{name}' had landed after all");
-                Ok(Some(id))
-            }
-            (Err(e), None) => {
-                tracing::warn!("upload of '{name}' failed: {e}");
-                Err(e.into())
-            }
-        }
+        Err(CoreError::Io(format!("upload of '{name}' failed")))
     }
 
     /// Delete files replaced by a confirmed upload. Failures leave both files (never
@@ -1269,6 +1334,7 @@ impl<R: Remote> Core<R> {
             self.spool.commit(
                 &staged,
                 &Journal {
+                    account: self.opts.account.clone(),
                     client,
                     name: new_name.to_string(),
                     replaces: replaces.clone(),
@@ -1318,6 +1384,10 @@ impl<R: Remote> Core<R> {
     pub async fn resume_pending(&self) -> usize {
         let mut landed = 0;
         for (path, j) in self.spool.pending() {
+            if j.account != self.opts.account {
+                tracing::debug!("spool entry {} belongs to another account", path.display());
+                continue;
+            }
             tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
             let _g = self.flight(Flight::Mutate(j.client)).await;
             // It may have landed before the crash: an exact byte match in the listing

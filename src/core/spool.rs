@@ -17,6 +17,9 @@ use crate::remote::ClientId;
 /// What a staged upload is for.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Journal {
+    /// Which account (a hash of base URL and key) the upload belongs to: a spool
+    /// shared by two accounts never sends one account's file to the other.
+    pub account: String,
     pub client: ClientId,
     pub name: String,
     /// Files to delete once the upload is confirmed (the overwritten file, the
@@ -140,6 +143,7 @@ mod tests {
         assert_eq!(fs::metadata(&sf.path).unwrap().mode() & 0o777, 0o600);
         assert!(spool.pending().is_empty(), "no journal, nothing pending");
         let j = Journal {
+            account: "a1".into(),
             client: 7,
             name: "a.txt".into(),
             replaces: vec!["f1".into()],
