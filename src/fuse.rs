@@ -33,13 +33,14 @@ pub fn errno(e: &CoreError) -> Errno {
         CoreError::Again(_) => Errno::EAGAIN,
         CoreError::Io(_) => Errno::EIO,
         CoreError::NameTooLong => Errno::ENAMETOOLONG,
+        CoreError::Interrupted => Errno::EINTR,
     }
 }
 
 /// Log a failed operation: expected misses at debug, the rest at warn.
 fn log_err(op: &str, e: &CoreError) {
     match e {
-        CoreError::NotFound | CoreError::Exists => tracing::debug!("{op}: {e}"),
+        CoreError::NotFound | CoreError::Exists | CoreError::Interrupted => tracing::debug!("{op}: {e}"),
         CoreError::AccessDenied => {
             tracing::error!("{op}: the IntakeQ API key was rejected; check INTAKEQ_API_KEY or --api-key-file")
         }
@@ -109,9 +110,46 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::ENOENT)
 }
 
-fn open_flags(flags: OpenFlags) -> FopenFlags {
-    let _ = flags;
-    FopenFlags::empty()
+/// Run a data-fetching operation, but answer EINTR as soon as the calling process is
+/// being killed (Ctrl-C on `cat`). fuser does not deliver FUSE_INTERRUPT, and the kernel
+/// waits uninterruptibly for a request the daemon holds, so without this a killed
+/// process would hang in D state until the network gave up. A fatal signal shows in
+/// /proc as SIGKILL pending on the thread (the kernel converts it so).
+async fn unless_killed<T>(
+    pid: u32,
+    fut: impl std::future::Future<Output = Result<T, CoreError>>,
+) -> Result<T, CoreError> {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                if being_killed(pid) {
+                    tracing::debug!(pid, "caller is being killed; giving up on its request");
+                    return Err(CoreError::Interrupted);
+                }
+            }
+        }
+    }
+}
+
+/// True if thread `tid` has SIGKILL pending (a fatal signal is being delivered).
+fn being_killed(tid: u32) -> bool {
+    if tid == 0 {
+        return false; // the caller is outside our pid namespace: cannot tell
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let kill_bit = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let v = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
+        v.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & kill_bit != 0)
+    })
 }
 
 impl<R: Remote> Filesystem for FuseFs<R> {
@@ -130,7 +168,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let pid = req.pid();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = ?name);
         let name = match name_str(name) {
             Ok(n) => n.to_string(),
@@ -138,7 +177,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
         self.spawn(span, async move {
-            match core.lookup(parent.0, &name).await {
+            match unless_killed(pid, core.lookup(parent.0, &name)).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, uid, gid), Generation(0)),
                 Err(CoreError::NotFound) => {
                     // A negative entry: the kernel remembers the miss for the TTL.
@@ -289,7 +328,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
         let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
         let acc = flags.0 & libc::O_ACCMODE;
         let mode = OpenMode {
@@ -298,9 +338,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let core = self.core.clone();
         self.spawn(span, async move {
-            match core.open(ino.0, mode).await {
+            match unless_killed(pid, core.open(ino.0, mode)).await {
                 Ok(o) => {
-                    let mut f = open_flags(flags);
+                    let mut f = FopenFlags::empty();
                     if o.keep_cache {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;
                     }
@@ -316,7 +356,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -327,8 +367,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let span = tracing::debug_span!("read", ino = ino.0, offset, size);
         let core = self.core.clone();
+        let pid = req.pid();
         self.spawn(span, async move {
-            match core.read(fh.0, offset, size).await {
+            match unless_killed(pid, core.read(fh.0, offset, size)).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     log_err("read", &e);
@@ -403,11 +444,12 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
         let span = tracing::debug_span!("opendir", ino = ino.0);
         let core = self.core.clone();
         self.spawn(span, async move {
-            match core.opendir(ino.0).await {
+            match unless_killed(pid, core.opendir(ino.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => {
                     log_err("opendir", &e);

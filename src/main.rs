@@ -80,6 +80,9 @@ struct CommonMount {
     /// How long unmount waits for running uploads, seconds.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
+    /// Seconds between retries of uploads that failed at close().
+    #[arg(long, default_value_t = 30, hide = true)]
+    retry_interval: u64,
     /// FUSE session threads.
     #[arg(long, default_value_t = 2, hide = true)]
     fuse_threads: usize,
@@ -237,6 +240,7 @@ fn run_mount(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let rt = runtime()?;
+    let retry_interval = c.retry_interval;
     let account = intakeq_fs::core::account_id(base, &key);
     let limiter = Arc::new(Limiter::new(
         c.rate_limit,
@@ -268,6 +272,12 @@ fn run_mount(
             let n = core.resume_pending().await;
             if n > 0 {
                 tracing::info!("{n} staged upload(s) from an earlier run completed");
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(retry_interval.max(1)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                core.retry_failed_uploads().await;
             }
         });
     }
@@ -310,6 +320,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         spool_dir: Some(tmp.join("spool")),
         cache_dir: Some(tmp.join("cache")),
         disk_cache_size: 1024,
+        retry_interval: 30,
         log_file: None,
         drain_timeout: 10,
         fuse_threads: 2,

@@ -590,11 +590,20 @@ async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked()
 async fn an_upload_lost_before_it_landed_is_sent_again_once() {
     let t = setup();
     t.store.push_fault(Some(Endpoint::Upload), Fault::Drop, Some(1));
-    t.put("/clients/1002", "y.txt", b"twice sent, once stored").await.unwrap();
+    t.put("/clients/1002", "y.txt", b"twice sent, once stored")
+        .await
+        .unwrap();
     assert_eq!(t.store.files_named(1002, "y.txt").len(), 1);
-    assert_eq!(t.store.count(Endpoint::Upload), 2, "retried only after the listing showed it missing");
+    assert_eq!(
+        t.store.count(Endpoint::Upload),
+        2,
+        "retried only after the listing showed it missing"
+    );
     t.store.push_fault(Some(Endpoint::Upload), Fault::Drop, Some(2));
-    assert!(t.put("/clients/1002", "z.txt", b"x").await.is_err(), "never more than two attempts");
+    assert!(
+        t.put("/clients/1002", "z.txt", b"x").await.is_err(),
+        "never more than two attempts"
+    );
     assert!(t.store.files_named(1002, "z.txt").is_empty());
 }
 
@@ -619,7 +628,14 @@ async fn staged_uploads_of_another_account_are_left_alone() {
         let top = core.lookup(top, "1002").await.unwrap().ino;
         let (_, o) = core.create(top, "a.txt").await.unwrap();
         core.write(o.fh, 0, b"account one").unwrap();
-        store.push_fault(Some(Endpoint::Upload), Fault::Status { status: 503, retry_after: None }, None);
+        store.push_fault(
+            Some(Endpoint::Upload),
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            None,
+        );
         assert!(core.flush(o.fh).await.is_err());
     }
     store.clear_faults();

@@ -31,6 +31,8 @@ pub enum CoreError {
     Io(String),
     #[error("name too long")]
     NameTooLong,
+    #[error("interrupted: the caller is gone")]
+    Interrupted,
 }
 
 impl From<RemoteError> for CoreError {

@@ -880,35 +880,75 @@ impl<R: Remote> Core<R> {
     pub fn release(&self, fh: Fh) {
         let handle = self.st().handles.remove(&fh);
         if let Some(Handle::Write { ino }) = handle {
-            let mut st = self.st();
-            let Some(w) = st.writers.get(&ino).cloned() else { return };
-            let mut w = lock(&w);
-            w.handles = w.handles.saturating_sub(1);
-            if w.handles > 0 {
+            let Some(w) = self.st().writers.get(&ino).cloned() else {
                 return;
-            }
-            if w.dirty && !w.unlinked {
-                tracing::error!(
-                    "upload of '{}' did not succeed; its data is kept in the spool at {}",
-                    w.name,
-                    w.spool.path.display()
-                );
-                return;
-            }
-            self.spool.remove(&w.spool.path);
-            drop(w);
-            st.writers.remove(&ino);
-            let local = st
-                .nodes
-                .get(&ino)
-                .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
-            if let Some(l) = local {
-                // A local file that never reached the server (unlinked before upload).
-                if let Some((c, _, _)) = st.locals.remove(&l) {
-                    st.invalidate_view(c);
+            };
+            {
+                let mut w = lock(&w);
+                w.handles = w.handles.saturating_sub(1);
+                if w.dirty && !w.unlinked && w.handles == 0 {
+                    tracing::error!(
+                        "upload of '{}' did not succeed; its data is kept in the spool at {} and retried",
+                        w.name,
+                        w.spool.path.display()
+                    );
                 }
             }
+            self.retire_writer(ino);
         }
+    }
+
+    /// Forget a writer once nobody has it open and nothing of it is left to upload.
+    fn retire_writer(&self, ino: Ino) {
+        let mut st = self.st();
+        let Some(w) = st.writers.get(&ino).cloned() else { return };
+        let w = lock(&w);
+        if w.handles > 0 || (w.dirty && !w.unlinked) {
+            return;
+        }
+        self.spool.remove(&w.spool.path);
+        drop(w);
+        st.writers.remove(&ino);
+        let local = st
+            .nodes
+            .get(&ino)
+            .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
+        if let Some(l) = local {
+            // A local file that never reached the server (unlinked before upload).
+            if let Some((c, _, _)) = st.locals.remove(&l) {
+                st.invalidate_view(c);
+            }
+        }
+    }
+
+    /// Retry uploads that failed at `close()` and are no longer open (the background
+    /// retry loop calls this). Returns how many landed.
+    pub async fn retry_failed_uploads(&self) -> usize {
+        let inos: Vec<Ino> = {
+            let st = self.st();
+            st.writers
+                .iter()
+                .filter(|(_, w)| {
+                    let w = lock(w);
+                    w.dirty && !w.unlinked && w.handles == 0
+                })
+                .map(|(ino, _)| *ino)
+                .collect()
+        };
+        let mut landed = 0;
+        for ino in inos {
+            match self.upload_writer(ino).await {
+                Ok(()) => {
+                    landed += 1;
+                    self.retire_writer(ino);
+                }
+                Err(e) => tracing::debug!("retry of a failed upload did not succeed yet: {e}"),
+            }
+        }
+        if landed > 0 {
+            tracing::info!("{landed} earlier failed upload(s) completed");
+        }
+        landed
     }
 
     // ------------------------------------------------------------------ writing
