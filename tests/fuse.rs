@@ -440,7 +440,7 @@ fn ctrl_c_on_a_cat_stuck_behind_a_slow_server_returns_promptly() {
     let m = mount(&srv, &[]);
     ok("ls", &[&m.p("clients/1001")]);
     srv.store
-        .push_fault(Some(Endpoint::Download), Fault::Delay(Duration::from_secs(20)), Some(1));
+        .push_fault(Some(Endpoint::Download), Fault::Delay(Duration::from_secs(8)), Some(1));
     let mut cat = Command::new("cat")
         .arg(m.p("clients/1001/notes.txt"))
         .stdout(std::process::Stdio::null())
@@ -458,8 +458,13 @@ fn ctrl_c_on_a_cat_stuck_behind_a_slow_server_returns_promptly() {
     assert!(took < Duration::from_secs(5), "cat took {took:?} to die");
     // A synchronous request (lookup of a client whose listing is slow): the kernel
     // waits for the daemon uninterruptibly, so the daemon must notice the caller dying.
-    srv.store.push_fault(Some(Endpoint::ListFiles), Fault::Delay(Duration::from_secs(20)), Some(1));
-    let mut ls = Command::new("ls").arg(m.p("clients/1002")).stdout(std::process::Stdio::null()).spawn().unwrap();
+    srv.store
+        .push_fault(Some(Endpoint::ListFiles), Fault::Delay(Duration::from_secs(8)), Some(1));
+    let mut ls = Command::new("ls")
+        .arg(m.p("clients/1002"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     assert!(ls.try_wait().unwrap().is_none(), "ls is waiting on the slow server");
     let t0 = std::time::Instant::now();
@@ -471,7 +476,10 @@ fn ctrl_c_on_a_cat_stuck_behind_a_slow_server_returns_promptly() {
     // waiting on its behalf (older kernels wait for that answer).
     let t0 = std::time::Instant::now();
     while !m.log_text().contains("giving up on its request") {
-        assert!(t0.elapsed() < Duration::from_secs(3), "daemon kept waiting for a dead caller");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "daemon kept waiting for a dead caller"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The mount is still healthy and the file readable once the server answers.

@@ -937,7 +937,7 @@ impl<R: Remote> Core<R> {
         };
         let mut landed = 0;
         for ino in inos {
-            match self.upload_writer(ino).await {
+            match self.upload_writer(ino, Priority::Background).await {
                 Ok(()) => {
                     landed += 1;
                     self.retire_writer(ino);
@@ -1036,7 +1036,7 @@ impl<R: Remote> Core<R> {
             Some(_) => return Ok(()),
             None => return Err(CoreError::BadHandle),
         };
-        self.upload_writer(ino).await
+        self.upload_writer(ino, Priority::User).await
     }
 
     /// Uploads (with their confirming listing and deletes) running now.
@@ -1045,14 +1045,14 @@ impl<R: Remote> Core<R> {
     }
 
     /// Upload a writer's staged bytes, learn the new id, then delete what it replaces.
-    async fn upload_writer(&self, ino: Ino) -> CoreResult<()> {
+    async fn upload_writer(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
         self.uploads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let r = self.upload_writer_inner(ino).await;
+        let r = self.upload_writer_inner(ino, prio).await;
         self.uploads.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         r
     }
 
-    async fn upload_writer_inner(&self, ino: Ino) -> CoreResult<()> {
+    async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
         let Some(w) = self.st().writers.get(&ino).cloned() else {
             return Ok(());
         };
@@ -1083,10 +1083,12 @@ impl<R: Remote> Core<R> {
                 w.size,
             )
         };
-        let new_id = self.upload_confirmed(client, &name, &path, size, &replaces).await?;
+        let new_id = self
+            .upload_confirmed(client, &name, &path, size, &replaces, prio)
+            .await?;
         // The server has the bytes: the journal entry is done with.
         let _ = std::fs::remove_file(path.with_extension("json"));
-        self.delete_replaced(client, &replaces, new_id.as_deref()).await;
+        self.delete_replaced(client, &replaces, new_id.as_deref(), prio).await;
         {
             let mut w = lock(&w);
             w.dirty = w.version != version;
@@ -1127,6 +1129,7 @@ impl<R: Remote> Core<R> {
         path: &std::path::Path,
         size: u64,
         replaces: &[String],
+        prio: Priority,
     ) -> CoreResult<Option<String>> {
         let before: HashSet<String> = {
             let st = self.st();
@@ -1140,7 +1143,7 @@ impl<R: Remote> Core<R> {
         // At most two attempts, and the second only once the listing has shown that the
         // first did not land.
         for attempt in 1..=2 {
-            let uploaded = self.remote.upload(client, name, ct, path, Priority::User).await;
+            let uploaded = self.remote.upload(client, name, ct, path, prio).await;
             if let Err(e) = &uploaded {
                 if !e.is_ambiguous() {
                     tracing::warn!("upload of '{name}' failed: {e}");
@@ -1148,7 +1151,7 @@ impl<R: Remote> Core<R> {
                 }
                 tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
             }
-            let files = self.remote.list_files(client, Priority::User).await?;
+            let files = self.remote.list_files(client, prio).await?;
             let found = files
                 .iter()
                 .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
@@ -1179,12 +1182,12 @@ impl<R: Remote> Core<R> {
 
     /// Delete files replaced by a confirmed upload. Failures leave both files (never
     /// neither) and are logged; the user's new data is already safe.
-    async fn delete_replaced(&self, client: ClientId, replaces: &[String], new_id: Option<&str>) {
+    async fn delete_replaced(&self, client: ClientId, replaces: &[String], new_id: Option<&str>, prio: Priority) {
         if new_id.is_none() {
             return;
         }
         for old in replaces {
-            match self.remote.delete(old, Priority::User).await {
+            match self.remote.delete(old, prio).await {
                 Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
                 Err(e) => tracing::warn!("could not delete replaced file {old}: {e}; both versions remain"),
             }
@@ -1340,7 +1343,7 @@ impl<R: Remote> Core<R> {
             }
         }
         // Staged bytes that are not on the server yet go up first, under the old name.
-        self.upload_writer(src.ino).await?;
+        self.upload_writer(src.ino, Priority::User).await?;
         let _g = self.flight(Flight::Mutate(client)).await;
         let (src_file, dst_file) = {
             let st = self.st();
@@ -1382,14 +1385,15 @@ impl<R: Remote> Core<R> {
                 },
             )?;
             let new_id = self
-                .upload_confirmed(client, new_name, &staged.path, size, &replaces)
+                .upload_confirmed(client, new_name, &staged.path, size, &replaces, Priority::User)
                 .await?;
             let Some(new_id) = new_id else {
                 return Err(CoreError::Io(
                     "renamed copy uploaded but not found; the original is kept".into(),
                 ));
             };
-            self.delete_replaced(client, &replaces, Some(&new_id)).await;
+            self.delete_replaced(client, &replaces, Some(&new_id), Priority::User)
+                .await;
             let cached = self.cache().get(&src_id);
             if let Some(e) = cached.filter(|e| e.is_done()) {
                 let mut cache = self.cache();
@@ -1455,7 +1459,7 @@ impl<R: Remote> Core<R> {
             let new_id = match already {
                 Some(id) => Some(id),
                 None => match self
-                    .upload_confirmed(j.client, &j.name, &path, j.size, &j.replaces)
+                    .upload_confirmed(j.client, &j.name, &path, j.size, &j.replaces, Priority::Background)
                     .await
                 {
                     Ok(id) => id,
@@ -1465,7 +1469,8 @@ impl<R: Remote> Core<R> {
                     }
                 },
             };
-            self.delete_replaced(j.client, &j.replaces, new_id.as_deref()).await;
+            self.delete_replaced(j.client, &j.replaces, new_id.as_deref(), Priority::Background)
+                .await;
             self.spool.remove(&path);
             landed += 1;
         }
