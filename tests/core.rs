@@ -647,3 +647,39 @@ async fn staged_uploads_of_another_account_are_left_alone() {
     let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
     assert_eq!(core.resume_pending().await, 1);
 }
+
+#[tokio::test]
+async fn concurrent_listings_of_one_client_share_one_call() {
+    let t = setup();
+    let (a, b, c) = tokio::join!(
+        t.ls("/clients/1001"),
+        t.ls("/clients/1001"),
+        t.ls("/clients/1001/Insurance")
+    );
+    assert_eq!(a, b);
+    assert!(c.contains(&"card.png".to_string()));
+    assert_eq!(t.store.count(Endpoint::ListFiles), 1);
+    assert_eq!(t.store.count(Endpoint::ListFolders), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_longer_than_max_wait_fails_with_again_instead_of_hanging() {
+    use intakeq_fs::limiter::Limiter;
+    use std::sync::Arc;
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    // Two requests a minute, and no caller may wait more than 10 s.
+    let limiter = Arc::new(Limiter::new(2, 500, Duration::from_secs(10)));
+    let core = Core::new(MemRemote::with_limiter(store.clone(), limiter), opts(dir.path())).unwrap();
+    let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+    let c = core.lookup(clients, "1001").await.unwrap().ino; // 1 call
+    core.opendir(c).await.unwrap(); // folders: 2nd call
+    let t0 = tokio::time::Instant::now();
+    let err = core.lookup(clients, "1002").await.unwrap_err();
+    assert!(matches!(err, CoreError::Again(_)), "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "failed at once, did not sleep 60 s"
+    );
+    assert_eq!(store.total_requests(), 2);
+}

@@ -176,6 +176,11 @@ fn cp_r_out_and_tar_out_match_the_server() {
     );
     assert_eq!(fs::read(out.join("_folder-gone/lost.txt")).unwrap(), b"unlisted folder");
     assert_eq!(srv.store.count(Endpoint::Download), 5, "one download per file");
+    assert_eq!(
+        srv.store.count(Endpoint::ListFiles),
+        1,
+        "one listing for the whole tree"
+    );
     let tarball = dir.path().join("c.tar");
     ok("tar", &[&"-cf", &tarball, &"-C", &m.p("clients"), &"1001"]);
     assert_eq!(srv.store.count(Endpoint::Download), 5, "tar reads from the cache");
@@ -601,4 +606,98 @@ fn call_counts_for_rm_and_mv_hit_their_minimum() {
         "mv of a cached file: upload + listing + delete"
     );
     assert_eq!(&srv.store.files_named(1001, "b.txt")[0].data[..], b"abc");
+}
+
+#[test]
+fn allow_other_mounts_use_0644_and_0755() {
+    let srv = server(account());
+    let m = mount(&srv, &["--allow-other"]);
+    assert_eq!(
+        fs::metadata(m.p("clients/1001/notes.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+    assert_eq!(
+        fs::metadata(m.p("clients/1001")).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(&*m.mnt.to_string_lossy()))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("allow_other"), "{line}");
+}
+
+#[test]
+fn private_mounts_do_not_allow_other_users() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(&*m.mnt.to_string_lossy()))
+        .unwrap()
+        .to_string();
+    assert!(!line.contains("allow_other"), "{line}");
+    assert!(line.contains("default_permissions"), "{line}");
+}
+
+#[test]
+fn demo_mounts_sample_data_and_ctrl_c_unmounts_with_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("demo");
+    fs::create_dir(&mnt).unwrap();
+    let mut child = Command::new(bin())
+        .arg("demo")
+        .arg(&mnt)
+        .stderr(fs::File::create(dir.path().join("demo.log")).unwrap())
+        .env_remove("INTAKEQ_API_KEY")
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "demo did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let clients = fs::read_dir(mnt.join("clients")).unwrap().count();
+    assert!(clients >= 3, "demo has several clients");
+    let out = ok("find", &[&mnt.join("clients"), &"-type", &"f"]);
+    assert!(out.lines().count() >= 10, "demo has files:\n{out}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(
+        st.success(),
+        "{}",
+        fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn a_busy_mount_is_detached_lazily_and_open_files_keep_working() {
+    let srv = server(account());
+    let mut m = mount(&srv, &[]);
+    let mut held = fs::File::open(m.p("clients/1001/notes.txt")).unwrap();
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    while is_mounted(&m.mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "mount was not detached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = String::new();
+    held.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "hello notes\n", "the open file still reads after the detach");
+    assert!(
+        m.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "daemon serves until the last file closes"
+    );
+    drop(held);
+    let st = wait_exit(m.child.as_mut().unwrap(), Duration::from_secs(20));
+    m.child = None;
+    assert!(st.success());
 }
