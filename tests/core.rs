@@ -683,3 +683,21 @@ async fn a_wait_longer_than_max_wait_fails_with_again_instead_of_hanging() {
     );
     assert_eq!(store.total_requests(), 2);
 }
+
+#[tokio::test]
+async fn a_reader_that_gives_up_does_not_wedge_the_download_for_others() {
+    let t = setup();
+    t.path("/clients/1001/notes.txt").await.unwrap();
+    t.store.push_fault(
+        Some(Endpoint::Download),
+        Fault::Delay(Duration::from_millis(300)),
+        Some(1),
+    );
+    // The first reader is abandoned while the download is still starting (as the FUSE
+    // adapter does for a killed caller).
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), t.cat("/clients/1001/notes.txt")).await;
+    assert!(gave_up.is_err());
+    let data = tokio::time::timeout(Duration::from_secs(5), t.cat("/clients/1001/notes.txt")).await;
+    assert_eq!(data.expect("second reader was not wedged").unwrap(), b"hello notes");
+    assert_eq!(t.store.count(Endpoint::Download), 1, "and it shared the first download");
+}

@@ -117,6 +117,16 @@ impl Entry {
         self.progress.send_replace(end);
     }
 
+    /// Wait for the whole file (or the download's failure).
+    pub async fn wait_complete(&self) -> CoreResult<()> {
+        self.wait_for(self.size).await
+    }
+
+    /// The download could not start.
+    pub fn fail(&self, e: RemoteError) {
+        self.progress.send_replace(Progress::Failed(e));
+    }
+
     /// Wait until `end` bytes are present (or the download ends), without holding locks.
     async fn wait_for(&self, end: u64) -> CoreResult<()> {
         let mut rx = self.progress.subscribe();

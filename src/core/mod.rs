@@ -278,7 +278,8 @@ fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool {
 
 /// The filesystem core over a remote `R`.
 pub struct Core<R: Remote> {
-    remote: R,
+    /// Shared with download tasks, which outlive the request that started them.
+    remote: Arc<R>,
     opts: Options,
     state: Mutex<State>,
     content: Mutex<ContentCache>,
@@ -308,7 +309,7 @@ impl<R: Remote> Core<R> {
         let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
         debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
         Ok(Core {
-            remote,
+            remote: Arc::new(remote),
             content: Mutex::new(ContentCache::new(
                 opts.cache_bytes,
                 opts.disk_cache_bytes,
@@ -730,11 +731,19 @@ impl<R: Remote> Core<R> {
                 return Err(CoreError::NotFound);
             };
             let (name, size) = self.remote_name_size(client, &id)?;
+            // The whole current content is needed to modify it in place; wait for it
+            // before staging anything, so an abandoned open leaves no spool file behind.
+            let current = match mode.truncate {
+                true => None,
+                false => {
+                    let entry = self.content_entry(&id, size).await?;
+                    entry.wait_complete().await?;
+                    Some(entry)
+                }
+            };
             let spool = self.spool.create()?;
             let staged = if mode.truncate { 0 } else { size };
-            if !mode.truncate {
-                // The whole current content is needed to modify it in place.
-                let entry = self.content_entry(&id, size).await?;
+            if let Some(entry) = current {
                 if let Err(e) = entry.copy_to(&spool.file).await {
                     self.spool.remove(&spool.path);
                     return Err(e);
@@ -786,6 +795,9 @@ impl<R: Remote> Core<R> {
     }
 
     /// The cached entry for a file, starting its download if needed (single flight).
+    ///
+    /// The download runs in its own task from the first byte on: a reader that gives
+    /// up (killed caller) never leaves a half-started entry behind for the others.
     async fn content_entry(&self, id: &str, size: u64) -> CoreResult<Arc<Entry>> {
         let entry = {
             let mut cache = self.cache();
@@ -799,20 +811,19 @@ impl<R: Remote> Core<R> {
             entry.fill(Box::pin(futures_util::stream::empty())).await;
             return Ok(entry);
         }
-        match self.remote.download(id, size, Priority::User).await {
-            Ok(stream) => {
-                let e = entry.clone();
-                tokio::spawn(async move { e.fill(stream).await });
-                Ok(entry)
-            }
-            Err(err) => {
-                self.cache().remove(id);
-                if err == RemoteError::NotFound {
-                    tracing::debug!(file = id, "file is gone from the server");
+        let (remote, e, file) = (self.remote.clone(), entry.clone(), id.to_string());
+        tokio::spawn(async move {
+            match remote.download(&file, size, Priority::User).await {
+                Ok(stream) => e.fill(stream).await,
+                Err(err) => {
+                    if err == RemoteError::NotFound {
+                        tracing::debug!(file, "file is gone from the server");
+                    }
+                    e.fail(err);
                 }
-                Err(err.into())
             }
-        }
+        });
+        Ok(entry)
     }
 
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
@@ -842,20 +853,17 @@ impl<R: Remote> Core<R> {
         let Key::File(id) = key else {
             return Err(CoreError::NotFound);
         };
-        let entry = match self.content_entry(&id, node_size).await {
-            Err(CoreError::NotFound) => {
+        let entry = self.content_entry(&id, node_size).await?;
+        let data = entry.read(offset, size).await;
+        if let Err(e) = &data {
+            // Never serve a failed download again: the next read starts afresh.
+            self.cache().remove(&id);
+            if *e == CoreError::NotFound {
                 // Deleted on the server since it was listed: drop the stale entry.
                 if let Some(c) = self.client_of(ino) {
                     self.forget_file(c, &id);
                 }
-                return Err(CoreError::NotFound);
             }
-            other => other?,
-        };
-        let data = entry.read(offset, size).await;
-        if data.is_err() {
-            // Never serve a failed download again: the next read starts afresh.
-            self.cache().remove(&id);
         } else if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
             *slot = Some(entry);
         }
