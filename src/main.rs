@@ -122,6 +122,7 @@ struct MockArgs {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_retention();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Mount(a) => cmd_mount(a),
@@ -136,6 +137,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Cache buffers of a few MiB come and go; glibc's default keeps freed ones that size
+/// in the heap, so RSS drifts above the cache budget. Serving them from mmap returns
+/// them to the system on free (docs/BENCHMARKS.md, peak RSS rows).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_retention() {
+    // SAFETY: runs first in main, before any thread exists; it only sets a malloc
+    // tuning parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_retention() {}
 
 fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {

@@ -64,6 +64,8 @@ pub fn serve<R: Remote>(
         }
     });
     tracing::info!("mounted at {}", cfg.mountpoint.display());
+    let mp = cfg.mountpoint.clone();
+    rt.spawn_blocking(move || raise_readahead(&mp));
     readiness.ready();
     let result = session
         .run()
@@ -82,6 +84,23 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The kernel offers FUSE mounts 128 KiB of readahead, so a sequential read arrives as
+/// 128 KiB requests. Where allowed (root), raise the mount's readahead to 1 MiB through
+/// its backing device in sysfs: fewer, larger requests (docs/BENCHMARKS.md, row 1).
+/// Best effort: anything that fails leaves the kernel's default.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // The stat is answered by the session, which runs once this function's caller
+    // returns to serve: this runs on its own thread, so it just waits for it.
+    let Ok(md) = std::fs::metadata(mountpoint) else { return };
+    let dev = md.dev();
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    match std::fs::write(&path, "1024") {
+        Ok(()) => tracing::debug!("readahead raised to 1 MiB ({path})"),
+        Err(e) => tracing::debug!("readahead left at the kernel default ({path}: {e})"),
     }
 }
 
