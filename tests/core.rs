@@ -701,3 +701,47 @@ async fn a_reader_that_gives_up_does_not_wedge_the_download_for_others() {
     assert_eq!(data.expect("second reader was not wedged").unwrap(), b"hello notes");
     assert_eq!(t.store.count(Endpoint::Download), 1, "and it shared the first download");
 }
+
+fn status(status: u16) -> Fault {
+    Fault::Status {
+        status,
+        retry_after: None,
+    }
+}
+
+#[tokio::test]
+async fn a_background_retry_finds_an_upload_that_landed_unconfirmed() {
+    let t = setup();
+    let dir = t.path("/clients/1002").await.unwrap();
+    let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
+    t.core.write(o.fh, 0, b"landed").unwrap();
+    // The upload lands; the listing that would confirm it fails.
+    t.store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
+    assert!(t.core.flush(o.fh).await.is_err());
+    t.core.release(o.fh);
+    assert_eq!(t.core.pending_uploads(), 1);
+    assert_eq!(t.core.retry_failed_uploads().await, 1);
+    assert_eq!(t.store.files_named(1002, "r.txt").len(), 1, "stored exactly once");
+    assert_eq!(
+        t.store.count(Endpoint::Upload),
+        1,
+        "found by the listing, not sent again"
+    );
+    assert_eq!(t.core.pending_uploads(), 0);
+}
+
+#[tokio::test]
+async fn an_unlinked_file_whose_close_failed_is_never_retried() {
+    let t = setup();
+    let dir = t.path("/clients/1002").await.unwrap();
+    let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
+    t.core.write(o.fh, 0, b"unwanted").unwrap();
+    t.store.push_fault(Some(Endpoint::Upload), status(400), Some(1));
+    assert!(t.core.flush(o.fh).await.is_err());
+    t.core.release(o.fh);
+    t.core.unlink(dir, "r.txt").await.unwrap();
+    assert_eq!(t.core.retry_failed_uploads().await, 0);
+    assert_eq!(t.core.resume_pending().await, 0);
+    assert!(t.store.files_named(1002, "r.txt").is_empty());
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+}

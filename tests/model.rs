@@ -446,11 +446,13 @@ fn resized(b: &[u8], len: u64) -> Vec<u8> {
 
 /// A fault that hit and that the core must absorb, so the step must succeed: an upload
 /// whose answer was lost or that failed with a 5xx is looked for in the listing and,
-/// if it did not land, sent once more (SEMANTICS.md, "Writing").
+/// if it did not land, sent once more (SEMANTICS.md, "Writing"); a DELETE that took
+/// effect but whose answer was lost is seen gone in the listing ("Deleting").
 fn absorbed(fault: &(Endpoint, Fault)) -> bool {
     match fault {
         (Endpoint::Upload, Fault::Drop | Fault::DropAfterEffect) => true,
         (Endpoint::Upload, Fault::Status { status, .. }) => (500..600).contains(status),
+        (Endpoint::Delete, Fault::DropAfterEffect) => true,
         _ => false,
     }
 }
@@ -910,8 +912,7 @@ fn coverage_of_faults_by_operation() {
 // ---------------------------------------------------------------- regressions
 //
 // Minimal sequences the property found (or, for the unlink of staged data, that fixing
-// one of them exposed), as plain tests. Each is ignored while its bug is open in
-// src/core; the property fails on the same bugs.
+// one of them exposed), as plain tests. Each failed before the fixes in src/core.
 
 fn one_file(name: &str, data: &[u8]) -> Store {
     let store = account(&[]);
@@ -948,7 +949,6 @@ async fn cat(h: &H, name: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "bug: unlink reports failure when only the DELETE's answer was lost, and keeps a ghost entry"]
 async fn regression_unlink_whose_answer_was_lost() {
     let store = one_file("d.txt", b"x");
     let h = ttl60(&store);
@@ -961,7 +961,6 @@ async fn regression_unlink_whose_answer_was_lost() {
 }
 
 #[tokio::test]
-#[ignore = "bug: after an overwrite whose DELETE answer was lost, the deleted old file keeps the name and reads return the old bytes"]
 async fn regression_overwrite_whose_delete_answer_was_lost() {
     let store = account(&[]);
     let h = ttl60(&store);
@@ -990,7 +989,6 @@ async fn regression_overwrite_whose_delete_answer_was_lost() {
 }
 
 #[tokio::test]
-#[ignore = "bug: closing again after an upload that landed unconfirmed uploads a second copy, which can take over the name"]
 async fn regression_close_retried_after_an_unconfirmed_upload() {
     let store = account(&[]);
     let h = ttl60(&store);
@@ -1017,7 +1015,6 @@ async fn regression_close_retried_after_an_unconfirmed_upload() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a copy left by an unconfirmed upload survives resume_pending once the bytes changed"]
 async fn regression_resume_after_two_failed_closes() {
     let store = account(&[]);
     let h = ttl60(&store);
@@ -1036,7 +1033,6 @@ async fn regression_resume_after_two_failed_closes() {
 }
 
 #[tokio::test]
-#[ignore = "bug: renaming over a file whose close failed keeps the destination's staged bytes, which later replace the renamed file"]
 async fn regression_rename_over_a_file_with_staged_bytes() {
     let store = one_file("b.txt", b"moved");
     let h = ttl60(&store);
@@ -1061,7 +1057,6 @@ async fn regression_rename_over_a_file_with_staged_bytes() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a file unlinked after its close failed is uploaded again by resume_pending"]
 async fn regression_unlinked_staged_file_comes_back() {
     let store = account(&[]);
     let h = ttl60(&store);
@@ -1083,7 +1078,6 @@ async fn regression_unlinked_staged_file_comes_back() {
 }
 
 #[tokio::test]
-#[ignore = "bug: unlinking a new file whose upload landed unconfirmed leaves that copy on the server"]
 async fn regression_unlinked_file_with_an_unconfirmed_copy_comes_back() {
     let store = account(&[]);
     let h = ttl60(&store);
@@ -1104,7 +1098,6 @@ async fn regression_unlinked_file_with_an_unconfirmed_copy_comes_back() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a failed unlink of a file with staged bytes drops them from pending, so a later close uploads nothing"]
 async fn regression_failed_unlink_keeps_staged_bytes_pending() {
     let store = one_file("d.txt", b"old");
     let h = ttl60(&store);
@@ -1145,7 +1138,6 @@ async fn regression_failed_unlink_keeps_staged_bytes_pending() {
 }
 
 #[tokio::test]
-#[ignore = "bug: truncate of a file whose close failed returns 0 without uploading"]
 async fn regression_truncate_of_a_file_whose_close_failed() {
     let store = one_file("d.txt", b"old");
     let h = ttl60(&store);
@@ -1172,7 +1164,6 @@ async fn regression_truncate_of_a_file_whose_close_failed() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a rename whose upload landed but could not be confirmed fails and leaves a stray copy under the new name"]
 async fn regression_rename_whose_confirmation_failed() {
     let store = one_file("b.txt", b"x");
     let h = ttl60(&store);
@@ -1187,7 +1178,6 @@ async fn regression_rename_whose_confirmation_failed() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a rename whose copy cannot be confirmed at all leaves the copy forever"]
 async fn regression_rename_unconfirmable_is_cleaned_up_by_resume() {
     let store = one_file("b.txt", b"x");
     let h = ttl60(&store);

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use self::content::{ContentCache, Entry};
 pub use self::error::{CoreError, CoreResult};
-use self::spool::{Journal, Spool, SpoolFile};
+use self::spool::{Attempts, Journal, Spool, SpoolFile};
 use crate::remote::{content_type_for, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 
 pub type Ino = u64;
@@ -174,6 +174,8 @@ struct Writer {
     replaces: Vec<String>,
     handles: usize,
     unlinked: bool,
+    /// Earlier closes whose upload may have landed without confirmation.
+    attempts: Option<Attempts>,
 }
 
 #[derive(Debug)]
@@ -759,6 +761,7 @@ impl<R: Remote> Core<R> {
                 replaces: vec![id],
                 handles: 1,
                 unlinked: false,
+                attempts: None,
             };
             let spool_path = w.spool.path.clone();
             let raced = {
@@ -1006,6 +1009,7 @@ impl<R: Remote> Core<R> {
                 replaces: Vec::new(),
                 handles: 1,
                 unlinked: false,
+                attempts: None,
             })),
         );
         st.invalidate_view(client);
@@ -1066,7 +1070,8 @@ impl<R: Remote> Core<R> {
         };
         let client = lock(&w).client;
         let _g = self.flight(Flight::Mutate(client)).await;
-        let (name, path, version, replaces, size) = {
+        let known = self.known_ids(client);
+        let (j, path, version, prior, attempts) = {
             let mut w = lock(&w);
             if !w.dirty {
                 return Ok(());
@@ -1075,32 +1080,45 @@ impl<R: Remote> Core<R> {
                 w.dirty = false;
                 return Ok(());
             }
+            let prior = w.attempts.clone();
+            let mut attempts = prior.clone().unwrap_or(Attempts {
+                before: known,
+                sizes: Vec::new(),
+            });
+            attempts.sizes.push(w.size);
             let j = Journal {
                 account: self.opts.account.clone(),
                 client,
                 name: w.name.clone(),
                 replaces: w.replaces.clone(),
                 size: w.size,
+                attempts: Some(attempts.clone()),
+                abandoned: false,
             };
             self.spool.commit(&w.spool, &j)?;
-            (
-                w.name.clone(),
-                w.spool.path.clone(),
-                w.version,
-                w.replaces.clone(),
-                w.size,
-            )
+            (j, w.spool.path.clone(), w.version, prior, attempts)
         };
-        let new_id = self
-            .upload_confirmed(client, &name, &path, size, &replaces, prio)
-            .await?;
+        let (new_id, leftovers) = match self.upload_confirmed(&j, &path, prior.as_ref(), prio).await {
+            Ok(r) => r,
+            Err(f) => {
+                // If it may have landed all the same, the next attempt looks before
+                // uploading; if the listing showed it did not, the record stays as it was.
+                if f.maybe_landed {
+                    lock(&w).attempts = Some(attempts);
+                }
+                return Err(f.error);
+            }
+        };
         // The server has the bytes: the journal entry is done with.
         let _ = std::fs::remove_file(path.with_extension("json"));
-        self.delete_replaced(client, &replaces, new_id.as_deref(), prio).await;
+        let doomed: Vec<String> = j.replaces.iter().chain(&leftovers).cloned().collect();
+        self.delete_replaced(client, &doomed, new_id.as_deref(), prio).await;
+        let size = j.size;
         {
             let mut w = lock(&w);
             w.dirty = w.version != version;
             w.replaces = new_id.iter().cloned().collect();
+            w.attempts = None;
         }
         if let Some(id) = &new_id {
             if size <= self.opts.cache_bytes / 4 {
@@ -1127,39 +1145,70 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    /// Upload a staged file and learn its id from one listing. After an ambiguous
-    /// failure (the answer was lost), the listing decides whether it landed; the
-    /// upload is never blindly repeated. `Ok(None)`: uploaded, id not identifiable.
+    /// Ids of the client's files in the cached listing.
+    fn known_ids(&self, client: ClientId) -> Vec<String> {
+        let st = self.st();
+        st.clients
+            .get(&client)
+            .and_then(|cs| cs.listing.as_ref())
+            .map(|l| l.files.iter().map(|f| f.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
+    /// size, what it replaces) and learn its id from one listing. After an ambiguous
+    /// failure (the answer was lost, 5xx), the listing decides whether it landed; only
+    /// if it shows that it did not is the upload sent once more (at most two attempts),
+    /// so an upload is never blindly repeated. `Ok((None, _))`: uploaded, id not
+    /// identifiable.
+    ///
+    /// `prior`: earlier attempts of the same staged file that may have landed
+    /// unconfirmed. One listing finds their copies first: an exact copy of the bytes
+    /// staged now is adopted instead of uploading again, and the others are returned
+    /// (second element) to be deleted along with what this upload replaces.
     async fn upload_confirmed(
         &self,
-        client: ClientId,
-        name: &str,
+        j: &Journal,
         path: &std::path::Path,
-        size: u64,
-        replaces: &[String],
+        prior: Option<&Attempts>,
         prio: Priority,
-    ) -> CoreResult<Option<String>> {
-        let before: HashSet<String> = {
-            let st = self.st();
-            st.clients
-                .get(&client)
-                .and_then(|cs| cs.listing.as_ref())
-                .map(|l| l.files.iter().map(|f| f.id.clone()).collect())
-                .unwrap_or_default()
-        };
+    ) -> Result<(Option<String>, Vec<String>), UploadFailed> {
+        let (client, name, size, replaces) = (j.client, j.name.as_str(), j.size, &j.replaces[..]);
+        let mut leftovers = Vec::new();
+        if let Some(a) = prior {
+            let mut adopted = None;
+            let found = self
+                .find_attempts(client, name, a, replaces, prio)
+                .await
+                .map_err(UploadFailed::not_landed)?;
+            for f in found {
+                if adopted.is_none() && f.size == size && self.same_bytes(&f.id, f.size, path).await {
+                    tracing::info!("an earlier upload of '{name}' had landed after all");
+                    adopted = Some(f.id);
+                } else {
+                    leftovers.push(f.id);
+                }
+            }
+            if adopted.is_some() {
+                return Ok((adopted, leftovers));
+            }
+        }
+        let before: HashSet<String> = self.known_ids(client).into_iter().collect();
         let ct = content_type_for(name);
-        // At most two attempts, and the second only once the listing has shown that the
-        // first did not land.
         for attempt in 1..=2 {
             let uploaded = self.remote.upload(client, name, ct, path, prio).await;
             if let Err(e) = &uploaded {
                 if !e.is_ambiguous() {
                     tracing::warn!("upload of '{name}' failed: {e}");
-                    return Err(e.clone().into());
+                    return Err(UploadFailed::not_landed(e.clone().into()));
                 }
                 tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
             }
-            let files = self.remote.list_files(client, prio).await?;
+            // Whatever the upload answered, it may have landed until a listing says.
+            let files = match self.remote.list_files(client, prio).await {
+                Ok(files) => files,
+                Err(e) => return Err(UploadFailed::maybe_landed(e.into())),
+            };
             let found = files
                 .iter()
                 .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
@@ -1167,25 +1216,27 @@ impl<R: Remote> Core<R> {
                 .map(|f| f.id.clone());
             self.store_listing(client, files);
             match (uploaded, found) {
-                (Ok(()), Some(id)) => return Ok(Some(id)),
+                (Ok(()), Some(id)) => return Ok((Some(id), leftovers)),
                 (Ok(()), None) => {
                     tracing::warn!(
                         "uploaded '{name}' but could not find it in the listing; keeping the file it replaces"
                     );
-                    return Ok(None);
+                    return Ok((None, leftovers));
                 }
                 (Err(_), Some(id)) => {
                     tracing::info!("upload of '{name}' had landed after all");
-                    return Ok(Some(id));
+                    return Ok((Some(id), leftovers));
                 }
                 (Err(e), None) if attempt == 2 => {
                     tracing::warn!("upload of '{name}' failed: {e}");
-                    return Err(e.into());
+                    return Err(UploadFailed::not_landed(e.into()));
                 }
                 (Err(_), None) => tracing::info!("upload of '{name}' did not land; trying once more"),
             }
         }
-        Err(CoreError::Io(format!("upload of '{name}' failed")))
+        Err(UploadFailed::maybe_landed(CoreError::Io(format!(
+            "upload of '{name}' failed"
+        ))))
     }
 
     /// Delete files replaced by a confirmed upload. Failures leave both files (never
@@ -1197,9 +1248,79 @@ impl<R: Remote> Core<R> {
         for old in replaces {
             match self.remote.delete(old, prio).await {
                 Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
+                Err(e) if self.deleted_after_all(client, old, &e, prio).await => self.forget_file(client, old),
                 Err(e) => tracing::warn!("could not delete replaced file {old}: {e}; both versions remain"),
             }
         }
+    }
+
+    /// After a DELETE failed ambiguously (answer lost, 5xx), one listing decides whether
+    /// the file is gone, as for uploads: the request may have taken effect.
+    async fn deleted_after_all(&self, client: ClientId, id: &str, e: &RemoteError, prio: Priority) -> bool {
+        if !e.is_ambiguous() {
+            return false;
+        }
+        match self.remote.list_files(client, prio).await {
+            Ok(files) => {
+                let gone = !files.iter().any(|f| f.id == id);
+                self.store_listing(client, files);
+                gone
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Copies that earlier unconfirmed uploads (`a`) of `name` left on the server, from
+    /// one listing.
+    async fn find_attempts(
+        &self,
+        client: ClientId,
+        name: &str,
+        a: &Attempts,
+        exclude: &[String],
+        prio: Priority,
+    ) -> CoreResult<Vec<RemoteFile>> {
+        let files = self.remote.list_files(client, prio).await?;
+        let ours = files
+            .iter()
+            .filter(|f| {
+                f.name == name && !a.before.contains(&f.id) && !exclude.contains(&f.id) && a.sizes.contains(&f.size)
+            })
+            .cloned()
+            .collect();
+        self.store_listing(client, files);
+        Ok(ours)
+    }
+
+    /// Delete files the user no longer wants; a 404, or a file that the listing shows
+    /// gone after an ambiguous failure, counts as deleted.
+    async fn delete_files(&self, client: ClientId, ids: &[String], prio: Priority) -> CoreResult<()> {
+        for id in ids {
+            match self.remote.delete(id, prio).await {
+                Ok(()) | Err(RemoteError::NotFound) => {}
+                Err(e) if self.deleted_after_all(client, id, &e, prio).await => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.forget_file(client, id);
+        }
+        Ok(())
+    }
+
+    /// A writer whose file was unlinked or replaced: its staged bytes must never be
+    /// uploaded (by a close or by `resume_pending`). Its spool entry goes now if no
+    /// handle is open, else at the last release.
+    fn discard_writer(&self, ino: Ino) {
+        let Some(w) = self.st().writers.get(&ino).cloned() else {
+            return;
+        };
+        {
+            let mut w = lock(&w);
+            w.unlinked = true;
+            w.dirty = false;
+            w.attempts = None;
+            let _ = std::fs::remove_file(w.spool.journal_path());
+        }
+        self.retire_writer(ino);
     }
 
     /// Drop a deleted file from the cached listing and content cache.
@@ -1224,35 +1345,46 @@ impl<R: Remote> Core<R> {
         let (key, _) = self.key_of(attr.ino)?;
         let (client, _) = self.client_dir(parent)?;
         let writer = self.st().writers.get(&attr.ino).cloned();
-        if let Some(w) = &writer {
-            let mut w = lock(w);
-            w.unlinked = true;
-            w.dirty = false;
-        }
-        match key {
-            Key::Local(l) => {
-                let mut st = self.st();
-                st.locals.remove(&l);
-                st.invalidate_view(client);
-                Ok(())
+        let (was_dirty, attempts) = match &writer {
+            Some(w) => {
+                let mut w = lock(w);
+                let before = (w.dirty, w.attempts.clone().map(|a| (w.name.clone(), a)));
+                w.unlinked = true;
+                w.dirty = false;
+                before
             }
-            Key::File(id) => {
-                let _g = self.flight(Flight::Mutate(client)).await;
-                match self.remote.delete(&id, Priority::User).await {
-                    Ok(()) | Err(RemoteError::NotFound) => {
-                        self.forget_file(client, &id);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        if let Some(w) = &writer {
-                            lock(w).unlinked = false;
-                        }
-                        Err(e.into())
-                    }
-                }
+            None => (false, None),
+        };
+        let mut doomed = match &key {
+            Key::File(id) => vec![id.clone()],
+            Key::Local(_) => Vec::new(),
+            _ => return Err(CoreError::IsDir),
+        };
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let result = async {
+            // Copies that failed closes may have left on the server go too, newest first.
+            if let Some((name, a)) = &attempts {
+                let ours = self.find_attempts(client, name, a, &doomed, Priority::User).await?;
+                doomed.splice(0..0, ours.into_iter().map(|f| f.id));
             }
-            _ => Err(CoreError::IsDir),
+            self.delete_files(client, &doomed, Priority::User).await
         }
+        .await;
+        if let Err(e) = result {
+            if let Some(w) = &writer {
+                let mut w = lock(w);
+                w.unlinked = false;
+                w.dirty |= was_dirty;
+            }
+            return Err(e);
+        }
+        self.discard_writer(attr.ino);
+        if let Key::Local(l) = key {
+            let mut st = self.st();
+            st.locals.remove(&l);
+            st.invalidate_view(client);
+        }
+        Ok(())
     }
 
     /// `truncate`/`ftruncate` and the no-op attribute changes (`chmod`, `chown`,
@@ -1268,14 +1400,22 @@ impl<R: Remote> Core<R> {
         }
         .or_else(|| self.st().writers.get(&ino).cloned());
         if let Some(w) = writer {
-            let mut w = lock(&w);
-            if w.size != size {
-                w.spool.file.set_len(size)?;
-                w.size = size;
-                w.dirty = true;
-                w.version += 1;
+            let idle = {
+                let mut w = lock(&w);
+                if w.size != size {
+                    w.spool.file.set_len(size)?;
+                    w.size = size;
+                    w.dirty = true;
+                    w.version += 1;
+                }
+                w.handles == 0
+            };
+            if idle {
+                // Nobody has it open (its last close failed): like any truncate of a
+                // file that is not open, it is uploaded at once.
+                self.upload_writer(ino, Priority::User).await?;
+                self.retire_writer(ino);
             }
-            drop(w);
             return self.attr(ino);
         }
         if self.attr(ino)?.kind == Kind::Dir {
@@ -1365,6 +1505,18 @@ impl<R: Remote> Core<R> {
             // Still local (an unlinked or failed upload): nothing on the server to move.
             return Err(CoreError::Io("the file is not on the server yet".into()));
         };
+        // The destination's staged bytes are replaced too, with any copies its failed
+        // closes may have left on the server.
+        let dst_writer = dst.as_ref().and_then(|d| self.st().writers.get(&d.ino).cloned());
+        let dst_attempts = dst_writer.as_ref().and_then(|w| lock(w).attempts.clone());
+        let dst_leftovers = match &dst_attempts {
+            Some(a) => {
+                let exclude: Vec<String> = [src_id.clone()].into_iter().chain(dst_file.clone()).collect();
+                self.find_attempts(client, new_name, a, &exclude, Priority::User)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         // Stage the content: the writer's spool if open, else the (cached) download.
         let writer = self.st().writers.get(&src.ino).cloned();
         let staged = self.spool.create()?;
@@ -1377,24 +1529,54 @@ impl<R: Remote> Core<R> {
                 Err(e) => Err(e),
             },
         };
+        let mut keep_staged = false;
         let result = async {
             copied?;
             let size = staged.file.metadata()?.len();
             let mut replaces = vec![src_id.clone()];
             replaces.extend(dst_file.clone());
-            self.spool.commit(
-                &staged,
-                &Journal {
-                    account: self.opts.account.clone(),
-                    client,
-                    name: new_name.to_string(),
-                    replaces: replaces.clone(),
-                    size,
-                },
-            )?;
-            let new_id = self
-                .upload_confirmed(client, new_name, &staged.path, size, &replaces, Priority::User)
-                .await?;
+            replaces.extend(dst_leftovers.iter().map(|f| f.id.clone()));
+            let mut journal = Journal {
+                account: self.opts.account.clone(),
+                client,
+                name: new_name.to_string(),
+                replaces: replaces.clone(),
+                size,
+                attempts: Some(Attempts {
+                    before: self.known_ids(client),
+                    sizes: vec![size],
+                }),
+                abandoned: false,
+            };
+            self.spool.commit(&staged, &journal)?;
+            let new_id = match self
+                .upload_confirmed(&journal, &staged.path, None, Priority::User)
+                .await
+            {
+                Ok((id, _)) => id,
+                // The listing showed that the copy did not land: nothing changed.
+                Err(f) if !f.maybe_landed => return Err(f.error),
+                Err(f) => {
+                    // The copy may have landed all the same: one more listing decides.
+                    let attempt = journal.attempts.clone().unwrap_or_default();
+                    match self
+                        .find_attempts(client, new_name, &attempt, &replaces, Priority::User)
+                        .await
+                    {
+                        Ok(found) if !found.is_empty() => found
+                            .into_iter()
+                            .max_by_key(|f| (f.created_ms, f.id.clone()))
+                            .map(|f| f.id),
+                        Ok(_) => return Err(f.error),
+                        Err(_) => {
+                            // Cannot tell: the next mount deletes the copy if it landed.
+                            journal.abandoned = true;
+                            keep_staged = self.spool.commit(&staged, &journal).is_ok();
+                            return Err(f.error);
+                        }
+                    }
+                }
+            };
             let Some(new_id) = new_id else {
                 return Err(CoreError::Io(
                     "renamed copy uploaded but not found; the original is kept".into(),
@@ -1419,6 +1601,14 @@ impl<R: Remote> Core<R> {
             }
             st.invalidate_view(client);
             drop(st);
+            if let Some(d) = &dst {
+                self.discard_writer(d.ino);
+                // A destination that never reached the server leaves the directory.
+                let mut st = self.st();
+                if let Some(Key::Local(l)) = st.nodes.get(&d.ino).map(|n| n.key.clone()) {
+                    st.locals.remove(&l);
+                }
+            }
             if let Some(w) = writer {
                 let mut w = lock(&w);
                 w.name = new_name.to_string();
@@ -1427,7 +1617,9 @@ impl<R: Remote> Core<R> {
             Ok(())
         }
         .await;
-        self.spool.remove(&staged.path);
+        if !keep_staged {
+            self.spool.remove(&staged.path);
+        }
         result
     }
 
@@ -1440,12 +1632,37 @@ impl<R: Remote> Core<R> {
                 tracing::debug!("spool entry {} belongs to another account", path.display());
                 continue;
             }
-            tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
             let _g = self.flight(Flight::Mutate(j.client)).await;
+            if j.abandoned {
+                // A rename that failed: delete its copy if it landed, upload nothing.
+                let a = j.attempts.clone().unwrap_or_default();
+                let found = self
+                    .find_attempts(j.client, &j.name, &a, &j.replaces, Priority::Background)
+                    .await;
+                let gone = match found {
+                    Ok(ours) => {
+                        let ids: Vec<String> = ours.into_iter().map(|f| f.id).collect();
+                        self.delete_files(j.client, &ids, Priority::Background).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match gone {
+                    Ok(()) => self.spool.remove(&path),
+                    Err(e) => tracing::warn!("cannot clean up after the rename to '{}': {e}", j.name),
+                }
+                continue;
+            }
+            tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
             // It may have landed before the crash: an exact byte match in the listing
-            // means it did (the download is the one extra call this costs).
-            let already = match self.remote.list_files(j.client, Priority::Background).await {
-                Ok(files) => {
+            // means it did (the download is the one extra call this costs). With a
+            // record of its attempts, the upload below finds their copies itself.
+            let listed = match &j.attempts {
+                Some(_) => None,
+                None => Some(self.remote.list_files(j.client, Priority::Background).await),
+            };
+            let already = match listed {
+                None => None,
+                Some(Ok(files)) => {
                     let mut hit = None;
                     for f in files
                         .iter()
@@ -1459,25 +1676,30 @@ impl<R: Remote> Core<R> {
                     self.store_listing(j.client, files);
                     hit
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!("cannot resume '{}': {e}; it stays in the spool", j.name);
                     continue;
                 }
             };
-            let new_id = match already {
-                Some(id) => Some(id),
+            let (new_id, leftovers) = match already {
+                Some(id) => (Some(id), Vec::new()),
                 None => match self
-                    .upload_confirmed(j.client, &j.name, &path, j.size, &j.replaces, Priority::Background)
+                    .upload_confirmed(&j, &path, j.attempts.as_ref(), Priority::Background)
                     .await
                 {
-                    Ok(id) => id,
+                    Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!("resumed upload of '{}' failed: {e}; it stays in the spool", j.name);
+                        tracing::warn!(
+                            "resumed upload of '{}' failed: {}; it stays in the spool",
+                            j.name,
+                            e.error
+                        );
                         continue;
                     }
                 },
             };
-            self.delete_replaced(j.client, &j.replaces, new_id.as_deref(), Priority::Background)
+            let doomed: Vec<String> = j.replaces.iter().chain(&leftovers).cloned().collect();
+            self.delete_replaced(j.client, &doomed, new_id.as_deref(), Priority::Background)
                 .await;
             self.spool.remove(&path);
             landed += 1;
@@ -1503,6 +1725,31 @@ impl<R: Remote> Core<R> {
             .values()
             .filter(|w| lock(w).dirty && !lock(w).unlinked)
             .count()
+    }
+}
+
+/// An upload that did not succeed. `maybe_landed`: an upload this call sent may have
+/// landed all the same (the listing that would tell failed), so whoever tries again
+/// must look first; false when a listing showed it did not, or nothing was sent.
+#[derive(Debug)]
+struct UploadFailed {
+    error: CoreError,
+    maybe_landed: bool,
+}
+
+impl UploadFailed {
+    fn not_landed(error: CoreError) -> UploadFailed {
+        UploadFailed {
+            error,
+            maybe_landed: false,
+        }
+    }
+
+    fn maybe_landed(error: CoreError) -> UploadFailed {
+        UploadFailed {
+            error,
+            maybe_landed: true,
+        }
     }
 }
 

@@ -26,6 +26,23 @@ pub struct Journal {
     /// rename source, an earlier upload of the same handle).
     pub replaces: Vec<String>,
     pub size: u64,
+    /// Upload attempts of this staged file so far (this one included), any of which may
+    /// have landed without being confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Attempts>,
+    /// Given up (a rename that failed): nothing is to be uploaded, and copies that
+    /// `attempts` may have left are to be deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
+}
+
+/// Uploads that may have landed unconfirmed (their confirming listing failed): the file
+/// ids listed before the first of them, and the size each sent. A file of the same name
+/// outside `before` with one of those sizes is one of them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempts {
+    pub before: Vec<String>,
+    pub sizes: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -148,6 +165,8 @@ mod tests {
             name: "a.txt".into(),
             replaces: vec!["f1".into()],
             size: 0,
+            attempts: None,
+            abandoned: false,
         };
         spool.commit(&sf, &j).unwrap();
         assert_eq!(fs::metadata(sf.journal_path()).unwrap().mode() & 0o777, 0o600);
