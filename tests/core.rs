@@ -745,3 +745,33 @@ async fn an_unlinked_file_whose_close_failed_is_never_retried() {
     assert!(t.store.files_named(1002, "r.txt").is_empty());
     assert_eq!(t.store.count(Endpoint::Upload), 1);
 }
+
+#[tokio::test]
+async fn an_unlink_during_a_background_retry_deletes_what_the_retry_landed() {
+    let t = setup();
+    let dir = t.path("/clients/1002").await.unwrap();
+    let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
+    t.core.write(o.fh, 0, b"racing").unwrap();
+    t.store.push_fault(Some(Endpoint::Upload), status(400), Some(1));
+    assert!(t.core.flush(o.fh).await.is_err());
+    t.core.release(o.fh);
+    // The retry's upload is on the wire when `rm` comes.
+    t.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Delay(Duration::from_millis(200)),
+        Some(1),
+    );
+    let (_, unlinked) = tokio::join!(t.core.retry_failed_uploads(), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t.core.unlink(dir, "r.txt").await
+    });
+    unlinked.unwrap();
+    assert!(
+        t.store.files_named(1002, "r.txt").is_empty(),
+        "the unlinked file stays gone"
+    );
+    assert_eq!(t.core.lookup(dir, "r.txt").await.unwrap_err(), CoreError::NotFound);
+    assert_eq!(t.core.pending_uploads(), 0);
+    assert_eq!(t.core.resume_pending().await, 0);
+    assert!(t.store.files_named(1002, "r.txt").is_empty());
+}

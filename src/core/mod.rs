@@ -950,7 +950,11 @@ impl<R: Remote> Core<R> {
         for ino in inos {
             match self.upload_writer(ino, Priority::Background).await {
                 Ok(()) => {
-                    landed += 1;
+                    // Unlinked or renamed over meanwhile: its bytes were discarded, not sent.
+                    let discarded = self.st().writers.get(&ino).is_none_or(|w| lock(w).unlinked);
+                    if !discarded {
+                        landed += 1;
+                    }
                     self.retire_writer(ino);
                 }
                 Err(e) => tracing::debug!("retry of a failed upload did not succeed yet: {e}"),
@@ -1342,8 +1346,16 @@ impl<R: Remote> Core<R> {
         if self.opts.read_only {
             return Err(CoreError::ReadOnly);
         }
-        let (key, _) = self.key_of(attr.ino)?;
         let (client, _) = self.client_dir(parent)?;
+        // Under the client's mutation lock, so that an upload of this file running now
+        // (a background retry) has finished and what it landed is deleted too.
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let (key, _) = self.key_of(attr.ino)?;
+        let mut doomed = match &key {
+            Key::File(id) => vec![id.clone()],
+            Key::Local(_) => Vec::new(),
+            _ => return Err(CoreError::IsDir),
+        };
         let writer = self.st().writers.get(&attr.ino).cloned();
         let (was_dirty, attempts) = match &writer {
             Some(w) => {
@@ -1355,12 +1367,6 @@ impl<R: Remote> Core<R> {
             }
             None => (false, None),
         };
-        let mut doomed = match &key {
-            Key::File(id) => vec![id.clone()],
-            Key::Local(_) => Vec::new(),
-            _ => return Err(CoreError::IsDir),
-        };
-        let _g = self.flight(Flight::Mutate(client)).await;
         let result = async {
             // Copies that failed closes may have left on the server go too, newest first.
             if let Some((name, a)) = &attempts {
