@@ -8,7 +8,7 @@ pub mod error;
 pub mod names;
 pub mod spool;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -206,6 +206,10 @@ struct State {
     writers: HashMap<Ino, Arc<Mutex<Writer>>>,
     handles: HashMap<Fh, Handle>,
     next_fh: Fh,
+    /// Renames given up without knowing whether their copy landed (journal entries
+    /// marked `abandoned`): spool path -> entry. Cleaned up before anything else is
+    /// uploaded under the same name.
+    abandoned: BTreeMap<PathBuf, Journal>,
 }
 
 impl State {
@@ -933,8 +937,10 @@ impl<R: Remote> Core<R> {
     }
 
     /// Retry uploads that failed at `close()` and are no longer open (the background
-    /// retry loop calls this). Returns how many landed.
+    /// retry loop calls this), after cleaning up renames given up. Returns how many
+    /// uploads landed.
     pub async fn retry_failed_uploads(&self) -> usize {
+        self.clean_all_abandoned().await;
         let inos: Vec<Ino> = {
             let st = self.st();
             st.writers
@@ -1074,6 +1080,13 @@ impl<R: Remote> Core<R> {
         };
         let client = lock(&w).client;
         let _g = self.flight(Flight::Mutate(client)).await;
+        let name = {
+            let w = lock(&w);
+            (w.dirty && !w.unlinked).then(|| w.name.clone())
+        };
+        if let Some(name) = name {
+            self.clean_abandoned(client, Some(&name), prio).await?;
+        }
         let known = self.known_ids(client);
         let (j, path, version, prior, attempts) = {
             let mut w = lock(&w);
@@ -1296,6 +1309,48 @@ impl<R: Remote> Core<R> {
         Ok(ours)
     }
 
+    /// Delete the copies that renames given up (`State::abandoned`) for the client, to
+    /// `name` or to any name, may have left. The caller holds the client's mutation
+    /// lock. Until this succeeds nothing else is uploaded under such a name: a copy
+    /// made later would look like theirs (same name and size, unknown before).
+    async fn clean_abandoned(&self, client: ClientId, name: Option<&str>, prio: Priority) -> CoreResult<()> {
+        let todo: Vec<(PathBuf, Journal)> = self
+            .st()
+            .abandoned
+            .iter()
+            .filter(|(_, j)| j.client == client && name.is_none_or(|n| n == j.name))
+            .map(|(p, j)| (p.clone(), j.clone()))
+            .collect();
+        for (path, j) in todo {
+            let a = j.attempts.clone().unwrap_or_default();
+            let ours = self.find_attempts(client, &j.name, &a, &j.replaces, prio).await;
+            let cleaned = match ours {
+                Ok(ours) => {
+                    let ids: Vec<String> = ours.into_iter().map(|f| f.id).collect();
+                    self.delete_files(client, &ids, prio).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = cleaned {
+                tracing::warn!("cannot clean up after the rename to '{}' yet: {e}", j.name);
+                return Err(e);
+            }
+            self.spool.remove(&path);
+            self.st().abandoned.remove(&path);
+        }
+        Ok(())
+    }
+
+    /// `clean_abandoned` for every client, in the background; failures are logged and
+    /// tried again later.
+    async fn clean_all_abandoned(&self) {
+        let clients: BTreeSet<ClientId> = self.st().abandoned.values().map(|j| j.client).collect();
+        for c in clients {
+            let _g = self.flight(Flight::Mutate(c)).await;
+            let _ = self.clean_abandoned(c, None, Priority::Background).await;
+        }
+    }
+
     /// Delete files the user no longer wants; a 404, or a file that the listing shows
     /// gone after an ambiguous failure, counts as deleted.
     async fn delete_files(&self, client: ClientId, ids: &[String], prio: Priority) -> CoreResult<()> {
@@ -1511,6 +1566,9 @@ impl<R: Remote> Core<R> {
             // Still local (an unlinked or failed upload): nothing on the server to move.
             return Err(CoreError::Io("the file is not on the server yet".into()));
         };
+        // A copy that an earlier, given-up rename to this name may have left goes first,
+        // so that the copy made now is never taken for it.
+        self.clean_abandoned(client, Some(new_name), Priority::User).await?;
         // The destination's staged bytes are replaced too, with any copies its failed
         // closes may have left on the server.
         let dst_writer = dst.as_ref().and_then(|d| self.st().writers.get(&d.ino).cloned());
@@ -1575,9 +1633,11 @@ impl<R: Remote> Core<R> {
                             .map(|f| f.id),
                         Ok(_) => return Err(f.error),
                         Err(_) => {
-                            // Cannot tell: the next mount deletes the copy if it landed.
+                            // Cannot tell: the copy, if it landed, is deleted later
+                            // (`clean_abandoned`), before anything else of that name.
                             journal.abandoned = true;
                             keep_staged = self.spool.commit(&staged, &journal).is_ok();
+                            self.st().abandoned.insert(staged.path.clone(), journal);
                             return Err(f.error);
                         }
                     }
@@ -1632,30 +1692,30 @@ impl<R: Remote> Core<R> {
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
     /// upload, shutdown timeout). Returns how many landed.
     pub async fn resume_pending(&self) -> usize {
-        let mut landed = 0;
+        let mut uploads = Vec::new();
         for (path, j) in self.spool.pending() {
             if j.account != self.opts.account {
                 tracing::debug!("spool entry {} belongs to another account", path.display());
                 continue;
             }
-            let _g = self.flight(Flight::Mutate(j.client)).await;
             if j.abandoned {
-                // A rename that failed: delete its copy if it landed, upload nothing.
-                let a = j.attempts.clone().unwrap_or_default();
-                let found = self
-                    .find_attempts(j.client, &j.name, &a, &j.replaces, Priority::Background)
-                    .await;
-                let gone = match found {
-                    Ok(ours) => {
-                        let ids: Vec<String> = ours.into_iter().map(|f| f.id).collect();
-                        self.delete_files(j.client, &ids, Priority::Background).await
-                    }
-                    Err(e) => Err(e),
-                };
-                match gone {
-                    Ok(()) => self.spool.remove(&path),
-                    Err(e) => tracing::warn!("cannot clean up after the rename to '{}': {e}", j.name),
-                }
+                // A rename given up: nothing is uploaded, and its copy, if it landed, is
+                // deleted before anything else goes up under that name.
+                self.st().abandoned.insert(path, j);
+            } else {
+                uploads.push((path, j));
+            }
+        }
+        self.clean_all_abandoned().await;
+        let mut landed = 0;
+        for (path, j) in uploads {
+            let _g = self.flight(Flight::Mutate(j.client)).await;
+            if self
+                .clean_abandoned(j.client, Some(&j.name), Priority::Background)
+                .await
+                .is_err()
+            {
+                tracing::warn!("cannot resume '{}' yet; it stays in the spool", j.name);
                 continue;
             }
             tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
