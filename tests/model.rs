@@ -1,8 +1,9 @@
 //! Model tier: random operation sequences with injected faults, checked against a model of what the server must hold.
 //!
-//! Sequences of create/overwrite/append/read/rename/unlink/readdir/truncate on the core
-//! over the in-memory fake (docs/SEMANTICS.md: "Writing", "Deleting", "Rename"), with at
-//! most one fault per step, then `resume_pending` on a healthy network.
+//! Sequences of create/overwrite/append/read/rename/unlink/readdir/truncate and the
+//! background retry of failed closes, on the core over the in-memory fake
+//! (docs/SEMANTICS.md: "Writing", "Deleting", "Rename"), with at most one fault per
+//! step, then `resume_pending` on a healthy network.
 //!
 //! The model keeps, per (client, name) of a tiny name space, a [`Slot`]:
 //! - `server`: the versions the server must hold, oldest first. Normally zero or one;
@@ -91,6 +92,8 @@ enum Op {
         n: usize,
         len: u64,
     },
+    /// The mount's background retry of uploads whose close failed.
+    Retry,
 }
 
 #[derive(Clone, Debug)]
@@ -130,6 +133,7 @@ fn op(clients: usize, names: usize) -> impl Strategy<Value = Op> {
         2 => (c.clone(), n()).prop_map(|(c, n)| Op::Unlink { c, n }),
         1 => c.clone().prop_map(|c| Op::List { c }),
         1 => (c, n(), 0u64..6).prop_map(|(c, n, len)| Op::Truncate { c, n, len }),
+        1 => Just(Op::Retry),
     ]
 }
 
@@ -198,6 +202,8 @@ enum Out {
     Done,
     Read(Vec<u8>),
     Listed(Vec<(String, Kind)>),
+    /// `retry_failed_uploads` landed this many.
+    Retried(usize),
 }
 
 fn early(e: CoreError) -> Out {
@@ -332,6 +338,7 @@ impl H {
                     Err(e) => late(e),
                 }
             }
+            Op::Retry => Out::Retried(self.core.retry_failed_uploads().await),
         }
     }
 
@@ -545,6 +552,33 @@ fn expect(m: &[Slot], op: &Op, out: &Out, may_fail: bool, delete_failed: bool) -
                 Out::Late(_) if may_fail => Ok(alts(i, vec![unchanged(s)])),
                 _ => bad(),
             }
+        }
+        Op::Retry => {
+            let Out::Retried(_) = out else { return bad() };
+            // Every staged file lands as its close would have. The one fault can make
+            // at most one of them fail (or leave what it replaces: "both versions remain").
+            let pending: Vec<(usize, &Slot, &Vec<u8>)> = m
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.pending.as_ref().map(|p| (i, s, p)))
+                .collect();
+            let base: Alt = pending
+                .iter()
+                .map(|(i, s, p)| (*i, landed(s, p, false).remove(0)))
+                .collect();
+            let mut out = vec![base.clone()];
+            for (k, (i, s, p)) in pending.iter().enumerate() {
+                let mut other = landed(s, p, delete_failed).split_off(1);
+                if may_fail {
+                    other.push(failed(s, p));
+                }
+                for c in other {
+                    let mut alt = base.clone();
+                    alt[k] = (*i, c);
+                    out.push(alt);
+                }
+            }
+            Ok(out)
         }
         Op::Rename { c, from, to } => {
             let (ia, ib) = (slot(*c, *from), slot(*c, *to));
@@ -810,7 +844,14 @@ async fn run_case(case: &Case, mut cov: Option<&mut Coverage>) -> Result<(), Str
         let fail = |msg: String| format!("step #{k}: {msg}\nsteps:\n{log}");
         let may_fail = faulted && !step.fault.as_ref().is_some_and(absorbed);
         let allowed = expect(&m, &step.op, &out, may_fail, delete_failed).map_err(fail)?;
-        m = settle(&h, &m, &allowed).map_err(fail)?;
+        let next = settle(&h, &m, &allowed).map_err(fail)?;
+        if let Out::Retried(n) = out {
+            let staged = |m: &[Slot]| m.iter().filter(|s| s.pending.is_some()).count();
+            if n != staged(&m) - staged(&next) {
+                return Err(fail(format!("retry_failed_uploads reported {n} landed")));
+            }
+        }
+        m = next;
         if let (Op::List { c }, Out::Listed(entries)) = (&step.op, &out) {
             check_listing(&h, &m, *c, entries).map_err(fail)?;
         }
