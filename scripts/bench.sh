@@ -509,7 +509,7 @@ row 6d "peak RSS, cp of one ${HUGE_MIB} MiB file in ($(mibps "$HUGE_MIB" "$T_IN"
 RCLONE_NOTE=""
 if command -v rclone >/dev/null; then
   log "8. rclone mount of rclone serve webdav (same ${BIG_MIB} MiB, from tmpfs)"
-  RCLONE_VERSION=$(rclone version 2>/dev/null | head -n 1)
+  RCLONE_VERSION=$(rclone version 2>/dev/null | sed -n 1p)
   mkdir -p "$SHM/webdav"
   mv "$SHM/big.bin" "$SHM/webdav/big.bin"
   rclone serve webdav "$SHM/webdav" --addr 127.0.0.1:0 --config "$WORK/rclone.conf" --read-only \
@@ -573,7 +573,7 @@ echo "- sizes: reads ${BIG_MIB} MiB, upload ${UP_MIB} MiB, throttled ${THR_MIB} 
 echo "- timings: best of ${REPS}; page cache dropped before cold reads: $DROPPED"
 echo "- main mount --cache-size ${MAIN_CACHE_MIB} MiB; RSS mounts --cache-size ${RSS_CACHE_MIB} MiB; all mounts --rate-limit 100000 --daily-limit 1000000"
 echo "- data checks: ${BIG_MIB} MiB read through the mount vs the server's bytes: $DATA_CHECK; $UP_CHECK"
-echo "- main mount before unmount: peak RSS ${MAIN_HWM} MiB; ${MAIN_FDS} open fds, ${MAIN_DELETED} of them unlinked cache temp files holding ${MAIN_DELETED_MIB} MiB of disk (large-file cache entries are never evicted)"
+echo "- main mount before unmount: peak RSS ${MAIN_HWM} MiB; ${MAIN_FDS} open fds, ${MAIN_DELETED} of them unlinked cache temp files holding ${MAIN_DELETED_MIB} MiB of disk (kept within --disk-cache-size, default 1024 MiB)"
 echo "- the fake server (test data in memory) peaked at ${SERVER_HWM} MiB RSS"
 [ -n "${RCLONE_VERSION:-}" ] && echo "- peer: ${RCLONE_VERSION}, serving a tmpfs copy of the same bytes over loopback WebDAV"
 [ -n "$RCLONE_NOTE" ] && echo "- $RCLONE_NOTE"

@@ -120,6 +120,10 @@ async fn unless_killed<T>(
     fut: impl std::future::Future<Output = Result<T, CoreError>>,
 ) -> Result<T, CoreError> {
     tokio::pin!(fut);
+    // Fast path: most operations (cached data) finish at the first poll; no timer.
+    if let std::task::Poll::Ready(out) = futures_util::poll!(&mut fut) {
+        return out;
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

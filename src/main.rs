@@ -138,15 +138,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Cache buffers of a few MiB come and go; glibc's default keeps freed ones that size
-/// in the heap, so RSS drifts above the cache budget. Serving them from mmap returns
-/// them to the system on free (docs/BENCHMARKS.md, peak RSS rows).
+/// Cache buffers of several MiB come and go; glibc's default keeps freed ones that size
+/// in the heap, so RSS drifts above the cache budget. Serving allocations above 4 MiB
+/// from mmap returns them to the system on free, while read buffers (at most 1 MiB)
+/// stay on the heap (docs/BENCHMARKS.md, peak RSS rows).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_retention() {
     // SAFETY: runs first in main, before any thread exists; it only sets a malloc
     // tuning parameter.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        // Fixing the mmap threshold also fixes the trim threshold at 128 KiB, which
+        // would hand every freed read buffer back and fault it in again.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
 
