@@ -1461,16 +1461,8 @@ impl<R: Remote> Core<R> {
         }
         .or_else(|| self.st().writers.get(&ino).cloned());
         if let Some(w) = writer {
-            let idle = {
-                let mut w = lock(&w);
-                if w.size != size {
-                    w.spool.file.set_len(size)?;
-                    w.size = size;
-                    w.dirty = true;
-                    w.version += 1;
-                }
-                w.handles == 0
-            };
+            truncate_staged(&w, size)?;
+            let idle = lock(&w).handles == 0;
             if idle {
                 // Nobody has it open (its last close failed): like any truncate of a
                 // file that is not open, it is uploaded at once.
@@ -1494,15 +1486,7 @@ impl<R: Remote> Core<R> {
             .await?;
         let result = async {
             let w = self.writer_of(opened.fh)?;
-            {
-                let mut w = lock(&w);
-                if w.size != size {
-                    w.spool.file.set_len(size)?;
-                    w.size = size;
-                    w.dirty = true;
-                    w.version += 1;
-                }
-            }
+            truncate_staged(&w, size)?;
             self.flush(opened.fh).await
         }
         .await;
@@ -1817,6 +1801,18 @@ impl UploadFailed {
             maybe_landed: true,
         }
     }
+}
+
+/// Truncate (or extend) a writer's staged bytes; a change makes them due for upload.
+fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
+    let mut w = lock(w);
+    if w.size != size {
+        w.spool.file.set_len(size)?;
+        w.size = size;
+        w.dirty = true;
+        w.version += 1;
+    }
+    Ok(())
 }
 
 fn lock(w: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
