@@ -701,3 +701,29 @@ fn a_busy_mount_is_detached_lazily_and_open_files_keep_working() {
     m.child = None;
     assert!(st.success());
 }
+
+#[test]
+fn kill_9_right_after_cp_loses_nothing() {
+    let srv = server(account());
+    let mut m = mount(&srv, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("consent.pdf");
+    let data = pseudo_random_bytes(11, 200_000);
+    fs::write(&src, &data).unwrap();
+    ok("cp", &[&src, &m.p("clients/1002/consent.pdf")]);
+    // cp has returned: close() returned 0, which means the server has it.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    wait_exit(m.child.as_mut().unwrap(), Duration::from_secs(10));
+    m.child = None;
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&m.mnt).status();
+    assert_eq!(srv.store.files_named(1002, "consent.pdf")[0].data, data);
+    let dir = std::mem::replace(&mut m.dir, tempfile::tempdir().unwrap());
+    drop(m);
+    let m2 = mount_in(dir, &srv, &[]);
+    assert_eq!(fs::read(m2.p("clients/1002/consent.pdf")).unwrap(), data);
+    assert_eq!(
+        srv.store.files_named(1002, "consent.pdf").len(),
+        1,
+        "the remount uploads nothing twice"
+    );
+}

@@ -722,15 +722,15 @@ impl<R: Remote> Core<R> {
                 return Err(CoreError::NotPermitted("writing into a folder"));
             }
         };
-        let existing = self.st().writers.get(&ino).cloned();
+        // Join an existing writer under the state lock, the lock `retire_writer` holds
+        // while it checks for handles: a writer is never retired under a new opener.
+        let existing = {
+            let st = self.st();
+            st.writers.get(&ino).cloned().inspect(|w| lock(w).handles += 1)
+        };
         if let Some(w) = existing {
-            let mut w = lock(&w);
-            w.handles += 1;
             if mode.truncate {
-                w.spool.file.set_len(0)?;
-                w.size = 0;
-                w.dirty = true;
-                w.version += 1;
+                truncate_staged(&w, 0)?;
             }
         } else {
             let Some(id) = file_id else {
