@@ -775,3 +775,90 @@ async fn an_unlink_during_a_background_retry_deletes_what_the_retry_landed() {
     assert_eq!(t.core.resume_pending().await, 0);
     assert!(t.store.files_named(1002, "r.txt").is_empty());
 }
+
+#[tokio::test]
+async fn a_replaced_file_whose_delete_failed_is_hidden_then_deleted() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: true,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 0, b"new bytes").unwrap();
+    t.store.push_fault(
+        Some(Endpoint::Delete),
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(
+        t.store.files_named(1001, "notes.txt").len(),
+        2,
+        "both versions are on the server"
+    );
+    let names = t.ls("/clients/1001").await;
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("notes")).count(),
+        1,
+        "only the new one shows: {names:?}"
+    );
+    assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), b"new bytes");
+    assert_eq!(t.core.owed_deletes().len(), 1);
+    t.core.retry_failed_uploads().await;
+    assert!(t.core.owed_deletes().is_empty());
+    let files = t.store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1);
+    assert_eq!(&files[0].data[..], b"new bytes");
+}
+
+#[tokio::test]
+async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+        let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let c = core.lookup(c, "1001").await.unwrap().ino;
+        let ino = core.lookup(c, "notes.txt").await.unwrap().ino;
+        let o = core
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            )
+            .await
+            .unwrap();
+        core.write(o.fh, 0, b"v2").unwrap();
+        store.push_fault(
+            Some(Endpoint::Delete),
+            Fault::Status {
+                status: 403,
+                retry_after: None,
+            },
+            Some(1),
+        );
+        core.flush(o.fh).await.unwrap();
+        core.release(o.fh);
+        assert_eq!(store.files_named(1001, "notes.txt").len(), 2);
+        // The process dies before the background retry.
+    }
+    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    core.resume_pending().await;
+    let files = store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1, "the replaced file was deleted at the next mount");
+    assert_eq!(&files[0].data[..], b"v2");
+    assert!(core.owed_deletes().is_empty());
+}

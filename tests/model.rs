@@ -347,12 +347,15 @@ impl H {
         self.server_files(i).into_iter().map(|(_, d)| d).collect()
     }
 
+    /// The server as the mount must present it: replaced files whose delete is still
+    /// owed are hidden (they must be deleted by the end, see `run_case`).
     fn server_files(&self, i: usize) -> Vec<(String, Vec<u8>)> {
         let (c, n) = (i / NAMES.len(), i % NAMES.len());
+        let owed = self.core.owed_deletes();
         self.store
             .files_named(CLIENTS[c], NAMES[n])
             .into_iter()
-            .filter(|f| f.folder_id.is_none())
+            .filter(|f| f.folder_id.is_none() && !owed.contains(&f.id))
             .map(|f| (f.id, f.data.to_vec()))
             .collect()
     }
@@ -864,6 +867,13 @@ async fn run_case(case: &Case, mut cov: Option<&mut Coverage>) -> Result<(), Str
     // no unacknowledged copy left behind.
     store.clear_faults();
     h.core.resume_pending().await;
+    // Every replaced file whose delete failed along the way is gone now.
+    let owed = h.core.owed_deletes();
+    if !owed.is_empty() {
+        return Err(format!(
+            "after resume_pending, deletes still owed: {owed:?}\nsteps:\n{log}"
+        ));
+    }
     for (i, s) in m.iter().enumerate() {
         let want = match &s.pending {
             Some(p) => landed(s, p, false).remove(0).server,

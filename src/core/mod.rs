@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use self::content::{ContentCache, Entry};
 pub use self::error::{CoreError, CoreResult};
-use self::spool::{Attempts, Journal, Spool, SpoolFile};
+use self::spool::{Attempts, Journal, OwedDelete, Spool, SpoolFile};
 use crate::remote::{content_type_for, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 
 pub type Ino = u64;
@@ -204,6 +204,8 @@ struct State {
     locals: HashMap<u64, (ClientId, String, Ino)>,
     next_local: u64,
     writers: HashMap<Ino, Arc<Mutex<Writer>>>,
+    /// Replaced files whose DELETE failed: hidden, and deleted later (file id -> client).
+    owed_deletes: HashMap<String, ClientId>,
     handles: HashMap<Fh, Handle>,
     next_fh: Fh,
     /// Renames given up without knowing whether their copy landed (journal entries
@@ -941,6 +943,7 @@ impl<R: Remote> Core<R> {
     /// uploads landed.
     pub async fn retry_failed_uploads(&self) -> usize {
         self.clean_all_abandoned().await;
+        self.settle_owed_deletes(Priority::Background).await;
         let inos: Vec<Ino> = {
             let st = self.st();
             st.writers
@@ -1266,9 +1269,52 @@ impl<R: Remote> Core<R> {
             match self.remote.delete(old, prio).await {
                 Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
                 Err(e) if self.deleted_after_all(client, old, &e, prio).await => self.forget_file(client, old),
-                Err(e) => tracing::warn!("could not delete replaced file {old}: {e}; both versions remain"),
+                Err(e) => {
+                    tracing::warn!("could not delete replaced file {old}: {e}; it is hidden and deleted later");
+                    self.owe_delete(client, old);
+                }
             }
         }
+    }
+
+    /// Hide a replaced file that could not be deleted, and remember (durably) to delete it.
+    fn owe_delete(&self, client: ClientId, id: &str) {
+        let d = OwedDelete {
+            account: self.opts.account.clone(),
+            client,
+            id: id.to_string(),
+        };
+        if let Err(e) = self.spool.owe_delete(&d) {
+            tracing::warn!("cannot record the delete still owed for {id}: {e}; both versions may show after a restart");
+        }
+        let mut st = self.st();
+        st.owed_deletes.insert(id.to_string(), client);
+        st.invalidate_view(client);
+    }
+
+    /// Try the deletes still owed (background retry, and first thing at mount).
+    async fn settle_owed_deletes(&self, prio: Priority) {
+        let owed: Vec<(String, ClientId)> = self.st().owed_deletes.iter().map(|(i, c)| (i.clone(), *c)).collect();
+        for (id, client) in owed {
+            let _g = self.flight(Flight::Mutate(client)).await;
+            let gone = match self.remote.delete(&id, prio).await {
+                Ok(()) | Err(RemoteError::NotFound) => true,
+                Err(e) => self.deleted_after_all(client, &id, &e, prio).await,
+            };
+            if gone {
+                tracing::info!("deleted replaced file {id} (owed since an earlier failure)");
+                self.spool.settle_delete(&id);
+                self.st().owed_deletes.remove(&id);
+                self.forget_file(client, &id);
+            }
+        }
+    }
+
+    /// Ids of replaced files still to be deleted (hidden from the mount meanwhile).
+    pub fn owed_deletes(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.st().owed_deletes.keys().cloned().collect();
+        ids.sort();
+        ids
     }
 
     /// After a DELETE failed ambiguously (answer lost, 5xx), one listing decides whether
@@ -1676,6 +1722,20 @@ impl<R: Remote> Core<R> {
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
     /// upload, shutdown timeout). Returns how many landed.
     pub async fn resume_pending(&self) -> usize {
+        let owed: Vec<OwedDelete> = self
+            .spool
+            .owed_deletes()
+            .into_iter()
+            .filter(|d| d.account == self.opts.account)
+            .collect();
+        {
+            let mut st = self.st();
+            for d in owed {
+                st.owed_deletes.insert(d.id, d.client);
+                st.invalidate_view(d.client);
+            }
+        }
+        self.settle_owed_deletes(Priority::Background).await;
         let mut uploads = Vec::new();
         for (path, j) in self.spool.pending() {
             if j.account != self.opts.account {
@@ -1829,6 +1889,8 @@ fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView> {
         .and_then(|cs| cs.listing.as_ref())
         .map(|l| l.files.clone())
         .unwrap_or_default();
+    // Files the mount replaced but could not delete yet are gone as far as users see.
+    files.retain(|f| !st.owed_deletes.contains_key(&f.id));
     files.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     let listed: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
     let mut unlisted: Vec<String> = files

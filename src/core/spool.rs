@@ -45,6 +45,15 @@ pub struct Attempts {
     pub sizes: Vec<u64>,
 }
 
+/// A file replaced through the mount (overwrite, rename) whose DELETE failed: it is
+/// hidden from the mount and deleted later, by the background retry or the next mount.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwedDelete {
+    pub account: String,
+    pub client: ClientId,
+    pub id: String,
+}
+
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
@@ -121,6 +130,48 @@ impl Spool {
                 }
             }
         }
+    }
+
+    fn owed_path(&self, id: &str) -> PathBuf {
+        self.dir
+            .join(format!("{:016x}.delete", super::names::fnv1a(id.as_bytes())))
+    }
+
+    /// Record, durably, that a replaced file still has to be deleted.
+    pub fn owe_delete(&self, d: &OwedDelete) -> std::io::Result<()> {
+        let path = self.owed_path(&d.id);
+        let tmp = path.with_extension("delete.tmp");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_0600()
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(d).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The replaced file is gone from the server.
+    pub fn settle_delete(&self, id: &str) {
+        if let Err(e) = fs::remove_file(self.owed_path(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("spool: cannot remove an owed delete: {e}");
+            }
+        }
+    }
+
+    /// Deletes an earlier run owed.
+    pub fn owed_deletes(&self) -> Vec<OwedDelete> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("delete"))
+            .filter_map(|p| fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()))
+            .collect()
     }
 
     /// Staged uploads with a journal entry: what an earlier run did not finish.
