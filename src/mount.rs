@@ -55,8 +55,15 @@ pub fn serve<R: Remote>(
         .map_err(|e| format!("cannot mount at {}: {e}", cfg.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
+    // Installed now, before the mount is reported ready: a signal that arrives at once
+    // must unmount, not kill the process with the default action.
+    let signals = {
+        let _rt = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    };
     rt.spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(signals).await;
         tracing::info!("signal received: unmounting {}", mountpoint.display());
         if let Err(e) = unmounter.unmount() {
             tracing::warn!("unmount failed ({e}); detaching lazily");
@@ -75,9 +82,13 @@ pub fn serve<R: Remote>(
     result
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+type Signals = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+async fn wait_for_signal(signals: Signals) {
+    let (Ok(mut int), Ok(mut term)) = signals else {
         tracing::warn!("cannot install signal handlers; unmount with fusermount3 -u");
         return std::future::pending().await;
     };

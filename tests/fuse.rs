@@ -699,7 +699,7 @@ fn a_busy_mount_is_detached_lazily_and_open_files_keep_working() {
     drop(held);
     let st = wait_exit(m.child.as_mut().unwrap(), Duration::from_secs(20));
     m.child = None;
-    assert!(st.success());
+    assert!(st.success(), "exit {st:?}; log:\n{}", m.log_text());
 }
 
 #[test]
