@@ -108,16 +108,22 @@ impl Spool {
     /// Make the staged bytes and their journal entry durable before uploading.
     pub fn commit(&self, sf: &SpoolFile, journal: &Journal) -> std::io::Result<()> {
         sf.file.sync_all()?;
-        let tmp = sf.path.with_extension("json.tmp");
+        self.write_durably(&sf.journal_path(), journal)
+    }
+
+    /// Write `value` as JSON to `path` so that a crash leaves either the old file or the
+    /// whole new one: temp file (0600), fsync, rename, fsync of the directory.
+    fn write_durably(&self, path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode_0600()
             .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(journal).map_err(std::io::Error::other)?)?;
+        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
-        fs::rename(&tmp, sf.journal_path())?;
+        fs::rename(&tmp, path)?;
         File::open(&self.dir)?.sync_all()
     }
 
@@ -139,18 +145,7 @@ impl Spool {
 
     /// Record, durably, that a replaced file still has to be deleted.
     pub fn owe_delete(&self, d: &OwedDelete) -> std::io::Result<()> {
-        let path = self.owed_path(&d.id);
-        let tmp = path.with_extension("delete.tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_0600()
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(d).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()
+        self.write_durably(&self.owed_path(&d.id), d)
     }
 
     /// The replaced file is gone from the server.
