@@ -108,6 +108,37 @@ impl T {
     }
 }
 
+/// A core over `store` with its spool in `dir`: the account mounted (again).
+fn core_in(store: &Store, dir: &std::path::Path) -> Core<MemRemote> {
+    Core::new(MemRemote::new(store.clone()), opts(dir)).unwrap()
+}
+
+/// Create `name` for client 1002 and write `data`; close fails under a 503 on
+/// `endpoint` (`times` requests); then the process dies: no release, no shutdown.
+async fn crash_with_staged_upload(
+    store: &Store,
+    dir: &std::path::Path,
+    name: &str,
+    data: &[u8],
+    endpoint: Endpoint,
+    times: Option<u32>,
+) {
+    let core = core_in(store, dir);
+    let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+    let top = core.lookup(top, "1002").await.unwrap().ino;
+    let (_, o) = core.create(top, name).await.unwrap();
+    core.write(o.fh, 0, data).unwrap();
+    store.push_fault(
+        Some(endpoint),
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        times,
+    );
+    assert!(core.flush(o.fh).await.is_err());
+}
+
 #[tokio::test]
 async fn listing_a_client_cold_costs_two_calls_and_warm_costs_none() {
     let t = setup();
@@ -199,6 +230,16 @@ async fn probe_names_cost_no_call() {
         assert_eq!(t.core.lookup(folder, n).await.unwrap_err(), CoreError::NotFound);
     }
     assert_eq!(t.calls(), before);
+    // ... and desktop metadata is never uploaded.
+    assert!(matches!(
+        t.core.create(folder, ".DS_Store").await,
+        Err(CoreError::NotPermitted(_))
+    ));
+    assert!(matches!(
+        t.core.create(folder, "._notes.txt").await,
+        Err(CoreError::NotPermitted(_))
+    ));
+    assert_eq!(t.store.count(Endpoint::Upload), 0);
 }
 
 #[tokio::test]
@@ -524,26 +565,18 @@ async fn read_only_refuses_every_change() {
 async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
-        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(top, "1002").await.unwrap().ino;
-        let (_, o) = core.create(top, "kept.txt").await.unwrap();
-        core.write(o.fh, 0, b"must not be lost").unwrap();
-        store.push_fault(
-            Some(Endpoint::Upload),
-            Fault::Status {
-                status: 503,
-                retry_after: None,
-            },
-            None,
-        );
-        assert!(core.flush(o.fh).await.is_err());
-        // The process dies here: no release, no clean shutdown.
-    }
+    crash_with_staged_upload(
+        &store,
+        dir.path(),
+        "kept.txt",
+        b"must not be lost",
+        Endpoint::Upload,
+        None,
+    )
+    .await;
     store.clear_faults();
     assert!(store.files_named(1002, "kept.txt").is_empty());
-    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    let core = core_in(&store, dir.path());
     assert_eq!(core.resume_pending().await, 1);
     assert_eq!(&store.files_named(1002, "kept.txt")[0].data[..], b"must not be lost");
     assert_eq!(core.resume_pending().await, 0, "the spool is empty afterwards");
@@ -553,24 +586,17 @@ async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
 async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
-        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(top, "1002").await.unwrap().ino;
-        let (_, o) = core.create(top, "once.txt").await.unwrap();
-        core.write(o.fh, 0, b"exactly once").unwrap();
-        // Upload lands, then the confirming listing fails: the journal stays.
-        store.push_fault(
-            Some(Endpoint::ListFiles),
-            Fault::Status {
-                status: 503,
-                retry_after: None,
-            },
-            Some(1),
-        );
-        assert!(core.flush(o.fh).await.is_err());
-    }
-    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    // Upload lands, then the confirming listing fails: the journal stays.
+    crash_with_staged_upload(
+        &store,
+        dir.path(),
+        "once.txt",
+        b"exactly once",
+        Endpoint::ListFiles,
+        Some(1),
+    )
+    .await;
+    let core = core_in(&store, dir.path());
     assert_eq!(core.resume_pending().await, 1);
     assert_eq!(store.files_named(1002, "once.txt").len(), 1);
 }
@@ -622,29 +648,14 @@ async fn a_file_deleted_elsewhere_reads_as_enoent_and_leaves_the_listing() {
 async fn staged_uploads_of_another_account_are_left_alone() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
-        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(top, "1002").await.unwrap().ino;
-        let (_, o) = core.create(top, "a.txt").await.unwrap();
-        core.write(o.fh, 0, b"account one").unwrap();
-        store.push_fault(
-            Some(Endpoint::Upload),
-            Fault::Status {
-                status: 503,
-                retry_after: None,
-            },
-            None,
-        );
-        assert!(core.flush(o.fh).await.is_err());
-    }
+    crash_with_staged_upload(&store, dir.path(), "a.txt", b"account one", Endpoint::Upload, None).await;
     store.clear_faults();
     let mut other = opts(dir.path());
     other.account = "another-account".into();
     let core = Core::new(MemRemote::new(store.clone()), other).unwrap();
     assert_eq!(core.resume_pending().await, 0);
     assert!(store.files_named(1002, "a.txt").is_empty());
-    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    let core = core_in(&store, dir.path());
     assert_eq!(core.resume_pending().await, 1);
 }
 
@@ -827,7 +838,7 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
     {
-        let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+        let core = core_in(&store, dir.path());
         let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
         let c = core.lookup(c, "1001").await.unwrap().ino;
         let ino = core.lookup(c, "notes.txt").await.unwrap().ino;
@@ -855,7 +866,7 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
         assert_eq!(store.files_named(1001, "notes.txt").len(), 2);
         // The process dies before the background retry.
     }
-    let core = Core::new(MemRemote::new(store.clone()), opts(dir.path())).unwrap();
+    let core = core_in(&store, dir.path());
     core.resume_pending().await;
     let files = store.files_named(1001, "notes.txt");
     assert_eq!(files.len(), 1, "the replaced file was deleted at the next mount");

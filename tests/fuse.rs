@@ -282,6 +282,12 @@ fn read_only_mount_refuses_changes_with_erofs() {
         errno_of(&fs::remove_file(m.p("clients/1001/notes.txt")).unwrap_err()),
         libc::EROFS
     );
+    assert_eq!(
+        errno_of(&fs::create_dir(m.p("clients/1001/New")).unwrap_err()),
+        libc::EROFS
+    );
+    let renamed = fs::rename(m.p("clients/1001/notes.txt"), m.p("clients/1001/n2.txt"));
+    assert_eq!(errno_of(&renamed.unwrap_err()), libc::EROFS);
     assert_eq!(srv.store.count(Endpoint::Upload) + srv.store.count(Endpoint::Delete), 0);
 }
 
