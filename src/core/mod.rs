@@ -7,18 +7,20 @@ pub mod content;
 pub mod error;
 pub mod names;
 pub mod spool;
+mod state;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use self::content::{ContentCache, Entry};
 pub use self::error::{CoreError, CoreResult};
 use self::spool::{Attempts, Journal, OwedDelete, Spool, SpoolFile};
+use self::state::{ms_to_time, Handle, Key, Node, State};
 use crate::remote::{content_type_for, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 
 pub type Ino = u64;
@@ -101,32 +103,6 @@ pub fn account_id(base_url: &str, key: &str) -> String {
     format!("{h1:016x}{h2:016x}")
 }
 
-/// What an inode stands for. Keys are never reused for another thing, so an inode
-/// number always means the same client, folder or file id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Root,
-    Clients,
-    Client(ClientId),
-    /// A folder directory inside a client, listed or not.
-    Folder(ClientId, String),
-    File(String),
-    /// A file created through the mount and not yet confirmed by the server.
-    Local(u64),
-}
-
-#[derive(Clone, Debug)]
-struct Node {
-    key: Key,
-    parent: Ino,
-    kind: Kind,
-    size: u64,
-    mtime: SystemTime,
-    /// The bytes behind this inode changed through the mount (overwrite, rename):
-    /// the kernel must drop its cached pages at the next open.
-    content_changed: bool,
-}
-
 /// Which directory of a client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum DirKey {
@@ -178,88 +154,6 @@ struct Writer {
     attempts: Option<Attempts>,
 }
 
-#[derive(Debug)]
-enum Handle {
-    Dir(Arc<Vec<DirEntry>>),
-    /// Reading a file: the content entry is pinned on first read, so eviction from the
-    /// cache index never restarts a download under an open reader.
-    Read {
-        ino: Ino,
-        entry: Option<Arc<Entry>>,
-    },
-    Write {
-        ino: Ino,
-    },
-}
-
-#[derive(Debug, Default)]
-struct State {
-    nodes: HashMap<Ino, Node>,
-    by_key: HashMap<Key, Ino>,
-    next_ino: Ino,
-    folders: Option<(Vec<Folder>, Instant)>,
-    client_list: Option<(Vec<ClientId>, Instant)>,
-    clients: HashMap<ClientId, ClientState>,
-    /// Local (not yet uploaded) files: id -> (client, name, ino).
-    locals: HashMap<u64, (ClientId, String, Ino)>,
-    next_local: u64,
-    writers: HashMap<Ino, Arc<Mutex<Writer>>>,
-    /// Replaced files whose DELETE failed: hidden, and deleted later (file id -> client).
-    owed_deletes: HashMap<String, ClientId>,
-    handles: HashMap<Fh, Handle>,
-    next_fh: Fh,
-    /// Renames given up without knowing whether their copy landed (journal entries
-    /// marked `abandoned`): spool path -> entry. Cleaned up before anything else is
-    /// uploaded under the same name.
-    abandoned: BTreeMap<PathBuf, Journal>,
-}
-
-impl State {
-    fn ino_for(&mut self, key: Key, parent: Ino, kind: Kind) -> Ino {
-        if let Some(ino) = self.by_key.get(&key) {
-            return *ino;
-        }
-        self.next_ino += 1;
-        let ino = self.next_ino;
-        self.by_key.insert(key.clone(), ino);
-        self.nodes.insert(
-            ino,
-            Node {
-                key,
-                parent,
-                kind,
-                size: 0,
-                mtime: UNIX_EPOCH,
-                content_changed: false,
-            },
-        );
-        ino
-    }
-
-    /// Point an existing inode at a new key (a local file got its server id, or an
-    /// overwrite/rename replaced the file behind it).
-    fn rekey(&mut self, ino: Ino, key: Key) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            self.by_key.remove(&node.key);
-            node.key = key.clone();
-            node.content_changed = true;
-        }
-        if let Some(old) = self.by_key.insert(key, ino) {
-            if old != ino {
-                self.nodes.remove(&old);
-            }
-        }
-    }
-
-    fn client(&mut self, c: ClientId) -> &mut ClientState {
-        self.clients.entry(c).or_default()
-    }
-
-    fn invalidate_view(&mut self, c: ClientId) {
-        self.client(c).view = None;
-    }
-}
-
 /// Which fetch a single-flight lock guards.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Flight {
@@ -268,14 +162,6 @@ enum Flight {
     Clients,
     /// Mutations of one client (uploads, deletes, renames) run one at a time.
     Mutate(ClientId),
-}
-
-fn ms_to_time(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH
-    }
 }
 
 /// Fresh if younger than the TTL, or fetched after `since` (by the request we
@@ -388,8 +274,6 @@ impl<R: Remote> Core<R> {
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
         Ok(self.attr_of(ino, node, &st))
     }
-
-    // ------------------------------------------------------------------ metadata
 
     async fn ensure_folders(&self) -> CoreResult<()> {
         let since = Instant::now();
@@ -589,8 +473,6 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    // ------------------------------------------------------------------ lookups
-
     pub async fn lookup(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
         match self.key_of(parent)?.0 {
             Key::Root => {
@@ -693,8 +575,6 @@ impl<R: Remote> Core<R> {
             namelen: names::NAME_MAX as u32,
         }
     }
-
-    // ------------------------------------------------------------------ reading
 
     pub async fn open(&self, ino: Ino, mode: OpenMode) -> CoreResult<Opened> {
         let (key, parent) = self.key_of(ino)?;
@@ -974,8 +854,6 @@ impl<R: Remote> Core<R> {
         }
         landed
     }
-
-    // ------------------------------------------------------------------ writing
 
     pub async fn create(&self, parent: Ino, name: &str) -> CoreResult<(Attr, Opened)> {
         if self.opts.read_only {
