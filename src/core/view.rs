@@ -1,0 +1,144 @@
+//! A client's directory views: which name in which directory stands for which inode,
+//! computed from the folders, the listing and the files created through the mount.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::error::CoreResult;
+use super::state::{ms_to_time, Key, State};
+use super::{names, Core, Ino, Kind, CLIENTS_INO};
+use crate::remote::{ClientId, Folder, Remote, RemoteFile};
+
+/// Which directory of a client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum DirKey {
+    Top,
+    Folder(String),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct DirView {
+    pub(super) entries: Vec<(String, Ino)>,
+    pub(super) by_name: HashMap<String, Ino>,
+}
+
+impl DirView {
+    pub(super) fn push(&mut self, name: String, ino: Ino) {
+        self.by_name.insert(name.clone(), ino);
+        self.entries.push((name, ino));
+    }
+}
+
+/// Compute a client's directories from its listing, the folders and local files.
+pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView> {
+    let client_ino = st.ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir);
+    let folders: Vec<Folder> = st.folders.as_ref().map(|(f, _)| f.clone()).unwrap_or_default();
+    let mut files: Vec<RemoteFile> = st
+        .clients
+        .get(&c)
+        .and_then(|cs| cs.listing.as_ref())
+        .map(|l| l.files.clone())
+        .unwrap_or_default();
+    // Files the mount replaced but could not delete yet are gone as far as users see.
+    files.retain(|f| !st.owed_deletes.contains_key(&f.id));
+    files.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let listed: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
+    let mut unlisted: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.folder_id.clone())
+        .filter(|id| !listed.contains(id.as_str()))
+        .collect();
+    unlisted.sort();
+    unlisted.dedup();
+
+    let mut views: HashMap<DirKey, DirView> = HashMap::new();
+    let mut top = DirView::default();
+    let mut taken: HashSet<String> = HashSet::new();
+    // Folders first: directories take their names before files do.
+    let folder_names: Vec<(String, String)> = folders
+        .iter()
+        .map(|f| (f.name.clone(), f.id.clone()))
+        .chain(unlisted.iter().map(|id| (format!("_folder-{id}"), id.clone())))
+        .collect();
+    let assigned = names::assign(folder_names.iter().map(|(n, id)| (n.as_str(), id.as_str())), &mut taken);
+    for ((_, id), name) in folder_names.iter().zip(assigned) {
+        let ino = st.ino_for(Key::Folder(c, id.clone()), client_ino, Kind::Dir);
+        top.push(name, ino);
+        views.insert(DirKey::Folder(id.clone()), DirView::default());
+    }
+    // Local files keep the exact name they were created with.
+    let mut locals: Vec<(u64, String, Ino)> = st
+        .locals
+        .iter()
+        .filter(|(_, (lc, _, _))| *lc == c)
+        .map(|(l, (_, n, i))| (*l, n.clone(), *i))
+        .collect();
+    locals.sort();
+    for (_, name, ino) in locals {
+        if taken.insert(name.clone()) {
+            top.push(name, ino);
+        }
+    }
+    let top_files: Vec<&RemoteFile> = files.iter().filter(|f| f.folder_id.is_none()).collect();
+    let assigned = names::assign(top_files.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+    for (f, name) in top_files.into_iter().zip(assigned) {
+        let ino = file_node(st, f, client_ino);
+        top.push(name, ino);
+    }
+    for folder_id in folders.iter().map(|f| &f.id).chain(unlisted.iter()) {
+        let dir_ino = st.ino_for(Key::Folder(c, folder_id.clone()), client_ino, Kind::Dir);
+        let in_dir: Vec<&RemoteFile> = files
+            .iter()
+            .filter(|f| f.folder_id.as_ref() == Some(folder_id))
+            .collect();
+        let mut taken = HashSet::new();
+        let assigned = names::assign(in_dir.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+        let mut dv = DirView::default();
+        for (f, name) in in_dir.into_iter().zip(assigned) {
+            let ino = file_node(st, f, dir_ino);
+            dv.push(name, ino);
+        }
+        views.insert(DirKey::Folder(folder_id.clone()), dv);
+    }
+    views.insert(DirKey::Top, top);
+    views
+}
+
+pub(super) fn file_node(st: &mut State, f: &RemoteFile, parent: Ino) -> Ino {
+    let ino = st.ino_for(Key::File(f.id.clone()), parent, Kind::File);
+    if let Some(n) = st.nodes.get_mut(&ino) {
+        n.size = f.size;
+        n.mtime = ms_to_time(f.created_ms);
+        n.parent = parent;
+    }
+    ino
+}
+
+impl<R: Remote> Core<R> {
+    /// The client's directory views, fetching folders and files if stale.
+    pub(super) async fn view(&self, c: ClientId) -> CoreResult<Arc<HashMap<DirKey, DirView>>> {
+        self.ensure_folders().await?;
+        self.ensure_listing(c).await?;
+        let mut st = self.st();
+        if let Some(v) = st.clients.get(&c).and_then(|cs| cs.view.clone()) {
+            return Ok(v);
+        }
+        let v = Arc::new(build_view(&mut st, c));
+        st.client(c).view = Some(v.clone());
+        Ok(v)
+    }
+
+    /// The view if its inputs are in memory (any age): no call.
+    pub(super) fn cached_view(&self, c: ClientId) -> Option<Arc<HashMap<DirKey, DirView>>> {
+        let mut st = self.st();
+        if st.folders.is_none() || st.clients.get(&c).and_then(|cs| cs.listing.as_ref()).is_none() {
+            return None;
+        }
+        if let Some(v) = st.clients.get(&c).and_then(|cs| cs.view.clone()) {
+            return Some(v);
+        }
+        let v = Arc::new(build_view(&mut st, c));
+        st.client(c).view = Some(v.clone());
+        Some(v)
+    }
+}
