@@ -5,6 +5,7 @@
 
 pub mod content;
 pub mod error;
+mod metadata;
 pub mod names;
 pub mod spool;
 mod state;
@@ -16,13 +17,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 use self::content::{ContentCache, Entry};
 pub use self::error::{CoreError, CoreResult};
+use self::metadata::Flight;
 use self::spool::{Attempts, Journal, OwedDelete, Spool, SpoolFile};
 use self::state::{Handle, Key, Node, State};
-use self::view::{DirKey, DirView};
+use self::view::DirKey;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteError, RemoteFile};
 
 pub type Ino = u64;
@@ -105,20 +105,6 @@ pub fn account_id(base_url: &str, key: &str) -> String {
     format!("{h1:016x}{h2:016x}")
 }
 
-#[derive(Debug)]
-struct Listing {
-    files: Vec<RemoteFile>,
-    at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct ClientState {
-    listing: Option<Listing>,
-    view: Option<Arc<HashMap<DirKey, DirView>>>,
-    /// Existence known from the Clients API, with when we learned it.
-    known: Option<(bool, Instant)>,
-}
-
 /// A file being written: shared by all its open write handles, kept after they close
 /// while its upload has not succeeded.
 #[derive(Debug)]
@@ -134,22 +120,6 @@ struct Writer {
     unlinked: bool,
     /// Earlier closes whose upload may have landed without confirmation.
     attempts: Option<Attempts>,
-}
-
-/// Which fetch a single-flight lock guards.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Flight {
-    Folders,
-    Files(ClientId),
-    Clients,
-    /// Mutations of one client (uploads, deletes, renames) run one at a time.
-    Mutate(ClientId),
-}
-
-/// Fresh if younger than the TTL, or fetched after `since` (by the request we
-/// queued behind: single flight even with a TTL of zero).
-fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool {
-    at.elapsed() < ttl || since.is_some_and(|s| at >= s)
 }
 
 /// The filesystem core over a remote `R`.
@@ -216,16 +186,6 @@ impl<R: Remote> Core<R> {
         self.content.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn flight(&self, f: Flight) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(f)
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-                .clone()
-        };
-        lock.lock_owned().await
-    }
-
     fn attr_of(&self, ino: Ino, node: &Node, st: &State) -> Attr {
         let (size, perm) = match node.kind {
             Kind::Dir => (0, if self.opts.allow_other { 0o755 } else { 0o700 }),
@@ -257,153 +217,6 @@ impl<R: Remote> Core<R> {
         Ok(self.attr_of(ino, node, &st))
     }
 
-    async fn ensure_folders(&self) -> CoreResult<()> {
-        let since = Instant::now();
-        if matches!(&self.st().folders, Some((_, at)) if at.elapsed() < self.opts.metadata_ttl) {
-            return Ok(());
-        }
-        let _g = self.flight(Flight::Folders).await;
-        if matches!(&self.st().folders, Some((_, at)) if fresh(*at, self.opts.metadata_ttl, Some(since))) {
-            return Ok(());
-        }
-        let folders = self.remote.list_folders(Priority::User).await?;
-        let mut st = self.st();
-        let changed = st.folders.as_ref().is_none_or(|(old, _)| *old != folders);
-        st.folders = Some((folders, Instant::now()));
-        if changed {
-            for c in st.clients.values_mut() {
-                c.view = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Make sure the client's file listing is fresh; `Ok(false)` if the remote says
-    /// the client does not exist.
-    async fn ensure_listing(&self, c: ClientId) -> CoreResult<()> {
-        let since = Instant::now();
-        let is_fresh = |st: &State, since: Option<Instant>| {
-            st.clients
-                .get(&c)
-                .and_then(|cs| cs.listing.as_ref())
-                .is_some_and(|l| fresh(l.at, self.opts.metadata_ttl, since))
-        };
-        if is_fresh(&self.st(), None) {
-            return Ok(());
-        }
-        let _g = self.flight(Flight::Files(c)).await;
-        if is_fresh(&self.st(), Some(since)) {
-            return Ok(());
-        }
-        let files = match self.remote.list_files(c, Priority::User).await {
-            Ok(f) => f,
-            Err(RemoteError::NotFound) => {
-                self.st().client(c).known = Some((false, Instant::now()));
-                return Err(CoreError::NotFound);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.store_listing(c, files);
-        Ok(())
-    }
-
-    fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>) {
-        let mut st = self.st();
-        let cs = st.client(c);
-        let changed = cs.listing.as_ref().is_none_or(|l| l.files != files);
-        if !files.is_empty() {
-            cs.known = Some((true, Instant::now()));
-        }
-        cs.listing = Some(Listing {
-            files,
-            at: Instant::now(),
-        });
-        if changed {
-            cs.view = None;
-        }
-    }
-
-    /// Does the account have client `c`? Costs no call when anything is known, else
-    /// one listing of its files (needed next anyway) and, only if that is empty, one
-    /// exact search of the Clients API.
-    async fn ensure_client(&self, c: ClientId) -> CoreResult<()> {
-        {
-            let st = self.st();
-            let ttl = self.opts.metadata_ttl;
-            if let Some(cs) = st.clients.get(&c) {
-                if let Some((exists, at)) = cs.known {
-                    if at.elapsed() < ttl || exists {
-                        return if exists { Ok(()) } else { Err(CoreError::NotFound) };
-                    }
-                }
-            }
-            if let Some((ids, at)) = &st.client_list {
-                if at.elapsed() < ttl {
-                    return if ids.contains(&c) {
-                        Ok(())
-                    } else {
-                        Err(CoreError::NotFound)
-                    };
-                }
-            }
-        }
-        self.ensure_listing(c).await?;
-        let has_files = self
-            .st()
-            .clients
-            .get(&c)
-            .and_then(|cs| cs.listing.as_ref())
-            .is_some_and(|l| !l.files.is_empty());
-        if has_files {
-            return Ok(());
-        }
-        let rows = self
-            .remote
-            .list_clients(Some(&c.to_string()), 1, Priority::User)
-            .await?;
-        let exists = rows.iter().any(|r| r.id == c);
-        self.st().client(c).known = Some((exists, Instant::now()));
-        if exists {
-            Ok(())
-        } else {
-            tracing::debug!(client = c, "no such client");
-            Err(CoreError::NotFound)
-        }
-    }
-
-    async fn ensure_client_list(&self) -> CoreResult<Vec<ClientId>> {
-        let since = Instant::now();
-        let cached = |st: &State, since: Option<Instant>| match &st.client_list {
-            Some((ids, at)) if fresh(*at, self.opts.metadata_ttl, since) => Some(ids.clone()),
-            _ => None,
-        };
-        if let Some(ids) = cached(&self.st(), None) {
-            return Ok(ids);
-        }
-        let _g = self.flight(Flight::Clients).await;
-        if let Some(ids) = cached(&self.st(), Some(since)) {
-            return Ok(ids);
-        }
-        let mut ids = Vec::new();
-        for page in 1.. {
-            let rows = self.remote.list_clients(None, page, Priority::User).await?;
-            let n = rows.len();
-            ids.extend(rows.into_iter().map(|r| r.id));
-            if n < crate::remote::CLIENT_PAGE_SIZE {
-                break;
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        let mut st = self.st();
-        let now = Instant::now();
-        for id in &ids {
-            st.client(*id).known = Some((true, now));
-        }
-        st.client_list = Some((ids.clone(), now));
-        Ok(ids)
-    }
-
     fn key_of(&self, ino: Ino) -> CoreResult<(Key, Ino)> {
         let st = self.st();
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
@@ -418,14 +231,6 @@ impl<R: Remote> Core<R> {
             Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
             Key::Root | Key::Clients => Err(CoreError::NotPermitted("only client directories hold files")),
         }
-    }
-
-    /// One call at mount time that proves the key and the address work; its answer
-    /// (the folders) is kept, since every client directory needs it anyway.
-    pub async fn check_access(&self) -> Result<(), RemoteError> {
-        let folders = self.remote.list_folders(Priority::User).await?;
-        self.st().folders = Some((folders, Instant::now()));
-        Ok(())
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
@@ -998,16 +803,6 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    /// Ids of the client's files in the cached listing.
-    fn known_ids(&self, client: ClientId) -> Vec<String> {
-        let st = self.st();
-        st.clients
-            .get(&client)
-            .and_then(|cs| cs.listing.as_ref())
-            .map(|l| l.files.iter().map(|f| f.id.clone()).collect())
-            .unwrap_or_default()
-    }
-
     /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
     /// size, what it replaces) and learn its id from one listing. After an ambiguous
     /// failure (the answer was lost, 5xx), the listing decides whether it landed; only
@@ -1259,17 +1054,6 @@ impl<R: Remote> Core<R> {
             let _ = std::fs::remove_file(w.spool.journal_path());
         }
         self.retire_writer(ino);
-    }
-
-    /// Drop a deleted file from the cached listing and content cache.
-    fn forget_file(&self, client: ClientId, id: &str) {
-        self.cache().remove(id);
-        let mut st = self.st();
-        let cs = st.client(client);
-        if let Some(l) = cs.listing.as_mut() {
-            l.files.retain(|f| f.id != id);
-        }
-        cs.view = None;
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> CoreResult<()> {

@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::content::Entry;
+use super::metadata::ClientState;
 use super::spool::Journal;
-use super::{ClientState, DirEntry, Fh, Ino, Kind, Writer};
+use super::{DirEntry, Fh, Ino, Kind, Writer};
 use crate::remote::{ClientId, Folder};
 
 /// What an inode stands for. Keys are never reused for another thing, so an inode
