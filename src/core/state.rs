@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::content::Entry;
 use super::metadata::ClientState;
 use super::spool::Journal;
-use super::{DirEntry, Fh, Ino, Kind, Writer};
+use super::writer::Writer;
+use super::{DirEntry, Fh, Ino, Kind};
 use crate::remote::{ClientId, Folder};
 
 /// What an inode stands for. Keys are never reused for another thing, so an inode
