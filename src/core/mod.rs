@@ -11,10 +11,11 @@ mod namespace;
 mod read;
 pub mod spool;
 mod state;
+mod upload;
 mod view;
 mod writer;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -25,7 +26,7 @@ use self::metadata::Flight;
 use self::spool::{Attempts, Journal, OwedDelete, Spool};
 use self::state::{Key, State};
 use self::writer::{lock, truncate_staged, Writer};
-use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteError, RemoteFile};
+use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
 pub type Ino = u64;
 pub type Fh = u64;
@@ -171,228 +172,6 @@ impl<R: Remote> Core<R> {
         self.content.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Retry uploads that failed at `close()` and are no longer open (the background
-    /// retry loop calls this), after cleaning up renames given up. Returns how many
-    /// uploads landed.
-    pub async fn retry_failed_uploads(&self) -> usize {
-        self.clean_all_abandoned().await;
-        self.settle_owed_deletes(Priority::Background).await;
-        let inos: Vec<Ino> = {
-            let st = self.st();
-            st.writers
-                .iter()
-                .filter(|(_, w)| {
-                    let w = lock(w);
-                    w.dirty && !w.unlinked && w.handles == 0
-                })
-                .map(|(ino, _)| *ino)
-                .collect()
-        };
-        let mut landed = 0;
-        for ino in inos {
-            match self.upload_writer(ino, Priority::Background).await {
-                Ok(()) => {
-                    // Unlinked or renamed over meanwhile: its bytes were discarded, not sent.
-                    let discarded = self.st().writers.get(&ino).is_none_or(|w| lock(w).unlinked);
-                    if !discarded {
-                        landed += 1;
-                    }
-                    self.retire_writer(ino);
-                }
-                Err(e) => tracing::debug!("retry of a failed upload did not succeed yet: {e}"),
-            }
-        }
-        if landed > 0 {
-            tracing::info!("{landed} earlier failed upload(s) completed");
-        }
-        landed
-    }
-
-    /// Uploads (with their confirming listing and deletes) running now.
-    pub fn uploads_in_flight(&self) -> usize {
-        self.uploads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Upload a writer's staged bytes, learn the new id, then delete what it replaces.
-    async fn upload_writer(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
-        self.uploads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let r = self.upload_writer_inner(ino, prio).await;
-        self.uploads.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        r
-    }
-
-    async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
-        let Some(w) = self.st().writers.get(&ino).cloned() else {
-            return Ok(());
-        };
-        let client = lock(&w).client;
-        let _g = self.flight(Flight::Mutate(client)).await;
-        let name = {
-            let w = lock(&w);
-            (w.dirty && !w.unlinked).then(|| w.name.clone())
-        };
-        if let Some(name) = name {
-            self.clean_abandoned(client, Some(&name), prio).await?;
-        }
-        let known = self.known_ids(client);
-        let (j, path, version, prior, attempts) = {
-            let mut w = lock(&w);
-            if !w.dirty {
-                return Ok(());
-            }
-            if w.unlinked {
-                w.dirty = false;
-                return Ok(());
-            }
-            let prior = w.attempts.clone();
-            let mut attempts = prior.clone().unwrap_or(Attempts {
-                before: known,
-                sizes: Vec::new(),
-            });
-            attempts.sizes.push(w.size);
-            let j = Journal {
-                account: self.opts.account.clone(),
-                client,
-                name: w.name.clone(),
-                replaces: w.replaces.clone(),
-                size: w.size,
-                attempts: Some(attempts.clone()),
-                abandoned: false,
-            };
-            self.spool.commit(&w.spool, &j)?;
-            (j, w.spool.path.clone(), w.version, prior, attempts)
-        };
-        let (new_id, leftovers) = match self.upload_confirmed(&j, &path, prior.as_ref(), prio).await {
-            Ok(r) => r,
-            Err(f) => {
-                // If it may have landed all the same, the next attempt looks before
-                // uploading; if the listing showed it did not, the record stays as it was.
-                if f.maybe_landed {
-                    lock(&w).attempts = Some(attempts);
-                }
-                return Err(f.error);
-            }
-        };
-        // The server has the bytes: the journal entry is done with.
-        let _ = std::fs::remove_file(path.with_extension("json"));
-        let doomed: Vec<String> = j.replaces.iter().chain(&leftovers).cloned().collect();
-        self.delete_replaced(client, &doomed, new_id.as_deref(), prio).await;
-        let size = j.size;
-        {
-            let mut w = lock(&w);
-            w.dirty = w.version != version;
-            w.replaces = new_id.iter().cloned().collect();
-            w.attempts = None;
-        }
-        if let Some(id) = &new_id {
-            if size <= self.opts.cache_bytes / 4 {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    if bytes.len() as u64 == size {
-                        self.cache().put_complete(id, bytes);
-                    }
-                }
-            }
-            let mut st = self.st();
-            let local = st
-                .nodes
-                .get(&ino)
-                .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
-            if let Some(l) = local {
-                st.locals.remove(&l);
-            }
-            st.rekey(ino, Key::File(id.clone()));
-            if let Some(n) = st.nodes.get_mut(&ino) {
-                n.size = size;
-            }
-            st.invalidate_view(client);
-        }
-        Ok(())
-    }
-
-    /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
-    /// size, what it replaces) and learn its id from one listing. After an ambiguous
-    /// failure (the answer was lost, 5xx), the listing decides whether it landed; only
-    /// if it shows that it did not is the upload sent once more (at most two attempts),
-    /// so an upload is never blindly repeated. `Ok((None, _))`: uploaded, id not
-    /// identifiable.
-    ///
-    /// `prior`: earlier attempts of the same staged file that may have landed
-    /// unconfirmed. One listing finds their copies first: an exact copy of the bytes
-    /// staged now is adopted instead of uploading again, and the others are returned
-    /// (second element) to be deleted along with what this upload replaces.
-    async fn upload_confirmed(
-        &self,
-        j: &Journal,
-        path: &std::path::Path,
-        prior: Option<&Attempts>,
-        prio: Priority,
-    ) -> Result<(Option<String>, Vec<String>), UploadFailed> {
-        let (client, name, size, replaces) = (j.client, j.name.as_str(), j.size, &j.replaces[..]);
-        let mut leftovers = Vec::new();
-        if let Some(a) = prior {
-            let mut adopted = None;
-            let found = self
-                .find_attempts(client, name, a, replaces, prio)
-                .await
-                .map_err(UploadFailed::not_landed)?;
-            for f in found {
-                if adopted.is_none() && f.size == size && self.same_bytes(&f.id, f.size, path).await {
-                    tracing::info!("an earlier upload of '{name}' had landed after all");
-                    adopted = Some(f.id);
-                } else {
-                    leftovers.push(f.id);
-                }
-            }
-            if adopted.is_some() {
-                return Ok((adopted, leftovers));
-            }
-        }
-        let before: HashSet<String> = self.known_ids(client).into_iter().collect();
-        let ct = content_type_for(name);
-        for attempt in 1..=2 {
-            let uploaded = self.remote.upload(client, name, ct, path, prio).await;
-            if let Err(e) = &uploaded {
-                if !e.is_ambiguous() {
-                    tracing::warn!("upload of '{name}' failed: {e}");
-                    return Err(UploadFailed::not_landed(e.clone().into()));
-                }
-                tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
-            }
-            // Whatever the upload answered, it may have landed until a listing says.
-            let files = match self.remote.list_files(client, prio).await {
-                Ok(files) => files,
-                Err(e) => return Err(UploadFailed::maybe_landed(e.into())),
-            };
-            let found = files
-                .iter()
-                .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
-                .max_by_key(|f| (f.created_ms, f.id.clone()))
-                .map(|f| f.id.clone());
-            self.store_listing(client, files);
-            match (uploaded, found) {
-                (Ok(()), Some(id)) => return Ok((Some(id), leftovers)),
-                (Ok(()), None) => {
-                    tracing::warn!(
-                        "uploaded '{name}' but could not find it in the listing; keeping the file it replaces"
-                    );
-                    return Ok((None, leftovers));
-                }
-                (Err(_), Some(id)) => {
-                    tracing::info!("upload of '{name}' had landed after all");
-                    return Ok((Some(id), leftovers));
-                }
-                (Err(e), None) if attempt == 2 => {
-                    tracing::warn!("upload of '{name}' failed: {e}");
-                    return Err(UploadFailed::not_landed(e.into()));
-                }
-                (Err(_), None) => tracing::info!("upload of '{name}' did not land; trying once more"),
-            }
-        }
-        Err(UploadFailed::maybe_landed(CoreError::Io(format!(
-            "upload of '{name}' failed"
-        ))))
-    }
-
     /// Delete files replaced by a confirmed upload. Failures leave both files (never
     /// neither) and are logged; the user's new data is already safe.
     async fn delete_replaced(&self, client: ClientId, replaces: &[String], new_id: Option<&str>, prio: Priority) {
@@ -465,28 +244,6 @@ impl<R: Remote> Core<R> {
             }
             Err(_) => false,
         }
-    }
-
-    /// Copies that earlier unconfirmed uploads (`a`) of `name` left on the server, from
-    /// one listing.
-    async fn find_attempts(
-        &self,
-        client: ClientId,
-        name: &str,
-        a: &Attempts,
-        exclude: &[String],
-        prio: Priority,
-    ) -> CoreResult<Vec<RemoteFile>> {
-        let files = self.remote.list_files(client, prio).await?;
-        let ours = files
-            .iter()
-            .filter(|f| {
-                f.name == name && !a.before.contains(&f.id) && !exclude.contains(&f.id) && a.sizes.contains(&f.size)
-            })
-            .cloned()
-            .collect();
-        self.store_listing(client, files);
-        Ok(ours)
     }
 
     /// Delete the copies that renames given up (`State::abandoned`) for the client, to
@@ -874,50 +631,5 @@ impl<R: Remote> Core<R> {
             landed += 1;
         }
         landed
-    }
-
-    async fn same_bytes(&self, id: &str, size: u64, path: &std::path::Path) -> bool {
-        let Ok(local) = std::fs::read(path) else { return false };
-        let Ok(entry) = self.content_entry(id, size).await else {
-            return false;
-        };
-        match entry.read(0, size as u32).await {
-            Ok(remote) => remote == local,
-            Err(_) => false,
-        }
-    }
-
-    /// Writers whose data is not on the server yet (for shutdown and tests).
-    pub fn pending_uploads(&self) -> usize {
-        self.st()
-            .writers
-            .values()
-            .filter(|w| lock(w).dirty && !lock(w).unlinked)
-            .count()
-    }
-}
-
-/// An upload that did not succeed. `maybe_landed`: an upload this call sent may have
-/// landed all the same (the listing that would tell failed), so whoever tries again
-/// must look first; false when a listing showed it did not, or nothing was sent.
-#[derive(Debug)]
-struct UploadFailed {
-    error: CoreError,
-    maybe_landed: bool,
-}
-
-impl UploadFailed {
-    fn not_landed(error: CoreError) -> UploadFailed {
-        UploadFailed {
-            error,
-            maybe_landed: false,
-        }
-    }
-
-    fn maybe_landed(error: CoreError) -> UploadFailed {
-        UploadFailed {
-            error,
-            maybe_landed: true,
-        }
     }
 }
