@@ -1,0 +1,190 @@
+//! Rename within a client: the API has no rename, so the bytes are uploaded under the new
+//! name, confirmed, and what they replace is deleted.
+
+use super::error::{CoreError, CoreResult};
+use super::metadata::Flight;
+use super::spool::{Attempts, Journal};
+use super::state::Key;
+use super::writer::lock;
+use super::{names, Core, Ino, Kind};
+use crate::remote::{Priority, Remote};
+
+impl<R: Remote> Core<R> {
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> CoreResult<()> {
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let src = self.lookup(parent, name).await?;
+        if src.kind == Kind::Dir {
+            return Err(CoreError::NotPermitted("renaming directories"));
+        }
+        let (src_key, _) = self.key_of(parent)?;
+        let (dst_key, _) = self.key_of(new_parent)?;
+        let client = match (&src_key, &dst_key) {
+            (Key::Client(a), Key::Client(b)) if a == b => *a,
+            _ => return Err(CoreError::CrossDevice),
+        };
+        if new_name.len() > names::NAME_MAX {
+            return Err(CoreError::NameTooLong);
+        }
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        let dst = match self.lookup(new_parent, new_name).await {
+            Ok(a) => Some(a),
+            Err(CoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if no_replace {
+                return Err(CoreError::Exists);
+            }
+            if d.kind == Kind::Dir {
+                return Err(CoreError::IsDir);
+            }
+        }
+        // Staged bytes that are not on the server yet go up first, under the old name.
+        self.upload_writer(src.ino, Priority::User).await?;
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let (src_file, dst_file) = {
+            let st = self.st();
+            let id_of = |ino: Ino| match st.nodes.get(&ino).map(|n| &n.key) {
+                Some(Key::File(id)) => Some(id.clone()),
+                _ => None,
+            };
+            (id_of(src.ino), dst.as_ref().and_then(|d| id_of(d.ino)))
+        };
+        let Some(src_id) = src_file else {
+            // Still local (an unlinked or failed upload): nothing on the server to move.
+            return Err(CoreError::Io("the file is not on the server yet".into()));
+        };
+        // A copy that an earlier, given-up rename to this name may have left goes first,
+        // so that the copy made now is never taken for it.
+        self.clean_abandoned(client, Some(new_name), Priority::User).await?;
+        // The destination's staged bytes are replaced too, with any copies its failed
+        // closes may have left on the server.
+        let dst_writer = dst.as_ref().and_then(|d| self.st().writers.get(&d.ino).cloned());
+        let dst_attempts = dst_writer.as_ref().and_then(|w| lock(w).attempts.clone());
+        let dst_leftovers = match &dst_attempts {
+            Some(a) => {
+                let exclude: Vec<String> = [src_id.clone()].into_iter().chain(dst_file.clone()).collect();
+                self.find_attempts(client, new_name, a, &exclude, Priority::User)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        // Stage the content: the writer's spool if open, else the (cached) download.
+        let writer = self.st().writers.get(&src.ino).cloned();
+        let staged = self.spool.create()?;
+        let copied = match &writer {
+            Some(w) => std::fs::copy(&lock(w).spool.path, &staged.path)
+                .map(|_| ())
+                .map_err(CoreError::from),
+            None => match self.content_entry(&src_id, src.size).await {
+                Ok(e) => e.copy_to(&staged.file).await,
+                Err(e) => Err(e),
+            },
+        };
+        let mut keep_staged = false;
+        let result = async {
+            copied?;
+            let size = staged.file.metadata()?.len();
+            let mut replaces = vec![src_id.clone()];
+            replaces.extend(dst_file.clone());
+            replaces.extend(dst_leftovers.iter().map(|f| f.id.clone()));
+            let mut journal = Journal {
+                account: self.opts.account.clone(),
+                client,
+                name: new_name.to_string(),
+                replaces: replaces.clone(),
+                size,
+                attempts: Some(Attempts {
+                    before: self.known_ids(client),
+                    sizes: vec![size],
+                }),
+                abandoned: false,
+            };
+            self.spool.commit(&staged, &journal)?;
+            let new_id = match self
+                .upload_confirmed(&journal, &staged.path, None, Priority::User)
+                .await
+            {
+                Ok((id, _)) => id,
+                // The listing showed that the copy did not land: nothing changed.
+                Err(f) if !f.maybe_landed => return Err(f.error),
+                Err(f) => {
+                    // The copy may have landed all the same: one more listing decides.
+                    let attempt = journal.attempts.clone().unwrap_or_default();
+                    match self
+                        .find_attempts(client, new_name, &attempt, &replaces, Priority::User)
+                        .await
+                    {
+                        Ok(found) if !found.is_empty() => found
+                            .into_iter()
+                            .max_by_key(|f| (f.created_ms, f.id.clone()))
+                            .map(|f| f.id),
+                        Ok(_) => return Err(f.error),
+                        Err(_) => {
+                            // Cannot tell: the copy, if it landed, is deleted later
+                            // (`clean_abandoned`), before anything else of that name.
+                            journal.abandoned = true;
+                            keep_staged = self.spool.commit(&staged, &journal).is_ok();
+                            self.st().abandoned.insert(staged.path.clone(), journal);
+                            return Err(f.error);
+                        }
+                    }
+                }
+            };
+            let Some(new_id) = new_id else {
+                return Err(CoreError::Io(
+                    "renamed copy uploaded but not found; the original is kept".into(),
+                ));
+            };
+            self.delete_replaced(client, &replaces, Some(&new_id), Priority::User)
+                .await;
+            let cached = self.cache().get(&src_id);
+            if let Some(e) = cached.filter(|e| e.is_done()) {
+                let mut cache = self.cache();
+                cache.remove(&src_id);
+                if let Ok(bytes) =
+                    futures_util::FutureExt::now_or_never(e.read(0, e.size as u32)).unwrap_or(Err(CoreError::BadHandle))
+                {
+                    cache.put_complete(&new_id, bytes);
+                }
+            }
+            let mut st = self.st();
+            st.rekey(src.ino, Key::File(new_id.clone()));
+            if let Some(n) = st.nodes.get_mut(&src.ino) {
+                n.content_changed = false; // same bytes, new id
+            }
+            st.invalidate_view(client);
+            drop(st);
+            if let Some(d) = &dst {
+                self.discard_writer(d.ino);
+                // A destination that never reached the server leaves the directory.
+                let mut st = self.st();
+                if let Some(Key::Local(l)) = st.nodes.get(&d.ino).map(|n| n.key.clone()) {
+                    st.locals.remove(&l);
+                }
+            }
+            if let Some(w) = writer {
+                let mut w = lock(&w);
+                w.name = new_name.to_string();
+                w.replaces = vec![new_id];
+            }
+            Ok(())
+        }
+        .await;
+        if !keep_staged {
+            self.spool.remove(&staged.path);
+        }
+        result
+    }
+}
