@@ -28,7 +28,6 @@ pub use self::error::{CoreError, CoreResult};
 use self::metadata::Flight;
 use self::spool::Spool;
 use self::state::{Key, State};
-use self::writer::{lock, truncate_staged, Writer};
 use crate::remote::Remote;
 
 pub type Ino = u64;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use super::content::Entry;
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key};
-use super::{lock, truncate_staged, Core, Fh, Ino, OpenMode, Opened, Writer};
+use super::writer::{lock, truncate_staged, Writer};
+use super::{Core, Fh, Ino, OpenMode, Opened};
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
 impl<R: Remote> Core<R> {
