@@ -127,9 +127,7 @@ impl<R: Remote> Core<R> {
                 });
             }
         }
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, Handle::Dir(Arc::new(out)));
+        let fh = st.add_handle(Handle::Dir(Arc::new(out)));
         Ok(fh)
     }
 

@@ -25,9 +25,7 @@ impl<R: Remote> Core<R> {
             if let Some(n) = st.nodes.get_mut(&ino) {
                 n.content_changed = false;
             }
-            let fh = st.next_fh;
-            st.next_fh += 1;
-            st.handles.insert(fh, Handle::Read { ino, entry: None });
+            let fh = st.add_handle(Handle::Read { ino, entry: None });
             return Ok(Opened { fh, keep_cache });
         }
         if self.opts.read_only {
@@ -103,9 +101,7 @@ impl<R: Remote> Core<R> {
             }
         }
         let mut st = self.st();
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, Handle::Write { ino });
+        let fh = st.add_handle(Handle::Write { ino });
         Ok(Opened { fh, keep_cache: false })
     }
 

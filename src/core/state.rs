@@ -118,6 +118,14 @@ impl State {
         self.clients.entry(c).or_default()
     }
 
+    /// Register an open handle and hand out its number (never reused in a mount).
+    pub(super) fn add_handle(&mut self, h: Handle) -> Fh {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, h);
+        fh
+    }
+
     pub(super) fn invalidate_view(&mut self, c: ClientId) {
         self.client(c).view = None;
     }

@@ -139,9 +139,7 @@ impl<R: Remote> Core<R> {
             })),
         );
         st.invalidate_view(client);
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.handles.insert(fh, Handle::Write { ino });
+        let fh = st.add_handle(Handle::Write { ino });
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
         let attr = self.attr_of(ino, node, &st);
         Ok((attr, Opened { fh, keep_cache: false }))
