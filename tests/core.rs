@@ -873,3 +873,53 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
     assert_eq!(&files[0].data[..], b"v2");
     assert!(core.owed_deletes().is_empty());
 }
+
+/// The upload protocol drops the journal entry only after the replaced file is dealt
+/// with: a crash between "upload confirmed" and "old file deleted" is finished by the
+/// next mount, which adopts the landed copy instead of uploading again.
+#[tokio::test]
+async fn a_crash_between_the_confirmed_upload_and_the_delete_leaves_one_file() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = core_in(&store, dir.path());
+        let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(clients, "1001").await.unwrap().ino;
+        let ino = core.lookup(top, "notes.txt").await.unwrap().ino;
+        let o = core
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            )
+            .await
+            .unwrap();
+        core.write(o.fh, 0, b"new bytes").unwrap();
+        // The DELETE of the replaced file never answers; the process dies meanwhile.
+        store.push_fault(Some(Endpoint::Delete), Fault::Delay(Duration::from_secs(3600)), Some(1));
+        let flushed = tokio::time::timeout(Duration::from_millis(500), core.flush(o.fh)).await;
+        assert!(flushed.is_err(), "still waiting for the delete when the crash comes");
+        assert_eq!(
+            store.files_named(1001, "notes.txt").len(),
+            2,
+            "new copy landed, old not deleted"
+        );
+        assert_eq!(store.count(Endpoint::Upload), 1);
+    }
+    store.clear_faults();
+    store.reset_counts();
+    let core = core_in(&store, dir.path());
+    assert_eq!(core.resume_pending().await, 1);
+    let left = store.files_named(1001, "notes.txt");
+    assert_eq!(left.len(), 1, "exactly one file remains under the name");
+    assert_eq!(&left[0].data[..], b"new bytes");
+    assert_eq!(
+        store.count(Endpoint::Upload),
+        0,
+        "the landed copy is adopted, not sent again"
+    );
+    assert_eq!(store.count(Endpoint::Delete), 1);
+    assert_eq!(core.resume_pending().await, 0, "the spool is empty afterwards");
+}

@@ -8,7 +8,7 @@ use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Journal, OwedDelete};
 use super::state::Key;
-use super::writer::lock;
+use super::writer::{lock, Event};
 use super::{Core, Ino, Kind};
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
@@ -168,19 +168,17 @@ impl<R: Remote> Core<R> {
             _ => return Err(CoreError::IsDir),
         };
         let writer = self.st().writers.get(&attr.ino).cloned();
-        let (was_dirty, attempts) = match &writer {
-            Some(w) => {
-                let mut w = lock(w);
-                let before = (w.dirty, w.attempts.clone().map(|a| (w.name.clone(), a)));
-                w.unlinked = true;
-                w.dirty = false;
-                before
-            }
-            None => (false, None),
-        };
+        // Discarded from here on, so no close or retry uploads it meanwhile; restored
+        // if the delete fails.
+        let before = writer.as_ref().map(|w| {
+            let mut w = lock(w);
+            let before = (w.life().clone(), w.version, w.name.clone());
+            w.step(Event::Discarded);
+            before
+        });
         let result = async {
             // Copies that failed closes may have left on the server go too, newest first.
-            if let Some((name, a)) = &attempts {
+            if let Some((a, name)) = before.as_ref().and_then(|(l, _, n)| Some((l.attempts()?, n))) {
                 let ours = self.find_attempts(client, name, a, &doomed, Priority::User).await?;
                 doomed.splice(0..0, ours.into_iter().map(|f| f.id));
             }
@@ -188,10 +186,8 @@ impl<R: Remote> Core<R> {
         }
         .await;
         if let Err(e) = result {
-            if let Some(w) = &writer {
-                let mut w = lock(w);
-                w.unlinked = false;
-                w.dirty |= was_dirty;
+            if let (Some(w), Some((prev, version, _))) = (&writer, before) {
+                lock(w).step(Event::Restored { prev, version });
             }
             return Err(e);
         }

@@ -2,12 +2,12 @@
 //! reads served from the cache or from staged bytes.
 
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::content::Entry;
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key};
-use super::writer::{lock, truncate_staged, Writer};
+use super::writer::lock;
 use super::{Core, Fh, Ino, OpenMode, Opened};
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
@@ -28,81 +28,7 @@ impl<R: Remote> Core<R> {
             let fh = st.add_handle(Handle::Read { ino, entry: None });
             return Ok(Opened { fh, keep_cache });
         }
-        if self.opts.read_only {
-            return Err(CoreError::ReadOnly);
-        }
-        let client = match self.key_of(parent)?.0 {
-            Key::Client(c) => c,
-            _ => {
-                tracing::warn!("refusing to write into a folder: the upload API cannot choose a folder, so the file would land outside it");
-                return Err(CoreError::NotPermitted("writing into a folder"));
-            }
-        };
-        // Join an existing writer under the state lock, the lock `retire_writer` holds
-        // while it checks for handles: a writer is never retired under a new opener.
-        let existing = {
-            let st = self.st();
-            st.writers.get(&ino).cloned().inspect(|w| lock(w).handles += 1)
-        };
-        if let Some(w) = existing {
-            if mode.truncate {
-                truncate_staged(&w, 0)?;
-            }
-        } else {
-            let Some(id) = file_id else {
-                return Err(CoreError::NotFound);
-            };
-            let (name, size) = self.remote_name_size(client, &id)?;
-            // The whole current content is needed to modify it in place; wait for it
-            // before staging anything, so an abandoned open leaves no spool file behind.
-            let current = match mode.truncate {
-                true => None,
-                false => {
-                    let entry = self.content_entry(&id, size).await?;
-                    entry.wait_complete().await?;
-                    Some(entry)
-                }
-            };
-            let spool = self.spool.create()?;
-            let staged = if mode.truncate { 0 } else { size };
-            if let Some(entry) = current {
-                if let Err(e) = entry.copy_to(&spool.file).await {
-                    self.spool.remove(&spool.path);
-                    return Err(e);
-                }
-            }
-            let w = Writer {
-                client,
-                name,
-                spool,
-                size: staged,
-                dirty: mode.truncate,
-                version: 0,
-                replaces: vec![id],
-                handles: 1,
-                unlinked: false,
-                attempts: None,
-            };
-            let spool_path = w.spool.path.clone();
-            let raced = {
-                let mut st = self.st();
-                match st.writers.entry(ino) {
-                    std::collections::hash_map::Entry::Occupied(_) => true,
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(Arc::new(Mutex::new(w)));
-                        false
-                    }
-                }
-            };
-            if raced {
-                // Another opener staged it first: use theirs.
-                self.spool.remove(&spool_path);
-                return Box::pin(self.open(ino, mode)).await;
-            }
-        }
-        let mut st = self.st();
-        let fh = st.add_handle(Handle::Write { ino });
-        Ok(Opened { fh, keep_cache: false })
+        self.open_writer(ino, parent, file_id, mode).await
     }
 
     pub(super) fn remote_name_size(&self, c: ClientId, id: &str) -> CoreResult<(String, u64)> {

@@ -71,7 +71,7 @@ impl<R: Remote> Core<R> {
         // The destination's staged bytes are replaced too, with any copies its failed
         // closes may have left on the server.
         let dst_writer = dst.as_ref().and_then(|d| self.st().writers.get(&d.ino).cloned());
-        let dst_attempts = dst_writer.as_ref().and_then(|w| lock(w).attempts.clone());
+        let dst_attempts = dst_writer.as_ref().and_then(|w| lock(w).life().attempts().cloned());
         let dst_leftovers = match &dst_attempts {
             Some(a) => {
                 let exclude: Vec<String> = [src_id.clone()].into_iter().chain(dst_file.clone()).collect();
@@ -112,11 +112,8 @@ impl<R: Remote> Core<R> {
                 abandoned: false,
             };
             self.spool.commit(&staged, &journal)?;
-            let new_id = match self
-                .upload_confirmed(&journal, &staged.path, None, Priority::User)
-                .await
-            {
-                Ok((id, _)) => id,
+            let new_id = match self.land(&staged.path, &journal, None, Priority::User).await {
+                Ok(id) => id,
                 // The listing showed that the copy did not land: nothing changed.
                 Err(f) if !f.maybe_landed => return Err(f.error),
                 Err(f) => {
@@ -126,10 +123,16 @@ impl<R: Remote> Core<R> {
                         .find_attempts(client, new_name, &attempt, &replaces, Priority::User)
                         .await
                     {
-                        Ok(found) if !found.is_empty() => found
-                            .into_iter()
-                            .max_by_key(|f| (f.created_ms, f.id.clone()))
-                            .map(|f| f.id),
+                        Ok(found) if !found.is_empty() => {
+                            let id = found
+                                .into_iter()
+                                .max_by_key(|f| (f.created_ms, f.id.clone()))
+                                .map(|f| f.id);
+                            // It did: the rest of the protocol as for any landed upload.
+                            self.settle(&staged.path, &journal, id.as_deref(), &[], Priority::User)
+                                .await;
+                            id
+                        }
                         Ok(_) => return Err(f.error),
                         Err(_) => {
                             // Cannot tell: the copy, if it landed, is deleted later
@@ -147,8 +150,6 @@ impl<R: Remote> Core<R> {
                     "renamed copy uploaded but not found; the original is kept".into(),
                 ));
             };
-            self.delete_replaced(client, &replaces, Some(&new_id), Priority::User)
-                .await;
             let cached = self.cache().get(&src_id);
             if let Some(e) = cached.filter(|e| e.is_done()) {
                 let mut cache = self.cache();

@@ -2,7 +2,10 @@
 //! but did not confirm.
 
 use super::metadata::Flight;
-use super::spool::OwedDelete;
+use std::path::Path;
+
+use super::error::CoreResult;
+use super::spool::{Journal, OwedDelete};
 use super::Core;
 use crate::remote::{Priority, Remote};
 
@@ -41,67 +44,74 @@ impl<R: Remote> Core<R> {
         self.clean_all_abandoned().await;
         let mut landed = 0;
         for (path, j) in uploads {
-            let _g = self.flight(Flight::Mutate(j.client)).await;
-            if self
-                .clean_abandoned(j.client, Some(&j.name), Priority::Background)
-                .await
-                .is_err()
-            {
-                tracing::warn!("cannot resume '{}' yet; it stays in the spool", j.name);
-                continue;
+            if self.resume_upload(&path, &j).await {
+                landed += 1;
             }
-            tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
-            // It may have landed before the crash: an exact byte match in the listing
-            // means it did (the download is the one extra call this costs). With a
-            // record of its attempts, the upload below finds their copies itself.
-            let listed = match &j.attempts {
-                Some(_) => None,
-                None => Some(self.remote.list_files(j.client, Priority::Background).await),
-            };
-            let already = match listed {
-                None => None,
-                Some(Ok(files)) => {
-                    let mut hit = None;
-                    for f in files
-                        .iter()
-                        .filter(|f| f.name == j.name && f.size == j.size && !j.replaces.contains(&f.id))
-                    {
-                        if self.same_bytes(&f.id, f.size, &path).await {
-                            hit = Some(f.id.clone());
-                            break;
-                        }
-                    }
-                    self.store_listing(j.client, files);
-                    hit
-                }
-                Some(Err(e)) => {
-                    tracing::warn!("cannot resume '{}': {e}; it stays in the spool", j.name);
-                    continue;
-                }
-            };
-            let (new_id, leftovers) = match already {
-                Some(id) => (Some(id), Vec::new()),
-                None => match self
-                    .upload_confirmed(&j, &path, j.attempts.as_ref(), Priority::Background)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(
-                            "resumed upload of '{}' failed: {}; it stays in the spool",
-                            j.name,
-                            e.error
-                        );
-                        continue;
-                    }
-                },
-            };
-            let doomed: Vec<String> = j.replaces.iter().chain(&leftovers).cloned().collect();
-            self.delete_replaced(j.client, &doomed, new_id.as_deref(), Priority::Background)
-                .await;
-            self.spool.remove(&path);
-            landed += 1;
         }
         landed
+    }
+
+    /// Run the upload protocol (`land`) for one journaled upload of an earlier run;
+    /// true once it landed. It stays in the spool otherwise.
+    async fn resume_upload(&self, path: &Path, j: &Journal) -> bool {
+        let _g = self.flight(Flight::Mutate(j.client)).await;
+        if self
+            .clean_abandoned(j.client, Some(&j.name), Priority::Background)
+            .await
+            .is_err()
+        {
+            tracing::warn!("cannot resume '{}' yet; it stays in the spool", j.name);
+            return false;
+        }
+        tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
+        // A journal entry without an attempt record (written by an older version) may
+        // have landed before the crash: an exact byte match in the listing means it did
+        // (the download is the one extra call this costs). With a record, `land` finds
+        // the copies of its attempts itself.
+        if j.attempts.is_none() {
+            match self.landed_before(path, j).await {
+                Ok(Some(id)) => {
+                    self.settle(path, j, Some(&id), &[], Priority::Background).await;
+                    self.spool.remove(path);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("cannot resume '{}': {e}; it stays in the spool", j.name);
+                    return false;
+                }
+            }
+        }
+        match self.land(path, j, j.attempts.as_ref(), Priority::Background).await {
+            Ok(_) => {
+                self.spool.remove(path);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "resumed upload of '{}' failed: {}; it stays in the spool",
+                    j.name,
+                    e.error
+                );
+                false
+            }
+        }
+    }
+
+    /// A file in the listing with exactly the staged bytes at `path`, if there is one.
+    async fn landed_before(&self, path: &Path, j: &Journal) -> CoreResult<Option<String>> {
+        let files = self.remote.list_files(j.client, Priority::Background).await?;
+        let candidates: Vec<(String, u64)> = files
+            .iter()
+            .filter(|f| f.name == j.name && f.size == j.size && !j.replaces.contains(&f.id))
+            .map(|f| (f.id.clone(), f.size))
+            .collect();
+        self.store_listing(j.client, files);
+        for (id, size) in candidates {
+            if self.same_bytes(&id, size, path).await {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 }

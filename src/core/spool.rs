@@ -69,7 +69,7 @@ pub struct SpoolFile {
 
 impl SpoolFile {
     pub fn journal_path(&self) -> PathBuf {
-        self.path.with_extension("json")
+        journal_of(&self.path)
     }
 }
 
@@ -129,13 +129,15 @@ impl Spool {
 
     /// Forget a staged file once the server has it (or it was never wanted).
     pub fn remove(&self, path: &Path) {
-        for p in [path.to_path_buf(), path.with_extension("json")] {
-            if let Err(e) = fs::remove_file(&p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("spool: cannot remove {}: {e}", p.display());
-                }
-            }
-        }
+        remove_quietly(path);
+        remove_quietly(&journal_of(path));
+    }
+
+    /// The upload of the staged file at `data` is settled (landed and what it replaced
+    /// dealt with, or discarded): its journal entry goes, so no later mount acts on it.
+    /// The staged bytes stay while a writer still serves reads from them.
+    pub fn drop_journal(&self, data: &Path) {
+        remove_quietly(&journal_of(data));
     }
 
     fn owed_path(&self, id: &str) -> PathBuf {
@@ -189,6 +191,20 @@ impl Spool {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+/// The journal entry of the staged file at `data`.
+fn journal_of(data: &Path) -> PathBuf {
+    data.with_extension("json")
+}
+
+/// Remove a spool file; one that is already gone is fine.
+fn remove_quietly(p: &Path) {
+    if let Err(e) = fs::remove_file(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("spool: cannot remove {}: {e}", p.display());
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! background retry of failed closes.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal};
 use super::state::Key;
-use super::writer::lock;
+use super::writer::{lock, Event, Life};
 use super::{Core, Ino};
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
 
@@ -49,7 +50,7 @@ impl<R: Remote> Core<R> {
                 .iter()
                 .filter(|(_, w)| {
                     let w = lock(w);
-                    w.dirty && !w.unlinked && w.handles == 0
+                    w.life().unsent() && w.handles == 0
                 })
                 .map(|(ino, _)| *ino)
                 .collect()
@@ -59,7 +60,11 @@ impl<R: Remote> Core<R> {
             match self.upload_writer(ino, Priority::Background).await {
                 Ok(()) => {
                     // Unlinked or renamed over meanwhile: its bytes were discarded, not sent.
-                    let discarded = self.st().writers.get(&ino).is_none_or(|w| lock(w).unlinked);
+                    let discarded = self
+                        .st()
+                        .writers
+                        .get(&ino)
+                        .is_none_or(|w| *lock(w).life() == Life::Discarded);
                     if !discarded {
                         landed += 1;
                     }
@@ -87,7 +92,7 @@ impl<R: Remote> Core<R> {
         r
     }
 
-    pub(super) async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
+    async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
         let Some(w) = self.st().writers.get(&ino).cloned() else {
             return Ok(());
         };
@@ -95,22 +100,18 @@ impl<R: Remote> Core<R> {
         let _g = self.flight(Flight::Mutate(client)).await;
         let name = {
             let w = lock(&w);
-            (w.dirty && !w.unlinked).then(|| w.name.clone())
+            w.life().unsent().then(|| w.name.clone())
         };
-        if let Some(name) = name {
-            self.clean_abandoned(client, Some(&name), prio).await?;
-        }
+        let Some(name) = name else { return Ok(()) };
+        self.clean_abandoned(client, Some(&name), prio).await?;
         let known = self.known_ids(client);
-        let (j, path, version, prior, attempts) = {
+        // Step 1 of the protocol (see `land`): journal the bytes as they are now.
+        let (j, path, prior) = {
             let mut w = lock(&w);
-            if !w.dirty {
+            if !w.life().unsent() {
                 return Ok(());
             }
-            if w.unlinked {
-                w.dirty = false;
-                return Ok(());
-            }
-            let prior = w.attempts.clone();
+            let prior = w.life().attempts().cloned();
             let mut attempts = prior.clone().unwrap_or(Attempts {
                 before: known,
                 sizes: Vec::new(),
@@ -126,38 +127,26 @@ impl<R: Remote> Core<R> {
                 abandoned: false,
             };
             self.spool.commit(&w.spool, &j)?;
-            (j, w.spool.path.clone(), w.version, prior, attempts)
+            w.step(Event::UploadStarts(attempts));
+            (j, w.spool.path.clone(), prior)
         };
-        let (new_id, leftovers) = match self.upload_confirmed(&j, &path, prior.as_ref(), prio).await {
-            Ok(r) => r,
+        let new_id = match self.land(&path, &j, prior.as_ref(), prio).await {
+            Ok(id) => id,
             Err(f) => {
-                // If it may have landed all the same, the next attempt looks before
-                // uploading; if the listing showed it did not, the record stays as it was.
-                if f.maybe_landed {
-                    lock(&w).attempts = Some(attempts);
-                }
+                lock(&w).step(match f.maybe_landed {
+                    true => Event::MaybeLanded,
+                    false => Event::NotLanded,
+                });
                 return Err(f.error);
             }
         };
-        // The server has the bytes: the journal entry is done with.
-        let _ = std::fs::remove_file(path.with_extension("json"));
-        let doomed: Vec<String> = j.replaces.iter().chain(&leftovers).cloned().collect();
-        self.delete_replaced(client, &doomed, new_id.as_deref(), prio).await;
-        let size = j.size;
         {
             let mut w = lock(&w);
-            w.dirty = w.version != version;
             w.replaces = new_id.iter().cloned().collect();
-            w.attempts = None;
+            w.step(Event::Landed(new_id.clone()));
         }
         if let Some(id) = &new_id {
-            if size <= self.opts.cache_bytes / 4 {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    if bytes.len() as u64 == size {
-                        self.cache().put_complete(id, bytes);
-                    }
-                }
-            }
+            self.cache_staged(id, &path, j.size).await;
             let mut st = self.st();
             let local = st
                 .nodes
@@ -168,11 +157,67 @@ impl<R: Remote> Core<R> {
             }
             st.rekey(ino, Key::File(id.clone()));
             if let Some(n) = st.nodes.get_mut(&ino) {
-                n.size = size;
+                n.size = j.size;
             }
             st.invalidate_view(client);
         }
         Ok(())
+    }
+
+    /// Keep the bytes just uploaded as the new file's cache entry (small files only), so
+    /// reading them back costs no call. The read runs on the blocking pool.
+    async fn cache_staged(&self, id: &str, path: &Path, size: u64) {
+        if size > self.opts.cache_bytes / 4 {
+            return;
+        }
+        let p = path.to_path_buf();
+        if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(p)).await {
+            if bytes.len() as u64 == size {
+                self.cache().put_complete(id, bytes);
+            }
+        }
+    }
+
+    /// The one upload protocol, for close (`upload_writer`), rename and crash resume.
+    /// The caller has journaled `j` beside the staged bytes at `path` (`Spool::commit`):
+    /// from then on a crash is finished by the next mount. Then:
+    ///
+    /// 1. upload, confirmed by one listing (`upload_confirmed`: never blindly repeated;
+    ///    copies of earlier unconfirmed attempts, `prior`, are looked for first);
+    /// 2. delete what it replaces, and those copies ([`Core::settle`]);
+    /// 3. drop the journal entry ([`Core::settle`]).
+    ///
+    /// The journal goes last on purpose: a crash between 1 and 3 leaves it, and the
+    /// next mount finds the landed copy (by the attempt record and the exact bytes),
+    /// adopts it instead of uploading again and deletes what it replaces, so exactly
+    /// one file remains under the name. `Ok(None)`: uploaded, but the listing could not
+    /// tell which file it is; what it replaces is kept.
+    pub(super) async fn land(
+        &self,
+        path: &Path,
+        j: &Journal,
+        prior: Option<&Attempts>,
+        prio: Priority,
+    ) -> Result<Option<String>, UploadFailed> {
+        let (id, leftovers) = self.upload_confirmed(j, path, prior, prio).await?;
+        self.settle(path, j, id.as_deref(), &leftovers, prio).await;
+        Ok(id)
+    }
+
+    /// Steps 2 and 3 of [`Core::land`], for an upload known to have landed as `id`:
+    /// delete what it replaces and the `leftovers` of earlier attempts (a failed delete
+    /// is hidden and owed, journaled on its own), then drop the journal entry.
+    pub(super) async fn settle(
+        &self,
+        path: &Path,
+        j: &Journal,
+        id: Option<&str>,
+        leftovers: &[String],
+        prio: Priority,
+    ) {
+        let doomed: Vec<String> = j.replaces.iter().chain(leftovers).cloned().collect();
+        self.delete_replaced(j.client, &doomed, id, prio).await;
+        self.spool.drop_journal(path);
     }
 
     /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
@@ -189,7 +234,7 @@ impl<R: Remote> Core<R> {
     pub(super) async fn upload_confirmed(
         &self,
         j: &Journal,
-        path: &std::path::Path,
+        path: &Path,
         prior: Option<&Attempts>,
         prio: Priority,
     ) -> Result<(Option<String>, Vec<String>), UploadFailed> {
@@ -281,7 +326,7 @@ impl<R: Remote> Core<R> {
         Ok(ours)
     }
 
-    pub(super) async fn same_bytes(&self, id: &str, size: u64, path: &std::path::Path) -> bool {
+    pub(super) async fn same_bytes(&self, id: &str, size: u64, path: &Path) -> bool {
         let Ok(local) = std::fs::read(path) else { return false };
         let Ok(entry) = self.content_entry(id, size).await else {
             return false;
@@ -294,10 +339,6 @@ impl<R: Remote> Core<R> {
 
     /// Writers whose data is not on the server yet (for shutdown and tests).
     pub fn pending_uploads(&self) -> usize {
-        self.st()
-            .writers
-            .values()
-            .filter(|w| lock(w).dirty && !lock(w).unlinked)
-            .count()
+        self.st().writers.values().filter(|w| lock(w).life().unsent()).count()
     }
 }

@@ -12,21 +12,182 @@ use super::view::DirKey;
 use super::{names, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
 use crate::remote::{ClientId, Priority, Remote};
 
+/// Where a written file's staged bytes stand. This is the one record of a written
+/// file's life cycle; it changes only through [`Writer::step`], by this table
+/// (rows: the state now; columns: what happened; `·`: cannot happen, ignored):
+///
+/// | now \ event       | `Changed`  | `UploadStarts` | `Landed(id)`            | `NotLanded`      | `MaybeLanded`   | `Discarded` | `Restored(prev)` |
+/// |-------------------|------------|----------------|-------------------------|------------------|-----------------|-------------|------------------|
+/// | `Staged`          | `Staged`   | `Uploading`    | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `Uploading`       | `Uploading`| ·              | `Landed`, or `Staged` if written meanwhile | `Failed` (earlier record) | `Failed` (this record) | `Discarded` | · |
+/// | `Failed`          | `Failed`   | `Uploading`    | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `Landed`          | `Staged`   | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `Discarded`       | `Discarded`| ·              | `Discarded`             | `Discarded`      | `Discarded`     | `Discarded` | `prev` (`Staged` if it was `Landed` and was written meanwhile) |
+///
+/// - A file created through the mount starts `Staged` (an empty file is uploaded too);
+///   an existing file opened for writing starts `Landed` (its bytes were copied from
+///   the server), or `Staged` with `O_TRUNC`.
+/// - "Needs upload" ([`Life::unsent`]) is `Staged`, `Uploading` or `Failed`: such a writer
+///   is kept after its last close, retried in the background and drained at unmount.
+/// - Every upload runs the protocol of `upload.rs` (journal, upload, confirm, delete what
+///   it replaces, drop the journal). After `Landed` the file it replaced is deleted, or,
+///   if that delete fails, hidden and owed (`State::owed_deletes`, journaled as
+///   `<n>.delete`). A rename given up with a copy that may have landed is "abandoned"
+///   (`State::abandoned`): that copy is deleted before anything else of the name is
+///   uploaded. Those two are fates of server copies, not of staged bytes, so they live
+///   in `State`, not here.
+/// - `Restored` exists for an unlink whose delete failed: the file is back as it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    /// Bytes the server does not have: created, written or truncated since the last
+    /// upload that landed.
+    Staged,
+    /// An upload of the bytes as of `version` is running (under the client's mutation
+    /// lock). `attempts` is the record its journal entry carries; `prior` the record
+    /// from before it (what stays if it did not land).
+    Uploading {
+        /// `Writer::version` when the upload started.
+        version: u64,
+        /// This upload and earlier unconfirmed ones.
+        attempts: Attempts,
+        /// The record before this upload started.
+        prior: Option<Attempts>,
+    },
+    /// The last upload did not succeed: the bytes wait in the spool for the next close,
+    /// the background retry or the next mount. `attempts`: uploads that may have landed
+    /// unconfirmed, so the next one looks for their copies before sending.
+    Failed {
+        /// Earlier uploads that may have landed without confirmation.
+        attempts: Option<Attempts>,
+    },
+    /// The server has the staged bytes, as file `id` if the listing identified it.
+    Landed {
+        /// The new file's id; `None` if the confirming listing could not tell which.
+        id: Option<String>,
+    },
+    /// Unlinked, or renamed over: the staged bytes are never uploaded, by a close, the
+    /// background retry or a later mount (the journal entry is removed).
+    Discarded,
+}
+
+/// What happens to a writer; see the table on [`Life`].
+#[derive(Debug)]
+pub(super) enum Event {
+    /// Bytes were written or the size changed.
+    Changed,
+    /// An upload starts; its journal entry carries this attempt record.
+    UploadStarts(Attempts),
+    /// The upload's bytes are on the server (as this id, if known).
+    Landed(Option<String>),
+    /// The upload did not land (a listing showed it missing, or nothing was sent).
+    NotLanded,
+    /// The upload may have landed (the listing that would tell failed).
+    MaybeLanded,
+    /// The file was unlinked or renamed over.
+    Discarded,
+    /// An unlink failed: back to `prev`, which was the state at `version`.
+    Restored {
+        /// The state before the unlink.
+        prev: Life,
+        /// `Writer::version` when it was discarded.
+        version: u64,
+    },
+}
+
+impl Life {
+    /// The server does not have the staged bytes yet (and should get them).
+    pub(super) fn unsent(&self) -> bool {
+        matches!(self, Life::Staged | Life::Uploading { .. } | Life::Failed { .. })
+    }
+
+    /// Uploads of these bytes that may have landed without confirmation.
+    pub(super) fn attempts(&self) -> Option<&Attempts> {
+        match self {
+            Life::Failed { attempts } | Life::Uploading { prior: attempts, .. } => attempts.as_ref(),
+            Life::Staged | Life::Landed { .. } | Life::Discarded => None,
+        }
+    }
+}
+
 /// A file being written: shared by all its open write handles, kept after they close
-/// while its upload has not succeeded.
+/// while its bytes are [`Life::unsent`].
 #[derive(Debug)]
 pub(super) struct Writer {
+    /// The client whose directory the file is in (uploads go there).
     pub(super) client: ClientId,
+    /// The exact name the file is uploaded under.
     pub(super) name: String,
+    /// The staged bytes (and, while an upload is due, its journal entry).
     pub(super) spool: SpoolFile,
+    /// Size of the staged bytes.
     pub(super) size: u64,
-    pub(super) dirty: bool,
+    /// Counts changes to the staged bytes, so an upload knows whether the bytes it sent
+    /// are still the latest.
     pub(super) version: u64,
+    /// Server files the next upload replaces (deleted once it is confirmed): the file
+    /// opened for writing, or what the last upload landed as.
     pub(super) replaces: Vec<String>,
+    /// Open write handles.
     pub(super) handles: usize,
-    pub(super) unlinked: bool,
-    /// Earlier closes whose upload may have landed without confirmation.
-    pub(super) attempts: Option<Attempts>,
+    /// Where the staged bytes stand; changed only by [`Writer::step`].
+    life: Life,
+}
+
+impl Writer {
+    fn new(client: ClientId, name: String, spool: SpoolFile, size: u64, replaces: Vec<String>, life: Life) -> Writer {
+        Writer {
+            client,
+            name,
+            spool,
+            size,
+            version: 0,
+            replaces,
+            handles: 1,
+            life,
+        }
+    }
+
+    pub(super) fn life(&self) -> &Life {
+        &self.life
+    }
+
+    /// The one place a writer's [`Life`] changes (see its table).
+    pub(super) fn step(&mut self, event: Event) {
+        use Life::*;
+        let now = std::mem::replace(&mut self.life, Discarded);
+        self.life = match (now, event) {
+            (Discarded, Event::Restored { prev, version }) => match prev {
+                Landed { .. } if version != self.version => Staged,
+                Uploading { attempts, .. } => Failed {
+                    attempts: Some(attempts),
+                },
+                prev => prev,
+            },
+            (_, Event::Discarded) | (Discarded, _) => Discarded,
+            (Landed { .. }, Event::Changed) => Staged,
+            (now, Event::Changed) => now,
+            (Staged, Event::UploadStarts(attempts)) => Uploading {
+                version: self.version,
+                attempts,
+                prior: None,
+            },
+            (Failed { attempts: prior }, Event::UploadStarts(attempts)) => Uploading {
+                version: self.version,
+                attempts,
+                prior,
+            },
+            (Uploading { version, .. }, Event::Landed(id)) if version == self.version => Landed { id },
+            (Uploading { .. }, Event::Landed(_)) => Staged,
+            (Uploading { prior, .. }, Event::NotLanded) => Failed { attempts: prior },
+            (Uploading { attempts, .. }, Event::MaybeLanded) => Failed {
+                attempts: Some(attempts),
+            },
+            (now, event) => {
+                tracing::debug!(?now, ?event, "writer: transition that cannot happen, ignored");
+                now
+            }
+        };
+    }
 }
 
 /// Truncate (or extend) a writer's staged bytes; a change makes them due for upload.
@@ -35,8 +196,8 @@ pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
     if w.size != size {
         w.spool.file.set_len(size)?;
         w.size = size;
-        w.dirty = true;
         w.version += 1;
+        w.step(Event::Changed);
     }
     Ok(())
 }
@@ -46,6 +207,85 @@ pub(super) fn lock(w: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
 }
 
 impl<R: Remote> Core<R> {
+    /// Open a file for writing: join its writer, or stage its current bytes (all of
+    /// them, unless truncating) in a new one.
+    pub(super) async fn open_writer(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        file_id: Option<String>,
+        mode: OpenMode,
+    ) -> CoreResult<Opened> {
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let client = match self.key_of(parent)?.0 {
+            Key::Client(c) => c,
+            _ => {
+                tracing::warn!("refusing to write into a folder: the upload API cannot choose a folder, so the file would land outside it");
+                return Err(CoreError::NotPermitted("writing into a folder"));
+            }
+        };
+        // Join an existing writer under the state lock, the lock `retire_writer` holds
+        // while it checks for handles: a writer is never retired under a new opener.
+        let existing = {
+            let st = self.st();
+            st.writers.get(&ino).cloned().inspect(|w| lock(w).handles += 1)
+        };
+        if let Some(w) = existing {
+            if mode.truncate {
+                truncate_staged(&w, 0)?;
+            }
+        } else {
+            let Some(id) = file_id else {
+                return Err(CoreError::NotFound);
+            };
+            let (name, size) = self.remote_name_size(client, &id)?;
+            // The whole current content is needed to modify it in place; wait for it
+            // before staging anything, so an abandoned open leaves no spool file behind.
+            let current = match mode.truncate {
+                true => None,
+                false => {
+                    let entry = self.content_entry(&id, size).await?;
+                    entry.wait_complete().await?;
+                    Some(entry)
+                }
+            };
+            let spool = self.spool.create()?;
+            let staged = if mode.truncate { 0 } else { size };
+            if let Some(entry) = current {
+                if let Err(e) = entry.copy_to(&spool.file).await {
+                    self.spool.remove(&spool.path);
+                    return Err(e);
+                }
+            }
+            let life = match mode.truncate {
+                true => Life::Staged,
+                false => Life::Landed { id: Some(id.clone()) },
+            };
+            let w = Writer::new(client, name, spool, staged, vec![id], life);
+            let spool_path = w.spool.path.clone();
+            let raced = {
+                let mut st = self.st();
+                match st.writers.entry(ino) {
+                    std::collections::hash_map::Entry::Occupied(_) => true,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Arc::new(Mutex::new(w)));
+                        false
+                    }
+                }
+            };
+            if raced {
+                // Another opener staged it first: use theirs.
+                self.spool.remove(&spool_path);
+                return Box::pin(self.open(ino, mode)).await;
+            }
+        }
+        let mut st = self.st();
+        let fh = st.add_handle(Handle::Write { ino });
+        Ok(Opened { fh, keep_cache: false })
+    }
+
     pub fn release(&self, fh: Fh) {
         let handle = self.st().handles.remove(&fh);
         if let Some(Handle::Write { ino }) = handle {
@@ -55,7 +295,7 @@ impl<R: Remote> Core<R> {
             {
                 let mut w = lock(&w);
                 w.handles = w.handles.saturating_sub(1);
-                if w.dirty && !w.unlinked && w.handles == 0 {
+                if w.life.unsent() && w.handles == 0 {
                     tracing::error!(
                         "upload of '{}' did not succeed; its data is kept in the spool at {} and retried",
                         w.name,
@@ -72,7 +312,7 @@ impl<R: Remote> Core<R> {
         let mut st = self.st();
         let Some(w) = st.writers.get(&ino).cloned() else { return };
         let w = lock(&w);
-        if w.handles > 0 || (w.dirty && !w.unlinked) {
+        if w.handles > 0 || w.life.unsent() {
             return;
         }
         self.spool.remove(&w.spool.path);
@@ -125,18 +365,15 @@ impl<R: Remote> Core<R> {
         st.locals.insert(local, (client, name.to_string(), ino));
         st.writers.insert(
             ino,
-            Arc::new(Mutex::new(Writer {
+            // An empty file is uploaded too.
+            Arc::new(Mutex::new(Writer::new(
                 client,
-                name: name.to_string(),
+                name.to_string(),
                 spool,
-                size: 0,
-                dirty: true, // an empty file is uploaded too
-                version: 0,
-                replaces: Vec::new(),
-                handles: 1,
-                unlinked: false,
-                attempts: None,
-            })),
+                0,
+                Vec::new(),
+                Life::Staged,
+            ))),
         );
         st.invalidate_view(client);
         let fh = st.add_handle(Handle::Write { ino });
@@ -151,8 +388,8 @@ impl<R: Remote> Core<R> {
         let mut w = lock(&w);
         w.spool.file.write_all_at(data, offset)?;
         w.size = w.size.max(offset + data.len() as u64);
-        w.dirty = true;
         w.version += 1;
+        w.step(Event::Changed);
         Ok(data.len() as u32)
     }
 
@@ -184,10 +421,8 @@ impl<R: Remote> Core<R> {
         };
         {
             let mut w = lock(&w);
-            w.unlinked = true;
-            w.dirty = false;
-            w.attempts = None;
-            let _ = std::fs::remove_file(w.spool.journal_path());
+            w.step(Event::Discarded);
+            self.spool.drop_journal(&w.spool.path);
         }
         self.retire_writer(ino);
     }
