@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use lru::LruCache;
 use tokio::sync::watch;
 
+use super::blocking;
 use super::error::{CoreError, CoreResult};
 use crate::remote::{ByteStream, RemoteError};
 
@@ -161,17 +162,67 @@ impl Entry {
     }
 
     /// The whole content, once complete, written to `dst` (used to stage an existing
-    /// file for modification or rename).
-    pub async fn copy_to(&self, dst: &File) -> CoreResult<()> {
-        self.wait_for(self.size).await?;
+    /// file for modification or rename): in bounded chunks, on the blocking pool.
+    pub async fn copy_to(self: &Arc<Self>, dst: &File) -> CoreResult<()> {
+        self.wait_complete().await?;
+        let (me, dst) = (self.clone(), dst.try_clone()?);
+        blocking(move || {
+            me.each_chunk(|off, chunk| {
+                dst.write_all_at(chunk, off)?;
+                Ok(true)
+            })
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Whether the whole content, once complete, equals the file at `path` byte for
+    /// byte: compared in bounded chunks on the blocking pool, whatever the size.
+    pub async fn same_as_file(self: &Arc<Self>, path: &std::path::Path) -> CoreResult<bool> {
+        self.wait_complete().await?;
+        let (me, local) = (self.clone(), File::open(path)?);
+        blocking(move || {
+            if local.metadata()?.len() != me.size {
+                return Ok(false);
+            }
+            let mut theirs = Vec::new();
+            me.each_chunk(|off, chunk| {
+                theirs.resize(chunk.len(), 0);
+                local.read_exact_at(&mut theirs, off)?;
+                Ok(theirs == chunk)
+            })
+        })
+        .await
+    }
+
+    /// Call `f(offset, chunk)` over a complete entry in chunks of at most 1 MiB while it
+    /// answers true; false if it stopped early. Blocking (disk reads).
+    fn each_chunk(&self, mut f: impl FnMut(u64, &[u8]) -> CoreResult<bool>) -> CoreResult<bool> {
+        const CHUNK: u64 = 1 << 20;
+        let mut buf = Vec::new();
         let mut off = 0u64;
         while off < self.size {
-            let n = (self.size - off).min(1 << 20) as u32;
-            let chunk = self.read(off, n).await?;
-            dst.write_all_at(&chunk, off)?;
-            off += chunk.len() as u64;
+            let n = (self.size - off).min(CHUNK);
+            let more = match &*self.lock() {
+                Backing::Memory(v) => {
+                    let (s, e) = (usize::try_from(off), usize::try_from(off + n));
+                    match (s, e) {
+                        (Ok(s), Ok(e)) if e <= v.len() => f(off, &v[s..e])?,
+                        _ => return Err(CoreError::Io("cache entry shorter than its size".into())),
+                    }
+                }
+                Backing::Disk(file) => {
+                    buf.resize(n as usize, 0);
+                    file.read_exact_at(&mut buf, off)?;
+                    f(off, &buf)?
+                }
+            };
+            if !more {
+                return Ok(false);
+            }
+            off += n;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -268,6 +319,17 @@ impl ContentCache {
                     Some(k) => self.remove(&k),
                     None => break,
                 }
+            }
+        }
+    }
+
+    /// The same bytes under a new file id (a rename re-uploaded them): the entry moves,
+    /// nothing is copied. Only a complete entry moves; anything else is dropped.
+    pub fn rekey(&mut self, old: &str, new: &str) {
+        if let Some(e) = self.lru.pop(old) {
+            self.account_removed(&e);
+            if e.is_done() {
+                self.insert(new, e);
             }
         }
     }
@@ -393,5 +455,86 @@ mod tests {
             ))]))),
         );
         assert!(long.failed());
+    }
+
+    /// A complete entry over a sparse temp file of `size` bytes with `mark` at `at`:
+    /// files of 4 GiB and more without writing 4 GiB.
+    fn sparse_entry(dir: &std::path::Path, size: u64, at: u64, mark: &[u8]) -> Arc<Entry> {
+        let f = tempfile::tempfile_in(dir).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(mark, at).unwrap();
+        let e = Entry::new(size, Backing::Disk(f));
+        e.progress.send_replace(Progress::Done);
+        Arc::new(e)
+    }
+
+    fn sparse_file(dir: &std::path::Path, size: u64, at: u64, mark: &[u8]) -> PathBuf {
+        let p = dir.join(format!("local-{}", next_seq()));
+        let f = File::create(&p).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(mark, at).unwrap();
+        p
+    }
+
+    const OVER_4_GIB: u64 = (4 << 30) + 4096;
+
+    #[test]
+    fn entries_of_4_gib_and_more_are_compared_to_the_last_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = OVER_4_GIB - 8;
+        let e = sparse_entry(dir.path(), OVER_4_GIB, at, b"tail");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let same = sparse_file(dir.path(), OVER_4_GIB, at, b"tail");
+        assert!(rt.block_on(e.same_as_file(&same)).unwrap());
+        let shorter = sparse_file(dir.path(), OVER_4_GIB - 1, 0, b"");
+        assert!(!rt.block_on(e.same_as_file(&shorter)).unwrap());
+    }
+
+    #[test]
+    fn a_difference_in_the_last_chunk_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = (3 << 20) + 8;
+        let e = sparse_entry(dir.path(), size, size - 4, b"tail");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let differs = sparse_file(dir.path(), size, size - 4, b"TAIL");
+        assert!(!rt.block_on(e.same_as_file(&differs)).unwrap());
+        let same = sparse_file(dir.path(), size, size - 4, b"tail");
+        assert!(rt.block_on(e.same_as_file(&same)).unwrap());
+    }
+
+    #[test]
+    fn rekeying_moves_an_entry_of_4_gib_and_more_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(400, 16 << 30, dir.path().to_path_buf());
+        c.insert("old", sparse_entry(dir.path(), OVER_4_GIB, OVER_4_GIB - 4, b"end!"));
+        c.rekey("old", "new");
+        assert!(c.get("old").is_none());
+        let moved = c.get("new").unwrap();
+        assert_eq!(moved.size, OVER_4_GIB);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(moved.read(OVER_4_GIB - 4, 100)).unwrap(), b"end!");
+    }
+
+    #[test]
+    fn copy_to_writes_the_whole_entry_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = (3 << 20) + 5;
+        let e = sparse_entry(dir.path(), size, size - 5, b"last5");
+        let dst = tempfile::tempfile_in(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(e.copy_to(&dst)).unwrap();
+        assert_eq!(dst.metadata().unwrap().len(), size);
+        let mut tail = [0u8; 5];
+        dst.read_exact_at(&mut tail, size - 5).unwrap();
+        assert_eq!(&tail, b"last5");
     }
 }

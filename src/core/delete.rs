@@ -31,20 +31,20 @@ impl<R: Remote> Core<R> {
                 Err(e) if self.deleted_after_all(client, old, &e, prio).await => self.forget_file(client, old),
                 Err(e) => {
                     tracing::warn!("could not delete replaced file {old}: {e}; it is hidden and deleted later");
-                    self.owe_delete(client, old);
+                    self.owe_delete(client, old).await;
                 }
             }
         }
     }
 
     /// Hide a replaced file that could not be deleted, and remember (durably) to delete it.
-    pub(super) fn owe_delete(&self, client: ClientId, id: &str) {
+    pub(super) async fn owe_delete(&self, client: ClientId, id: &str) {
         let d = OwedDelete {
             account: self.opts.account.clone(),
             client,
             id: id.to_string(),
         };
-        if let Err(e) = self.spool.owe_delete(&d) {
+        if let Err(e) = self.spool.owe_delete(&d).await {
             tracing::warn!("cannot record the delete still owed for {id}: {e}; both versions may show after a restart");
         }
         let mut st = self.st();

@@ -174,3 +174,15 @@ impl<R: Remote> Core<R> {
         self.content.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Run blocking file work (fsync, copies, whole-file reads and compares) on tokio's
+/// blocking pool, never on a runtime worker that other requests are waiting for.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(std::io::Error::other(e)))?
+}

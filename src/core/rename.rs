@@ -1,6 +1,7 @@
 //! Rename within a client: the API has no rename, so the bytes are uploaded under the new
 //! name, confirmed, and what they replace is deleted.
 
+use super::blocking;
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal};
@@ -84,9 +85,10 @@ impl<R: Remote> Core<R> {
         let writer = self.st().writers.get(&src.ino).cloned();
         let staged = self.spool.create()?;
         let copied = match &writer {
-            Some(w) => std::fs::copy(&lock(w).spool.path, &staged.path)
-                .map(|_| ())
-                .map_err(CoreError::from),
+            Some(w) => {
+                let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());
+                blocking(move || std::fs::copy(from, to).map(|_| ()).map_err(CoreError::from)).await
+            }
             None => match self.content_entry(&src_id, src.size).await {
                 Ok(e) => e.copy_to(&staged.file).await,
                 Err(e) => Err(e),
@@ -111,7 +113,7 @@ impl<R: Remote> Core<R> {
                 }),
                 abandoned: false,
             };
-            self.spool.commit(&staged, &journal)?;
+            self.spool.commit(&staged.file, &staged.path, &journal).await?;
             let new_id = match self.land(&staged.path, &journal, None, Priority::User).await {
                 Ok(id) => id,
                 // The listing showed that the copy did not land: nothing changed.
@@ -138,7 +140,7 @@ impl<R: Remote> Core<R> {
                             // Cannot tell: the copy, if it landed, is deleted later
                             // (`clean_abandoned`), before anything else of that name.
                             journal.abandoned = true;
-                            keep_staged = self.spool.commit(&staged, &journal).is_ok();
+                            keep_staged = self.spool.commit(&staged.file, &staged.path, &journal).await.is_ok();
                             self.st().abandoned.insert(staged.path.clone(), journal);
                             return Err(f.error);
                         }
@@ -150,16 +152,7 @@ impl<R: Remote> Core<R> {
                     "renamed copy uploaded but not found; the original is kept".into(),
                 ));
             };
-            let cached = self.cache().get(&src_id);
-            if let Some(e) = cached.filter(|e| e.is_done()) {
-                let mut cache = self.cache();
-                cache.remove(&src_id);
-                if let Ok(bytes) =
-                    futures_util::FutureExt::now_or_never(e.read(0, e.size as u32)).unwrap_or(Err(CoreError::BadHandle))
-                {
-                    cache.put_complete(&new_id, bytes);
-                }
-            }
+            self.cache().rekey(&src_id, &new_id);
             let mut st = self.st();
             st.rekey(src.ino, Key::File(new_id.clone()));
             if let Some(n) = st.nodes.get_mut(&src.ino) {

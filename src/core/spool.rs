@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::blocking;
 use super::content::Mode0600;
 use crate::remote::ClientId;
 
@@ -105,26 +106,17 @@ impl Spool {
         Ok(SpoolFile { path, file })
     }
 
-    /// Make the staged bytes and their journal entry durable before uploading.
-    pub fn commit(&self, sf: &SpoolFile, journal: &Journal) -> std::io::Result<()> {
-        sf.file.sync_all()?;
-        self.write_durably(&sf.journal_path(), journal)
-    }
-
-    /// Write `value` as JSON to `path` so that a crash leaves either the old file or the
-    /// whole new one: temp file (0600), fsync, rename, fsync of the directory.
-    fn write_durably(&self, path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_0600()
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(&self.dir)?.sync_all()
+    /// Make the staged bytes (`file`, staged at `data`) and their journal entry durable
+    /// before uploading. The fsyncs run on the blocking pool.
+    pub async fn commit(&self, file: &File, data: &Path, journal: &Journal) -> std::io::Result<()> {
+        let file = file.try_clone()?;
+        let (dir, path) = (self.dir.clone(), journal_of(data));
+        let json = serde_json::to_vec(journal).map_err(std::io::Error::other)?;
+        blocking(move || {
+            file.sync_all()?;
+            write_durably(&dir, &path, &json)
+        })
+        .await
     }
 
     /// Forget a staged file once the server has it (or it was never wanted).
@@ -146,8 +138,10 @@ impl Spool {
     }
 
     /// Record, durably, that a replaced file still has to be deleted.
-    pub fn owe_delete(&self, d: &OwedDelete) -> std::io::Result<()> {
-        self.write_durably(&self.owed_path(&d.id), d)
+    pub async fn owe_delete(&self, d: &OwedDelete) -> std::io::Result<()> {
+        let (dir, path) = (self.dir.clone(), self.owed_path(&d.id));
+        let json = serde_json::to_vec(d).map_err(std::io::Error::other)?;
+        blocking(move || write_durably(&dir, &path, &json)).await
     }
 
     /// The replaced file is gone from the server.
@@ -194,6 +188,22 @@ impl Spool {
     }
 }
 
+/// Write `json` to `path` so that a crash leaves either the old file or the whole new
+/// one: temp file (0600), fsync, rename, fsync of the directory `dir`. Blocking.
+fn write_durably(dir: &Path, path: &Path, json: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode_0600()
+        .open(&tmp)?;
+    f.write_all(json)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
 /// The journal entry of the staged file at `data`.
 fn journal_of(data: &Path) -> PathBuf {
     data.with_extension("json")
@@ -213,8 +223,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    #[test]
-    fn spool_is_private_and_journal_round_trips() {
+    #[tokio::test]
+    async fn spool_is_private_and_journal_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
         let spool = Spool::open(&tmp.path().join("s")).unwrap();
         assert_eq!(fs::metadata(spool.dir()).unwrap().mode() & 0o777, 0o700);
@@ -230,7 +240,7 @@ mod tests {
             attempts: None,
             abandoned: false,
         };
-        spool.commit(&sf, &j).unwrap();
+        spool.commit(&sf.file, &sf.path, &j).await.unwrap();
         assert_eq!(fs::metadata(sf.journal_path()).unwrap().mode() & 0o777, 0o600);
         assert_eq!(spool.pending(), vec![(sf.path.clone(), j)]);
         spool.remove(&sf.path);

@@ -106,7 +106,7 @@ impl<R: Remote> Core<R> {
         self.clean_abandoned(client, Some(&name), prio).await?;
         let known = self.known_ids(client);
         // Step 1 of the protocol (see `land`): journal the bytes as they are now.
-        let (j, path, prior) = {
+        let (j, path, prior, file) = {
             let mut w = lock(&w);
             if !w.life().unsent() {
                 return Ok(());
@@ -126,10 +126,17 @@ impl<R: Remote> Core<R> {
                 attempts: Some(attempts.clone()),
                 abandoned: false,
             };
-            self.spool.commit(&w.spool, &j)?;
             w.step(Event::UploadStarts(attempts));
-            (j, w.spool.path.clone(), prior)
+            (j, w.spool.path.clone(), prior, w.spool.file.try_clone())
         };
+        let journaled = match file {
+            Ok(file) => self.spool.commit(&file, &path, &j).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = journaled {
+            lock(&w).step(Event::NotLanded);
+            return Err(e.into());
+        }
         let new_id = match self.land(&path, &j, prior.as_ref(), prio).await {
             Ok(id) => id,
             Err(f) => {
@@ -326,15 +333,13 @@ impl<R: Remote> Core<R> {
         Ok(ours)
     }
 
+    /// Whether server file `id` holds exactly the staged bytes at `path` (downloads it,
+    /// or uses the cached copy).
     pub(super) async fn same_bytes(&self, id: &str, size: u64, path: &Path) -> bool {
-        let Ok(local) = std::fs::read(path) else { return false };
         let Ok(entry) = self.content_entry(id, size).await else {
             return false;
         };
-        match entry.read(0, size as u32).await {
-            Ok(remote) => remote == local,
-            Err(_) => false,
-        }
+        entry.same_as_file(path).await.unwrap_or(false)
     }
 
     /// Writers whose data is not on the server yet (for shutdown and tests).
