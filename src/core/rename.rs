@@ -1,14 +1,16 @@
 //! Rename within a client: the API has no rename, so the bytes are uploaded under the new
 //! name, confirmed, and what they replace is deleted.
 
+use std::sync::{Arc, Mutex};
+
 use super::blocking;
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
-use super::spool::{Attempts, Journal};
+use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
-use super::writer::lock;
+use super::writer::{lock, Writer};
 use super::{names, Core, Ino, Kind};
-use crate::remote::{Priority, Remote};
+use crate::remote::{ClientId, Priority, Remote};
 
 impl<R: Remote> Core<R> {
     pub async fn rename(
@@ -81,104 +83,142 @@ impl<R: Remote> Core<R> {
             }
             None => Vec::new(),
         };
-        // Stage the content: the writer's spool if open, else the (cached) download.
         let writer = self.st().writers.get(&src.ino).cloned();
-        let staged = self.spool.create()?;
-        let copied = match &writer {
-            Some(w) => {
-                let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());
-                blocking(move || std::fs::copy(from, to).map(|_| ()).map_err(CoreError::from)).await
-            }
-            None => match self.content_entry(&src_id, src.size).await {
-                Ok(e) => e.copy_to(&staged.file).await,
-                Err(e) => Err(e),
-            },
+        let staged = self.stage_copy(writer.as_ref(), &src_id, src.size).await?;
+        let mut replaces = vec![src_id.clone()];
+        replaces.extend(dst_file);
+        replaces.extend(dst_leftovers.into_iter().map(|f| f.id));
+        let journal = Journal {
+            account: self.opts.account.clone(),
+            client,
+            name: new_name.to_string(),
+            replaces,
+            size: src.size,
+            attempts: None,
+            abandoned: false,
         };
-        let mut keep_staged = false;
-        let result = async {
-            copied?;
-            let size = staged.file.metadata()?.len();
-            let mut replaces = vec![src_id.clone()];
-            replaces.extend(dst_file.clone());
-            replaces.extend(dst_leftovers.iter().map(|f| f.id.clone()));
-            let mut journal = Journal {
-                account: self.opts.account.clone(),
-                client,
-                name: new_name.to_string(),
-                replaces: replaces.clone(),
-                size,
-                attempts: Some(Attempts {
-                    before: self.known_ids(client),
-                    sizes: vec![size],
-                }),
-                abandoned: false,
-            };
-            self.spool.commit(&staged.file, &staged.path, &journal).await?;
-            let new_id = match self.land(&staged.path, &journal, None, Priority::User).await {
-                Ok(id) => id,
-                // The listing showed that the copy did not land: nothing changed.
-                Err(f) if !f.maybe_landed => return Err(f.error),
-                Err(f) => {
-                    // The copy may have landed all the same: one more listing decides.
-                    let attempt = journal.attempts.clone().unwrap_or_default();
-                    match self
-                        .find_attempts(client, new_name, &attempt, &replaces, Priority::User)
-                        .await
-                    {
-                        Ok(found) if !found.is_empty() => {
-                            let id = found
-                                .into_iter()
-                                .max_by_key(|f| (f.created_ms, f.id.clone()))
-                                .map(|f| f.id);
-                            // It did: the rest of the protocol as for any landed upload.
-                            self.settle(&staged.path, &journal, id.as_deref(), &[], Priority::User)
-                                .await;
-                            id
-                        }
-                        Ok(_) => return Err(f.error),
-                        Err(_) => {
-                            // Cannot tell: the copy, if it landed, is deleted later
-                            // (`clean_abandoned`), before anything else of that name.
-                            journal.abandoned = true;
-                            keep_staged = self.spool.commit(&staged.file, &staged.path, &journal).await.is_ok();
-                            self.st().abandoned.insert(staged.path.clone(), journal);
-                            return Err(f.error);
-                        }
-                    }
+        let (result, keep_staged) = match self.upload_copy(&staged, journal).await {
+            Ok(new_id) => {
+                self.renamed(client, src.ino, &src_id, &new_id, dst.map(|d| d.ino));
+                if let Some(w) = writer {
+                    let mut w = lock(&w);
+                    w.name = new_name.to_string();
+                    w.replaces = vec![new_id];
                 }
-            };
-            let Some(new_id) = new_id else {
-                return Err(CoreError::Io(
-                    "renamed copy uploaded but not found; the original is kept".into(),
-                ));
-            };
-            self.cache().rekey(&src_id, &new_id);
-            let mut st = self.st();
-            st.rekey(src.ino, Key::File(new_id.clone()));
-            if let Some(n) = st.nodes.get_mut(&src.ino) {
-                n.content_changed = false; // same bytes, new id
+                (Ok(()), false)
             }
-            st.invalidate_view(client);
-            drop(st);
-            if let Some(d) = &dst {
-                self.discard_writer(d.ino);
-                // A destination that never reached the server leaves the directory.
-                let mut st = self.st();
-                if let Some(Key::Local(l)) = st.nodes.get(&d.ino).map(|n| n.key.clone()) {
-                    st.locals.remove(&l);
-                }
-            }
-            if let Some(w) = writer {
-                let mut w = lock(&w);
-                w.name = new_name.to_string();
-                w.replaces = vec![new_id];
-            }
-            Ok(())
-        }
-        .await;
+            Err(e) => e,
+        };
         if !keep_staged {
             self.spool.remove(&staged.path);
         }
         result
+    }
+
+    /// Stage the bytes to rename: a copy of the writer's staged bytes if it has any,
+    /// else of the (cached) download.
+    async fn stage_copy(&self, writer: Option<&Arc<Mutex<Writer>>>, src_id: &str, size: u64) -> CoreResult<SpoolFile> {
+        let staged = self.spool.create()?;
+        let copied = match writer {
+            Some(w) => {
+                let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());
+                blocking(move || std::fs::copy(from, to).map(|_| ()).map_err(CoreError::from)).await
+            }
+            None => match self.content_entry(src_id, size).await {
+                Ok(e) => e.copy_to(&staged.file).await,
+                Err(e) => Err(e),
+            },
+        };
+        match copied {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                self.spool.remove(&staged.path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Upload the staged copy under its new name by the upload protocol (`land`); the
+    /// new file's id. On failure, the error and whether the staged copy must stay in
+    /// the spool (a rename given up whose copy may have landed: `clean_abandoned`
+    /// deletes that copy before anything else of the name is uploaded).
+    async fn upload_copy(&self, staged: &SpoolFile, mut journal: Journal) -> Result<String, (CoreResult<()>, bool)> {
+        let fail = |e: CoreError| (Err(e), false);
+        let size = staged.file.metadata().map_err(|e| fail(e.into()))?.len();
+        journal.size = size;
+        journal.attempts = Some(Attempts {
+            before: self.known_ids(journal.client),
+            sizes: vec![size],
+        });
+        self.spool
+            .commit(&staged.file, &staged.path, &journal)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let new_id = match self.land(&staged.path, &journal, None, Priority::User).await {
+            Ok(id) => id,
+            // The listing showed that the copy did not land: nothing changed.
+            Err(f) if !f.maybe_landed => return Err(fail(f.error)),
+            Err(f) => {
+                // The copy may have landed all the same: one more listing decides.
+                let attempt = journal.attempts.clone().unwrap_or_default();
+                let found = self
+                    .find_attempts(
+                        journal.client,
+                        &journal.name,
+                        &attempt,
+                        &journal.replaces,
+                        Priority::User,
+                    )
+                    .await;
+                match found {
+                    Ok(found) if !found.is_empty() => {
+                        let id = found
+                            .into_iter()
+                            .max_by_key(|f| (f.created_ms, f.id.clone()))
+                            .map(|f| f.id);
+                        // It did: the rest of the protocol as for any landed upload.
+                        self.settle(&staged.path, &journal, id.as_deref(), &[], Priority::User)
+                            .await;
+                        id
+                    }
+                    Ok(_) => return Err(fail(f.error)),
+                    Err(_) => {
+                        // Cannot tell: the copy, if it landed, is deleted later
+                        // (`clean_abandoned`), before anything else of that name.
+                        journal.abandoned = true;
+                        let keep = self.spool.commit(&staged.file, &staged.path, &journal).await.is_ok();
+                        self.st().abandoned.insert(staged.path.clone(), journal);
+                        return Err((Err(f.error), keep));
+                    }
+                }
+            }
+        };
+        new_id.ok_or_else(|| {
+            fail(CoreError::Io(
+                "renamed copy uploaded but not found; the original is kept".into(),
+            ))
+        })
+    }
+
+    /// The copy landed as `new_id` and what it replaced is gone: the source inode now
+    /// stands for it (same bytes, so its cache entry moves along), and a destination
+    /// that had staged bytes or never reached the server is dropped.
+    fn renamed(&self, client: ClientId, src: Ino, src_id: &str, new_id: &str, dst: Option<Ino>) {
+        self.cache().rekey(src_id, new_id);
+        let mut st = self.st();
+        st.rekey(src, Key::File(new_id.to_string()));
+        if let Some(n) = st.nodes.get_mut(&src) {
+            n.content_changed = false; // same bytes, new id
+        }
+        st.invalidate_view(client);
+        drop(st);
+        if let Some(d) = dst {
+            self.discard_writer(d);
+            // A destination that never reached the server leaves the directory.
+            let mut st = self.st();
+            if let Some(Key::Local(l)) = st.nodes.get(&d).map(|n| n.key.clone()) {
+                st.locals.remove(&l);
+            }
+        }
     }
 }
