@@ -260,7 +260,6 @@ fn run_mount(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let rt = runtime()?;
-    let retry_interval = c.retry_interval;
     let account = intakeq_fs::core::account_id(base, &key);
     let limiter = Arc::new(Limiter::new(
         c.rate_limit,
@@ -286,21 +285,6 @@ fn run_mount(
         Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
     rt.block_on(core.check_access())
         .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
-    {
-        let core = core.clone();
-        rt.spawn(async move {
-            let n = core.resume_pending().await;
-            if n > 0 {
-                tracing::info!("{n} staged upload(s) from an earlier run completed");
-            }
-            let mut tick = tokio::time::interval(Duration::from_secs(retry_interval.max(1)));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                core.retry_failed_uploads().await;
-            }
-        });
-    }
     let cfg = MountConfig {
         mountpoint: mountpoint.to_path_buf(),
         read_only: c.read_only,
@@ -308,6 +292,7 @@ fn run_mount(
         fuse_threads: c.fuse_threads,
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
         drain_timeout: Duration::from_secs(c.drain_timeout),
+        retry_interval: Duration::from_secs(c.retry_interval),
     };
     serve(&rt, core, &cfg, readiness)
 }

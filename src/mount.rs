@@ -21,6 +21,8 @@ pub struct MountConfig {
     pub fuse_threads: usize,
     pub metadata_ttl: Duration,
     pub drain_timeout: Duration,
+    /// How often failed closes are retried in the background.
+    pub retry_interval: Duration,
 }
 
 /// Mount `core` and serve until unmounted. Errors are one-line messages for the user.
@@ -70,6 +72,12 @@ pub fn serve<R: Remote>(
             lazy_unmount(&mountpoint);
         }
     });
+    let background = {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (core, every) = (core.clone(), cfg.retry_interval);
+        let task = rt.spawn(async move { core.run_background(every, stopped).await });
+        Background { stop, task }
+    };
     tracing::info!("mounted at {}", cfg.mountpoint.display());
     let mp = cfg.mountpoint.clone();
     rt.spawn_blocking(move || raise_readahead(&mp));
@@ -77,9 +85,17 @@ pub fn serve<R: Remote>(
     let result = session
         .run()
         .map_err(|e| format!("FUSE session ended with an error: {e}"));
-    drain(rt, &core, cfg.drain_timeout);
+    drain(rt, &core, background, cfg.drain_timeout);
     tracing::info!("unmounted {}", cfg.mountpoint.display());
     result
+}
+
+/// The core's background work (`Core::run_background`) and the switch that stops it.
+struct Background {
+    /// Set to true at unmount: the loop finishes its step and returns.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The loop itself, awaited by `drain`.
+    task: tokio::task::JoinHandle<()>,
 }
 
 type Signals = (
@@ -129,15 +145,18 @@ fn lazy_unmount(mountpoint: &Path) {
 
 /// Give uploads still running a bounded time to finish; what does not finish stays in
 /// the spool for the next mount.
-fn drain<R: Remote>(rt: &tokio::runtime::Runtime, core: &Core<R>, timeout: Duration) {
-    rt.block_on(async {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while core.uploads_in_flight() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+fn drain<R: Remote>(rt: &tokio::runtime::Runtime, core: &Core<R>, background: Background, timeout: Duration) {
+    background.stop.send_replace(true);
+    let settled = rt.block_on(async {
+        // The background step under way finishes; then whatever close is still uploading.
+        let all = async {
+            let _ = background.task.await;
+            core.uploads_settled().await;
+        };
+        tokio::time::timeout(timeout, all).await
     });
     let left = core.uploads_in_flight();
-    if left > 0 {
+    if settled.is_err() || left > 0 {
         tracing::warn!("{left} upload(s) still running at exit; they stay in the spool for the next mount");
     }
 }

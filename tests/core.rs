@@ -923,3 +923,46 @@ async fn a_crash_between_the_confirmed_upload_and_the_delete_leaves_one_file() {
     assert_eq!(store.count(Endpoint::Delete), 1);
     assert_eq!(core.resume_pending().await, 0, "the spool is empty afterwards");
 }
+
+/// Unmount stops the background loop between steps: a retry under way is finished
+/// (its upload lands), never dropped half-way.
+#[tokio::test(start_paused = true)]
+async fn a_retry_under_way_when_the_mount_stops_is_finished_not_dropped() {
+    let t = setup();
+    t.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    assert!(t.put("/clients/1002", "late.txt", b"finish me").await.is_err());
+    assert_eq!(t.core.pending_uploads(), 1);
+    t.store
+        .push_fault(Some(Endpoint::Upload), Fault::Delay(Duration::from_secs(5)), Some(1));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopper = async {
+        while t.store.count(Endpoint::Upload) < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.send_replace(true);
+    };
+    tokio::join!(t.core.run_background(Duration::from_secs(1), stopped), stopper);
+    assert_eq!(&t.store.files_named(1002, "late.txt")[0].data[..], b"finish me");
+    assert_eq!(t.core.pending_uploads(), 0);
+    assert_eq!(t.core.uploads_in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_background_loop_stops_at_once() {
+    let t = setup();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = tokio::time::Instant::now();
+    let stopper = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.send_replace(true);
+    };
+    tokio::join!(t.core.run_background(Duration::from_secs(3600), stopped), stopper);
+    assert!(started.elapsed() < Duration::from_secs(3), "not a whole interval");
+}

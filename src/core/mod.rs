@@ -2,6 +2,43 @@
 //! handles, metadata caching, staged writes and their uploads. It answers with data
 //! (attributes, entries, bytes) or a [`CoreError`], never with FUSE replies, and talks
 //! to IntakeQ only through the [`Remote`] trait.
+//!
+//! # Layout
+//! One file per question a maintainer asks; each holds one `impl Core` block.
+//! - `state.rs`: what an inode or a handle stands for (`Key`, `Node`, `Handle`, `State`).
+//! - `metadata.rs`: listings (folders, a client's files, the client list), their TTL and
+//!   single flight. `view.rs`: the names a directory shows, computed from them.
+//! - `namespace.rs`: lookup, getattr, readdir, statfs. `read.rs`: open and read.
+//! - `writer.rs`: a written file's staged bytes and its life cycle (`writer::Life`,
+//!   with the transition table). `upload.rs`: the one upload protocol (journal, upload,
+//!   confirm, delete what it replaces, drop the journal) and the background retry.
+//! - `delete.rs`: unlink, replaced files, owed deletes, renames given up.
+//!   `rename.rs`: rename. `resume.rs`: what an earlier run left in the spool, and the
+//!   background loop.
+//! - `content.rs` (downloaded bytes), `spool.rs` (staged bytes and journal on disk),
+//!   `names.rs` (name mapping), `error.rs` (`CoreError`).
+//!
+//! # Invariants
+//! - An inode number always means the same client, folder or file id (`Key`s are never
+//!   reused); an overwrite or rename re-points the inode the user holds (`State::rekey`).
+//! - `close()` returning 0 means the server has the bytes; until then they are in the
+//!   spool, and from the moment an upload starts its journal entry is on disk.
+//! - Staged bytes of a file that was unlinked or renamed over are never uploaded.
+//! - No request is blindly repeated when its first attempt may have taken effect: a
+//!   listing decides first.
+//!
+//! # Locks, and the order they are taken in
+//! 1. Flight locks (`Core::flight`, tokio mutexes, held across `.await`): one per
+//!    listing (`Folders`, `Files(c)`, `Clients`) so concurrent callers share one
+//!    request, and `Mutate(c)`, which serialises a client's uploads, deletes and renames.
+//!    A task holds at most one; the mutation paths call the remote directly while they
+//!    hold `Mutate(c)`, never a listing's flight.
+//! 2. `Core::state` (std mutex, never held across `.await`), then a `Writer`'s mutex
+//!    (state → writer, never the reverse: `retire_writer` checks a writer's handles under
+//!    the state lock so a new opener cannot join a writer being retired).
+//! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
+//!    (cache → entry). The state and content locks are never held together.
+//! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
 
 pub mod content;
 mod delete;
@@ -120,7 +157,9 @@ pub struct Core<R: Remote> {
     flights: Mutex<HashMap<Flight, Arc<tokio::sync::Mutex<()>>>>,
     spool: Spool,
     mounted_at: SystemTime,
-    uploads: std::sync::atomic::AtomicUsize,
+    /// Uploads (with their confirming listing and deletes) running now; drain at
+    /// unmount waits for this to reach 0.
+    uploads: tokio::sync::watch::Sender<usize>,
 }
 
 impl<R: Remote> std::fmt::Debug for Core<R> {
@@ -142,7 +181,7 @@ impl<R: Remote> Core<R> {
         let root = st.ino_for(Key::Root, ROOT_INO, Kind::Dir);
         let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
         debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
-        Ok(Core {
+        let core = Core {
             remote: Arc::new(remote),
             content: Mutex::new(ContentCache::new(
                 opts.cache_bytes,
@@ -154,8 +193,10 @@ impl<R: Remote> Core<R> {
             flights: Mutex::new(HashMap::new()),
             spool,
             mounted_at: SystemTime::now(),
-            uploads: std::sync::atomic::AtomicUsize::new(0),
-        })
+            uploads: tokio::sync::watch::Sender::new(0),
+        };
+        core.inherit_owed_deletes();
+        Ok(core)
     }
 
     pub fn remote(&self) -> &R {

@@ -1,54 +1,97 @@
 //! Crash resume: finishing at mount the uploads and deletes that an earlier run journaled
 //! but did not confirm.
 
-use super::metadata::Flight;
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::error::CoreResult;
-use super::spool::{Journal, OwedDelete};
-use super::Core;
+use super::metadata::Flight;
+use super::spool::Journal;
+use super::writer::lock;
+use super::{Core, Ino};
 use crate::remote::{Priority, Remote};
 
 impl<R: Remote> Core<R> {
+    /// Deletes an earlier run owed, read when the core is made: the files they replaced
+    /// are hidden from the first listing on, and deleted by `resume_pending`.
+    pub(super) fn inherit_owed_deletes(&self) {
+        let mut st = self.st();
+        for d in self.spool.owed_deletes() {
+            if d.account == self.opts.account {
+                st.owed_deletes.insert(d.id, d.client);
+            }
+        }
+    }
+
+    /// The mount's background work until `stop` turns true: finish what an earlier
+    /// run journaled, then retry failed closes every `every`. A step under way when
+    /// `stop` comes is finished, never dropped half-way: unmount waits for this future
+    /// (within `--drain-timeout`) after setting `stop`.
+    pub async fn run_background(&self, every: Duration, mut stop: watch::Receiver<bool>) {
+        if *stop.borrow() {
+            return;
+        }
+        let n = self.resume_pending().await;
+        if n > 0 {
+            tracing::info!("{n} staged upload(s) from an earlier run completed");
+        }
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.retry_failed_uploads().await;
+        }
+    }
+
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
     /// upload, shutdown timeout). Returns how many landed.
     pub async fn resume_pending(&self) -> usize {
-        let owed: Vec<OwedDelete> = self
-            .spool
-            .owed_deletes()
-            .into_iter()
-            .filter(|d| d.account == self.opts.account)
-            .collect();
-        {
-            let mut st = self.st();
-            for d in owed {
-                st.owed_deletes.insert(d.id, d.client);
-                st.invalidate_view(d.client);
-            }
-        }
         self.settle_owed_deletes(Priority::Background).await;
-        let mut uploads = Vec::new();
+        let mut earlier = Vec::new();
+        let mut ours = Vec::new();
         for (path, j) in self.spool.pending() {
             if j.account != self.opts.account {
                 tracing::debug!("spool entry {} belongs to another account", path.display());
-                continue;
-            }
-            if j.abandoned {
+            } else if j.abandoned {
                 // A rename given up: nothing is uploaded, and its copy, if it landed, is
                 // deleted before anything else goes up under that name.
                 self.st().abandoned.insert(path, j);
+            } else if let Some(ino) = self.writer_staged_at(&path) {
+                // This run's own failed close: its writer uploads it, so the writer's
+                // state stays true (a journal is never sent twice).
+                ours.push(ino);
             } else {
-                uploads.push((path, j));
+                earlier.push((path, j));
             }
         }
         self.clean_all_abandoned().await;
         let mut landed = 0;
-        for (path, j) in uploads {
+        for (path, j) in earlier {
             if self.resume_upload(&path, &j).await {
                 landed += 1;
             }
         }
+        for ino in ours {
+            if self.upload_writer(ino, Priority::Background).await.is_ok() {
+                landed += 1;
+                self.retire_writer(ino);
+            }
+        }
         landed
+    }
+
+    /// The writer whose staged bytes are at `path`, if one of this run's is.
+    fn writer_staged_at(&self, path: &Path) -> Option<Ino> {
+        let st = self.st();
+        st.writers
+            .iter()
+            .find(|(_, w)| lock(w).spool.path == path)
+            .map(|(ino, _)| *ino)
     }
 
     /// Run the upload protocol (`land`) for one journaled upload of an earlier run;

@@ -37,6 +37,15 @@ impl UploadFailed {
     }
 }
 
+/// One running upload in `Core::uploads`, counted down when dropped.
+struct Running<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl<R: Remote> Core<R> {
     /// Retry uploads that failed at `close()` and are no longer open (the background
     /// retry loop calls this), after cleaning up renames given up. Returns how many
@@ -81,15 +90,21 @@ impl<R: Remote> Core<R> {
 
     /// Uploads (with their confirming listing and deletes) running now.
     pub fn uploads_in_flight(&self) -> usize {
-        self.uploads.load(std::sync::atomic::Ordering::SeqCst)
+        *self.uploads.borrow()
+    }
+
+    /// Wait until no upload is running (drain at unmount).
+    pub async fn uploads_settled(&self) {
+        let mut rx = self.uploads.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Upload a writer's staged bytes, learn the new id, then delete what it replaces.
     pub(super) async fn upload_writer(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
-        self.uploads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let r = self.upload_writer_inner(ino, prio).await;
-        self.uploads.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        r
+        self.uploads.send_modify(|n| *n += 1);
+        // Counted down even if this future is dropped half-way.
+        let _running = Running(&self.uploads);
+        self.upload_writer_inner(ino, prio).await
     }
 
     async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
