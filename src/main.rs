@@ -119,6 +119,10 @@ struct MockArgs {
     /// Load the demo data set.
     #[arg(long)]
     demo: bool,
+    /// Answer shapes where the contract is unconfirmed: `contract` (the likely ones) or
+    /// `alt` (the plausible alternatives; see src/fake/profile.rs).
+    #[arg(long, value_enum, default_value_t = fake::profile::Profile::Contract)]
+    profile: fake::profile::Profile,
 }
 
 fn main() -> ExitCode {
@@ -361,6 +365,7 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
     } else {
         fake::store::Store::new()
     };
+    store.set_profile(a.profile);
     let rt = runtime()?;
     rt.block_on(async move {
         let (bound, task) = fake::server::spawn(store, a.listen, key)
