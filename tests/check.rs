@@ -312,15 +312,36 @@ async fn a_rejected_account_key_stops_after_one_call() {
 
 // ----- canned servers: answers the fake cannot give -----
 
-/// A server answering every request with `answer(path)`, counting requests.
-async fn canned(answer: fn(&str) -> Response) -> (String, Arc<AtomicU64>) {
+/// One request as a canned server sees it.
+struct Call {
+    /// `GET`, `POST`, ...
+    method: String,
+    /// Path and query, e.g. `/api/v1/files?clientId=1`.
+    target: String,
+    /// Whether it carried the test key.
+    key_ok: bool,
+}
+
+/// A server answering every request with `answer`, counting requests.
+async fn canned<F>(answer: F) -> (String, Arc<AtomicU64>)
+where
+    F: Fn(Call) -> Response + Clone + Send + Sync + 'static,
+{
     let hits = Arc::new(AtomicU64::new(0));
     let h = hits.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let h = h.clone();
+        let (h, answer) = (h.clone(), answer.clone());
         async move {
             h.fetch_add(1, Ordering::SeqCst);
-            answer(req.uri().path())
+            let call = Call {
+                method: req.method().to_string(),
+                target: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                key_ok: req
+                    .headers()
+                    .get("x-auth-key")
+                    .is_some_and(|v| v.as_bytes() == KEY.as_bytes()),
+            };
+            answer(call)
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -329,17 +350,18 @@ async fn canned(answer: fn(&str) -> Response) -> (String, Arc<AtomicU64>) {
     (format!("http://{addr}/api/v1/"), hits)
 }
 
+fn json(body: &str) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 #[tokio::test]
 async fn redirects_are_reported_with_the_host_only_and_never_followed() {
     let (elsewhere, elsewhere_hits) = canned(|_| StatusCode::OK.into_response()).await;
     let target = format!("{elsewhere}steal?name=Jane%20Doe");
-    // The handler is a plain fn: pass the target through a static.
-    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TARGET.set(target).unwrap();
-    let (base, hits) = canned(|_| {
+    let (base, hits) = canned(move |_| {
         let mut r = StatusCode::FOUND.into_response();
         r.headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_str(TARGET.get().unwrap()).unwrap());
+            .insert(header::LOCATION, HeaderValue::from_str(&target).unwrap());
         r
     })
     .await;
@@ -359,10 +381,93 @@ async fn redirects_are_reported_with_the_host_only_and_never_followed() {
     assert!(!text.contains("steal") && !text.contains("Jane"), "{text}");
 }
 
+/// A client 1 whose only files are whatever the round trip's upload makes appear:
+/// `after_upload` is the listing once the upload was received (until the delete).
+async fn round_trip_server(after_upload: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l = log.clone();
+    let (base, _) = canned(move |c: Call| {
+        let mut log = l.lock().unwrap();
+        let uploaded = log.iter().any(|x| x.starts_with("POST"));
+        let deleted = log.iter().any(|x| x.starts_with("DELETE"));
+        log.push(format!("{} {}", c.method, c.target));
+        if !c.key_ok {
+            return (StatusCode::UNAUTHORIZED, json(r#"{"Message": "bad key"}"#)).into_response();
+        }
+        match (c.method.as_str(), c.target.as_str()) {
+            ("GET", "/api/v1/folders") => json("[]"),
+            ("GET", t) if t.starts_with("/api/v1/clients") => json(r#"[{"ClientId": 1, "Name": "Jane Doe"}]"#),
+            ("GET", "/api/v1/files?clientId=1") if uploaded && !deleted => json(after_upload),
+            ("GET", t) if t.starts_with("/api/v1/files?") => json("[]"),
+            ("POST", "/api/v1/files/1") => StatusCode::OK.into_response(),
+            ("GET", "/api/v1/files/m1") => check::MARKER_BYTES.into_response(),
+            ("DELETE", _) => StatusCode::OK.into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    (base, log)
+}
+
+#[tokio::test]
+async fn a_stored_name_that_differs_is_unsafe_and_shown_exactly_as_it_is_the_marker() {
+    let (base, log) = round_trip_server(
+        r#"[{"Id": "m1", "DateCreated": 1700000000000, "Size": 74, "FileName": "intakeq-fs check _quoted_ e u __.txt",
+             "ContentType": "text/plain", "FolderId": null}]"#,
+    )
+    .await;
+    let (r, _) = run(&opts(&base, Some(1), true)).await;
+    assert_eq!(r.codes(), vec!["stored-name-differs"], "{}", r.to_text());
+    assert_eq!(
+        r.findings[0].observed,
+        "sent \"intakeq-fs check \\\"quoted\\\" \\u{e9} \\u{fc} \\u{65e5}\\u{672c}.txt\", \
+         stored \"intakeq-fs check _quoted_ e u __.txt\""
+    );
+    assert_eq!(r.exit_code(), check::EXIT_UNSAFE);
+    assert_eq!(r.leftover, None);
+    // No download in the read-only part: the client had no files.
+    assert_eq!(r.calls, 10);
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|x| x.starts_with("DELETE"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["DELETE /api/v1/files/m1".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn new_files_that_are_not_recognisably_the_marker_are_never_deleted() {
+    let (base, log) = round_trip_server(
+        r#"[{"Id": "x1", "DateCreated": 1700000000000, "Size": 74, "FileName": "Jane Doe scan.pdf",
+             "ContentType": "application/pdf", "FolderId": null},
+            {"Id": "x2", "DateCreated": 1700000000001, "Size": 10, "FileName": "other.pdf",
+             "ContentType": "application/pdf", "FolderId": null}]"#,
+    )
+    .await;
+    let (r, _) = run(&opts(&base, Some(1), true)).await;
+    assert_eq!(r.exit_code(), check::EXIT_ERROR, "{}", r.to_text());
+    assert!(r
+        .incomplete
+        .as_deref()
+        .unwrap()
+        .starts_with("2 new file(s) appeared and none is recognisably the marker"));
+    assert!(r.leftover.as_deref().unwrap().contains("may have left its marker file"));
+    assert_eq!(r.calls, 7);
+    let log = log.lock().unwrap();
+    assert!(!log.iter().any(|x| x.starts_with("DELETE")), "{log:?}");
+    assert_no_secrets(&r.to_text());
+}
+
 #[tokio::test]
 async fn numbers_for_ids_and_dates_in_seconds_are_told_apart_by_severity() {
-    let (base, _) = canned(|path| {
-        let body = match path {
+    let (base, _) = canned(|c: Call| {
+        if !c.key_ok {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let path = c.target.split('?').next().unwrap_or("").to_string();
+        let body = match path.as_str() {
             "/api/v1/folders" => r#"[{"Id": 5, "Name": "Jane Doe"}]"#,
             "/api/v1/clients" => r#"[{"ClientId": "7", "Name": "Jane Doe"}]"#,
             "/api/v1/files" => {
@@ -371,7 +476,7 @@ async fn numbers_for_ids_and_dates_in_seconds_are_told_apart_by_severity() {
             }
             _ => return (StatusCode::NOT_FOUND, "").into_response(),
         };
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        json(body)
     })
     .await;
     let (r, _) = run(&opts(&base, None, false)).await;
@@ -386,7 +491,7 @@ async fn numbers_for_ids_and_dates_in_seconds_are_told_apart_by_severity() {
             ("date-seconds", Severity::Degraded),
             ("content-type-missing", Severity::Handled),
             ("file-folder-id-number", Severity::Handled),
-            ("bad-key-accepted", Severity::Unsafe),
+            ("unauthorized-empty-body", Severity::Handled),
         ]),
         "{}",
         r.to_text()

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::probe::{file_path, id_text, Fail, Halt, Keep, KeyUse, Prober};
 use super::report::Severity;
-use super::shape::{self, describe_body, describe_mime, escape_exact};
+use super::shape::{self, describe_body, describe_mime, describe_string, escape_exact};
 use super::{MARKER_BYTES, MARKER_CONTENT_TYPE, MARKER_NAME};
 use crate::remote::ClientId;
 
@@ -174,7 +174,13 @@ impl Prober<'_> {
         match stored_name.as_deref() {
             Some(n) if n == MARKER_NAME => self.observe(idx, "stored FileName: byte-exact as sent".into()),
             Some(n) => {
-                let shown = escape_exact(n);
+                // Shown exactly only while it is recognisably the marker (a name the
+                // check chose); anything else is described by shape.
+                let shown = if n.contains("intakeq-fs") {
+                    escape_exact(n)
+                } else {
+                    format!("<{}>", describe_string(n))
+                };
                 self.observe(idx, format!("stored FileName: \"{shown}\""));
                 self.find(
                     "stored-name-differs",
