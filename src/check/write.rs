@@ -244,11 +244,13 @@ impl Prober<'_> {
                 Keep::Body,
             )
             .await;
+        let mut bytes_match = false;
         match r {
             Ok(a) if a.is_success() => {
                 let listed_ct = own.get("ContentType").and_then(Value::as_str);
                 self.describe_download(idx, &a, listed_ct, stored_name.as_deref());
-                if a.body == MARKER_BYTES {
+                bytes_match = a.body == MARKER_BYTES;
+                if bytes_match {
                     self.observe(idx, "bytes: identical to the ones sent".into());
                 } else {
                     self.observe(
@@ -282,7 +284,13 @@ impl Prober<'_> {
             Err(Fail::Halt) => return Err(Halt),
         }
 
-        // Delete our file, and only it.
+        // Delete our file, and only it: a new id that is recognisably the marker by
+        // name or by content.
+        if !(bytes_match || stored_name.as_deref().is_some_and(|n| n.contains("intakeq-fs"))) {
+            return Err(self.stop(format!(
+                "the new file {own_id} has neither the marker's name nor its bytes: the check deleted nothing"
+            )));
+        }
         let del_req = format!("DELETE files/{own_id}");
         let url = self.url(&file_path(&own_id), None)?;
         let rb = self.http.delete(url);
