@@ -22,6 +22,8 @@ fn now_ms() -> i64 {
 }
 
 impl Prober<'_> {
+    /// The whole sequence: the six read-only calls, then the round trip if asked. Stops
+    /// at the first answer that ends the check (the reason is in the report).
     pub(super) async fn probe(&mut self, opts: &CheckOptions) -> Result<(), Halt> {
         self.folders().await?;
         let first = self.clients().await?;
