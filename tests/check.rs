@@ -573,6 +573,25 @@ fn binary_without_a_key_is_an_error_and_makes_no_call() {
 }
 
 #[test]
+fn binary_reads_the_key_from_api_key_file_like_mount() {
+    let srv = common::server(seeded_store(Profile::Contract));
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let out = Command::new(common::bin())
+        .args(["check", "--base-url", &srv.base, "--rate-limit", "0", "--api-key-file"])
+        .arg(&key_file)
+        .env_remove("INTAKEQ_API_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("calls:   6 of at most 6"), "{stdout}");
+    assert_eq!(srv.store.total_requests(), 6);
+    assert_no_secrets(&stdout);
+}
+
+#[test]
 fn binary_check_against_mock_server_profile_alt_replays_the_variants() {
     let mut server = Command::new(common::bin())
         .args([
