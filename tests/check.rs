@@ -221,6 +221,60 @@ async fn write_round_trip_touches_only_its_own_file_and_reports_each_step() {
 }
 
 #[tokio::test]
+async fn a_lost_upload_answer_is_listed_reported_and_cleaned_up() {
+    let s = seeded_store(Profile::Contract);
+    s.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
+    let base = serve(&s).await;
+    let before = snapshot(&s);
+    let (r, _) = run(&opts(&base, Some(1), true)).await;
+    assert_eq!(r.codes(), vec!["upload-error-but-stored"], "{}", r.to_text());
+    assert!(
+        r.incomplete.as_deref().unwrap().starts_with("POST files/1: "),
+        "{:?}",
+        r.incomplete
+    );
+    assert_eq!(r.leftover, None);
+    assert_eq!(r.exit_code(), check::EXIT_ERROR);
+    assert_eq!(
+        snapshot(&s),
+        before,
+        "the stored marker was deleted, nothing else touched"
+    );
+    assert_eq!((s.count(Endpoint::Upload), s.count(Endpoint::Delete)), (1, 1));
+    assert_eq!(r.calls, 11);
+}
+
+#[tokio::test]
+async fn an_upload_answered_500_that_stored_nothing_leaves_nothing_to_delete() {
+    let s = seeded_store(Profile::Contract);
+    s.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let base = serve(&s).await;
+    let before = snapshot(&s);
+    let (r, _) = run(&opts(&base, Some(1), true)).await;
+    assert_eq!(r.codes(), Vec::<&str>::new(), "{}", r.to_text());
+    assert_eq!(
+        r.incomplete.as_deref(),
+        Some("server error (500) at POST files/1; not retried")
+    );
+    assert_eq!(r.leftover, None);
+    assert_eq!(r.exit_code(), check::EXIT_ERROR);
+    assert_eq!(snapshot(&s), before);
+    assert_eq!(s.count(Endpoint::Delete), 0);
+    assert_eq!(r.calls, 8);
+    assert_eq!(
+        r.steps[7].observations.last().map(String::as_str),
+        Some("nothing was stored")
+    );
+}
+
+#[tokio::test]
 async fn write_without_a_client_is_refused_before_any_call() {
     let s = seeded_store(Profile::Contract);
     let base = serve(&s).await;

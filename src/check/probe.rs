@@ -44,6 +44,10 @@ pub(super) enum Fail {
     Halt,
     /// This call's answer cannot be judged (a redirect), the next calls can still run.
     Skip,
+    /// The check stops, but the call may have taken effect: its answer was lost (network
+    /// failure) or a server error. The round trip then lists to see whether its upload
+    /// landed, so it can clean up.
+    Lost,
 }
 
 impl From<Halt> for Fail {
@@ -215,7 +219,8 @@ impl Prober<'_> {
                 let text = network_text(&e);
                 (self.progress)(&format!("[{n}/{budget}] {request} → network error"));
                 self.report.steps[idx].error = Some(text.clone());
-                return (idx, Err(self.stop(format!("{request}: {text}")).into()));
+                let _ = self.stop(format!("{request}: {text}"));
+                return (idx, Err(Fail::Lost));
             }
         };
         let status = resp.status().as_u16();
@@ -259,7 +264,8 @@ impl Prober<'_> {
                 Err(e) => {
                     let text = format!("the body failed after {received} bytes: {}", network_text(&e));
                     self.report.steps[idx].error = Some(text.clone());
-                    return (idx, Err(self.stop(format!("{request}: {text}")).into()));
+                    let _ = self.stop(format!("{request}: {text}"));
+                    return (idx, Err(Fail::Lost));
                 }
             }
         }
@@ -314,12 +320,8 @@ impl Prober<'_> {
         }
         if status >= 500 {
             self.observe(idx, answer.describe());
-            return (
-                idx,
-                Err(self
-                    .stop(format!("server error ({status}) at {request}; not retried"))
-                    .into()),
-            );
+            let _ = self.stop(format!("server error ({status}) at {request}; not retried"));
+            return (idx, Err(Fail::Lost));
         }
         (idx, Ok(answer))
     }

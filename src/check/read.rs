@@ -60,7 +60,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
             self.find(
@@ -123,7 +123,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(None),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
             self.find(
@@ -194,7 +194,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(None),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         if a.status == 404 && named {
             self.observe(idx, a.describe());
@@ -401,7 +401,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         self.observe(idx, format!("file id: {}", describe_string(&id)));
         if !a.is_success() {
@@ -511,7 +511,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         self.observe(idx, a.describe());
         match a.status {
@@ -556,7 +556,7 @@ impl Prober<'_> {
         let a = match r {
             Ok(a) => a,
             Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         };
         self.observe(idx, a.describe());
         let body = serde_json::from_slice::<Value>(&a.body).ok();

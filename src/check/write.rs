@@ -38,9 +38,16 @@ impl Prober<'_> {
                 Keep::Body,
             )
             .await;
+        // A lost answer or a server error may hide a stored file: the listing below
+        // finds it, so the check can report it and clean up.
+        let mut lost = false;
         let upload = match r {
             Ok(a) => Some(a),
             Err(Fail::Skip) => None,
+            Err(Fail::Lost) => {
+                lost = true;
+                None
+            }
             Err(Fail::Halt) => return Err(Halt),
         };
         self.observe(
@@ -160,6 +167,16 @@ impl Prober<'_> {
                 new.len()
             )));
         };
+        if lost {
+            self.find(
+                "upload-error-but-stored",
+                Severity::Handled,
+                &req,
+                "the upload's answer was lost or a server error, yet the file was stored".into(),
+                "an upload without a success answer may have landed: the mount lists before sending it again \
+                 (it does), so nothing is stored twice",
+            );
+        }
         let Some(own_id) = id_text(own.get("Id")) else {
             return Err(self.stop("the marker file has no readable Id".into()));
         };
@@ -281,7 +298,7 @@ impl Prober<'_> {
                 );
             }
             Err(Fail::Skip) => {}
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         }
 
         // Delete our file, and only it: a new id that is recognisably the marker by
@@ -317,7 +334,7 @@ impl Prober<'_> {
                 }
             }
             Err(Fail::Skip) => {}
-            Err(Fail::Halt) => return Err(Halt),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
         }
 
         // List again: gone? The others untouched?
