@@ -121,9 +121,12 @@ impl Report {
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct Out<'a> {
+            /// The report's own fields, at the top level.
             #[serde(flatten)]
             report: &'a Report,
+            /// What the command exits with.
             exit_code: u8,
+            /// The one-line verdict.
             verdict: &'a str,
         }
         let out = Out {
