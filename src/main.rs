@@ -1,4 +1,4 @@
-//! The `intakeq-fs` command line: `mount`, `demo` and `mock-server`. Reads the API key
+//! The `intakeq-fs` command line: `mount`, `demo`, `mock-server` and `check`. Reads the API key
 //! from the environment or a file (never from argv), sets up logging, goes to the
 //! background when asked, and wires the HTTP remote, the core and the FUSE session.
 
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use intakeq_fs::check;
 use intakeq_fs::core::{Core, Options};
 use intakeq_fs::daemon::{self, Readiness};
 use intakeq_fs::fake;
@@ -37,6 +38,9 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the fake IntakeQ server alone and print its base URL.
     MockServer(MockArgs),
+    /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
+    /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.
+    Check(check::CheckArgs),
 }
 
 #[derive(Args, Clone)]
@@ -119,6 +123,10 @@ struct MockArgs {
     /// Load the demo data set.
     #[arg(long)]
     demo: bool,
+    /// Answer shapes where the contract is unconfirmed: `contract` (the likely ones) or
+    /// `alt` (the plausible alternatives; see src/fake/profile.rs).
+    #[arg(long, value_enum, default_value_t = fake::profile::Profile::Contract)]
+    profile: fake::profile::Profile,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +136,7 @@ fn main() -> ExitCode {
         Cmd::Mount(a) => cmd_mount(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::MockServer(a) => cmd_mock(a),
+        Cmd::Check(a) => return cmd_check(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +214,17 @@ fn read_key(file: Option<&Path>) -> Result<String, String> {
         return Err("no API key: set INTAKEQ_API_KEY or pass --api-key-file FILE".into());
     }
     Ok(key)
+}
+
+/// `check`: the key is read as for `mount`; the check owns everything else.
+fn cmd_check(a: check::CheckArgs) -> ExitCode {
+    match read_key(a.api_key_file.as_deref()) {
+        Ok(key) => check::run_cli(a, key, DEFAULT_BASE_URL),
+        Err(msg) => {
+            eprintln!("intakeq-fs: {msg}");
+            ExitCode::from(check::EXIT_ERROR)
+        }
+    }
 }
 
 fn check_mountpoint(p: &Path) -> Result<(), String> {
@@ -346,6 +366,7 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
     } else {
         fake::store::Store::new()
     };
+    store.set_profile(a.profile);
     let rt = runtime()?;
     rt.block_on(async move {
         let (bound, task) = fake::server::spawn(store, a.listen, key)

@@ -1,7 +1,8 @@
 //! The fake IntakeQ HTTP server: the Files and Clients API over a [`Store`], faithful
 //! to the API contract, with the store's fault plan applied at the connection level
 //! (dropped connections, cut bodies, hangs), a download bandwidth cap, and a small
-//! uncounted `/_admin/` API for tests and the benchmark script.
+//! uncounted `/_admin/` API for tests and the benchmark script. Where the contract is
+//! unconfirmed, the store's [`Profile`] picks the answer's shape.
 //!
 //! axum handlers cannot close a connection without answering, so the server runs its
 //! own accept loop and serves the Router through a hyper service that turns a
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::demo::pseudo_random_bytes;
+use super::profile::Profile;
 use super::store::{Admission, Endpoint, Fault, Store, StoredClient, StoredFile, UnknownClientFiles};
 use crate::remote::{ClientId, CLIENT_PAGE_SIZE};
 
@@ -146,6 +148,7 @@ fn router(store: Store, api_key: String) -> Router {
         .route("/_admin/clear-faults", post(admin_clear_faults))
         .route("/_admin/bandwidth", post(admin_bandwidth))
         .route("/_admin/budget", post(admin_budget))
+        .route("/_admin/profile", post(admin_profile))
         .route("/_admin/unknown-client-files", post(admin_unknown_client))
         .route("/_admin/client", post(admin_client))
         .route("/_admin/bulk-client", post(admin_bulk_client))
@@ -263,12 +266,25 @@ async fn api_gate(State(app): State<App>, mut req: Request, next: Next) -> Respo
         next.run(req).await
     } else {
         drain_body(req).await;
-        message(StatusCode::UNAUTHORIZED, "Invalid or missing API key")
+        unauthorized(app.store.profile())
     };
     if drop_after {
         return dropped();
     }
     resp
+}
+
+/// A rejected key: `{"Message": ...}`, or (alt profile) an empty `text/plain` body.
+fn unauthorized(profile: Profile) -> Response {
+    match profile {
+        Profile::Contract => message(StatusCode::UNAUTHORIZED, "Invalid or missing API key"),
+        Profile::Alt => (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+            Body::empty(),
+        )
+            .into_response(),
+    }
 }
 
 /// Read and discard a request body before answering early, as a server that reads
@@ -345,7 +361,9 @@ async fn list_clients(
             Err(_) => return message(StatusCode::BAD_REQUEST, "page must be a number"),
         },
     };
-    let profile = param(&q, "includeProfile").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    // The alt profile answers the short form whatever the query says.
+    let profile = param(&q, "includeProfile").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        && app.store.profile() == Profile::Contract;
     let rows = app.store.clients_page(param(&q, "search"), page, CLIENT_PAGE_SIZE);
     if profile {
         let rows: Vec<ClientProfileJson> = rows
@@ -523,7 +541,10 @@ async fn upload(
         return message(StatusCode::BAD_REQUEST, "No file part named 'file'");
     };
     match app.store.upload(client, &name, &ct, data) {
-        Some(_) => StatusCode::OK.into_response(),
+        Some(id) => match app.store.profile() {
+            Profile::Contract => StatusCode::OK.into_response(),
+            Profile::Alt => Json(serde_json::json!({ "Id": id })).into_response(),
+        },
         None => message(StatusCode::NOT_FOUND, "Client not found"),
     }
 }
@@ -668,6 +689,26 @@ async fn admin_budget(State(app): State<App>, body: Result<Json<BudgetReq>, Json
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => bad_json(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProfileReq {
+    /// `"contract"` or `"alt"`.
+    profile: String,
+}
+
+async fn admin_profile(State(app): State<App>, body: Result<Json<ProfileReq>, JsonRejection>) -> Response {
+    let r = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_json(e),
+    };
+    match Profile::from_name(&r.profile) {
+        Some(p) => {
+            app.store.set_profile(p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => message(StatusCode::BAD_REQUEST, "profile is \"contract\" or \"alt\""),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::profile::Profile;
 use crate::remote::ClientId;
 
 /// The API calls the fake knows, for counting and for aiming faults.
@@ -135,6 +136,8 @@ pub struct State {
     /// Download bandwidth cap, bytes per second.
     pub bandwidth: Option<u64>,
     pub unknown_client_files: UnknownClientFiles,
+    /// Which unconfirmed answer shapes the server uses.
+    pub profile: Profile,
 }
 
 /// The shared fake account. Cheap to clone (an `Arc`).
@@ -234,6 +237,15 @@ impl Store {
         s.budget_retry_after = retry_after;
     }
 
+    /// Serve the answer shapes of `profile` from now on.
+    pub fn set_profile(&self, profile: Profile) {
+        self.lock().profile = profile;
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.lock().profile
+    }
+
     pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
         self.lock().bandwidth = bytes_per_sec;
     }
@@ -310,8 +322,8 @@ impl Store {
         self.files_of(client).into_iter().filter(|f| f.name == name).collect()
     }
 
-    /// `POST files/<client>`: lands with no folder; the answer carries no id.
-    /// `None` if the client does not exist.
+    /// `POST files/<client>`: lands with no folder; returns the new id (the default profile
+    /// does not send it back). `None` if the client does not exist.
     pub fn upload(&self, client: ClientId, name: &str, content_type: &str, data: Bytes) -> Option<String> {
         if !self.has_client(client) {
             return None;

@@ -1,0 +1,608 @@
+//! The read-only probe: `GET folders`, the first page of clients, one client's files,
+//! one download (the smallest non-empty file, counted and discarded), a client id that
+//! does not exist, and a made-up key; each answer judged against the contract.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use serde_json::Value;
+
+use super::probe::{client_id, file_path, id_text, Answer, Fail, Halt, Keep, KeyUse, Prober};
+use super::report::Severity;
+use super::shape::{self, describe_body, describe_mime, describe_string, RowsShape};
+use super::{CheckOptions, UNKNOWN_CLIENT, Y2000_SECS};
+use crate::remote::ClientId;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(i64::MAX / 2)
+}
+
+impl Prober<'_> {
+    /// The whole sequence: the six read-only calls, then the round trip if asked. Stops
+    /// at the first answer that ends the check (the reason is in the report).
+    pub(super) async fn probe(&mut self, opts: &CheckOptions) -> Result<(), Halt> {
+        self.folders().await?;
+        let first = self.clients().await?;
+        let client = opts.client.or(first);
+        let rows = match client {
+            Some(c) => self.files(c, opts.client.is_some()).await?,
+            None => None,
+        };
+        if let Some(rows) = &rows {
+            self.download_smallest(rows).await?;
+        }
+        self.unknown_client().await?;
+        self.bad_key().await?;
+        if opts.write {
+            match (opts.client, &rows) {
+                (Some(c), Some(rows)) => self.round_trip(c, rows).await?,
+                _ => {
+                    return Err(self.stop(
+                        "the upload round trip did not run: the client's listing before it could not be read".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn folders(&mut self) -> Result<(), Halt> {
+        let req = "GET folders".to_string();
+        let url = self.url("folders", None)?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(req.clone(), "the account's folders", rb, KeyUse::Real, Keep::Body)
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(()),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
+            self.find(
+                "folders-unreadable",
+                Severity::Unsafe,
+                &req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "the mount lists folders to start and to place files: it would refuse to mount",
+            );
+            return Ok(());
+        };
+        let shape = RowsShape::of(&rows, &["Id", "Name"]);
+        for l in shape.describe_lines() {
+            self.observe(idx, l);
+        }
+        let id = shape.field("Id");
+        if id.count("integer") > 0 && id.count_other_than(&["string", "integer"]) == 0 && id.missing == 0 {
+            self.find(
+                "folder-id-number",
+                Severity::Handled,
+                &req,
+                format!("folder Id: {}", id.describe()),
+                "folder ids come as numbers: the mount must read them as text (row-by-row tolerant parsing)",
+            );
+        } else if id.count_other_than(&["string"]) > 0 || id.missing > 0 || shape.non_objects > 0 {
+            self.find(
+                "folder-id-unreadable",
+                Severity::Degraded,
+                &req,
+                format!("folder Id: {}", id.describe()),
+                "folders without a readable Id cannot be shown: their files appear nowhere or at the top level",
+            );
+        }
+        let name = shape.field("Name");
+        if name.count_other_than(&["string"]) > 0 || name.missing > 0 {
+            self.find(
+                "folder-name-unreadable",
+                Severity::Degraded,
+                &req,
+                format!("folder Name: {}", name.describe()),
+                "folders without a Name string cannot be shown under their name",
+            );
+        }
+        self.folder_ids = Some(
+            rows.iter()
+                .filter_map(|r| id_text(r.get("Id")))
+                .collect::<BTreeSet<String>>(),
+        );
+        Ok(())
+    }
+
+    /// `GET clients` page 1 with the profile: the first client's id, if any.
+    async fn clients(&mut self) -> Result<Option<ClientId>, Halt> {
+        let req = "GET clients?includeProfile=true&page=1".to_string();
+        let url = self.url("clients", Some("includeProfile=true&page=1"))?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(req.clone(), "the first page of clients", rb, KeyUse::Real, Keep::Body)
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(None),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
+            self.find(
+                "clients-unreadable",
+                Severity::Degraded,
+                &req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "`ls clients/` fails, and clients without files cannot be opened; paths of clients \
+                 with files still work",
+            );
+            return Ok(None);
+        };
+        let shape = RowsShape::of(&rows, &["ClientId", "ClientNumber", "Name", "FirstName", "LastName"]);
+        for l in shape.describe_lines() {
+            self.observe(idx, l);
+        }
+        let cid = shape.field("ClientId");
+        let num = shape.field("ClientNumber");
+        if rows.is_empty() {
+            self.observe(idx, "no clients on the first page".into());
+        } else if cid.count("integer") == rows.len() {
+            // As the contract says.
+        } else if cid.missing == rows.len() && num.count("integer") + num.count("string") == rows.len() {
+            self.find(
+                "client-rows-short-form",
+                Severity::Degraded,
+                &req,
+                format!(
+                    "rows carry ClientNumber ({}) and no ClientId, although includeProfile=true was sent",
+                    num.describe()
+                ),
+                "the service ignores includeProfile=true: the mount must take the id from ClientNumber, \
+                 else `ls clients/` fails and clients without files cannot be opened",
+            );
+        } else if cid.count_other_than(&["integer", "string"]) == 0 && cid.missing == 0 {
+            self.find(
+                "client-id-string",
+                Severity::Handled,
+                &req,
+                format!("ClientId: {}", cid.describe()),
+                "client ids come as strings: the mount must parse them as numbers (tolerant parsing)",
+            );
+        } else {
+            self.find(
+                "client-id-unreadable",
+                Severity::Degraded,
+                &req,
+                format!("ClientId: {}; ClientNumber: {}", cid.describe(), num.describe()),
+                "some clients have no readable id: they are missing from `ls clients/`",
+            );
+        }
+        Ok(rows
+            .iter()
+            .find_map(|r| client_id(r.get("ClientId")).or_else(|| client_id(r.get("ClientNumber")))))
+    }
+
+    /// `GET files?clientId=c`: the rows, judged against the contract.
+    async fn files(&mut self, c: ClientId, named: bool) -> Result<Option<Vec<Value>>, Halt> {
+        let req = format!("GET files?clientId={c}");
+        let purpose = if named {
+            "the files of the client named with --client"
+        } else {
+            "the files of the first client listed"
+        };
+        let url = self.url("files", Some(&format!("clientId={c}")))?;
+        let rb = self.http.get(url);
+        let (idx, r) = self.call(req.clone(), purpose, rb, KeyUse::Real, Keep::Body).await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(None),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        if a.status == 404 && named {
+            self.observe(idx, a.describe());
+            return Err(self.stop(format!(
+                "client {c} was not found (404): check the id given with --client"
+            )));
+        }
+        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
+            self.find(
+                "files-unreadable",
+                Severity::Unsafe,
+                &req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "the mount cannot list a client's files, nor confirm its uploads",
+            );
+            return Ok(None);
+        };
+        self.judge_file_rows(idx, &req, &rows);
+        if rows.is_empty() {
+            self.observe(
+                idx,
+                "the client has no files: the download is not probed (name a client with files with --client)".into(),
+            );
+        }
+        Ok(Some(rows))
+    }
+
+    fn judge_file_rows(&mut self, idx: usize, req: &str, rows: &[Value]) {
+        let shape = RowsShape::of(
+            rows,
+            &["Id", "DateCreated", "Size", "FileName", "ContentType", "FolderId"],
+        );
+        for l in shape.describe_lines() {
+            self.observe(idx, l);
+        }
+        if shape.non_objects > 0 {
+            self.find(
+                "file-row-not-object",
+                Severity::Unsafe,
+                req,
+                format!("{} of {} rows are not objects", shape.non_objects, shape.rows),
+                "files listed that way are invisible to the mount, which then cannot confirm uploads",
+            );
+        }
+        let id = shape.field("Id");
+        if id.missing > 0 || id.count_other_than(&["string", "integer"]) > 0 {
+            self.find(
+                "file-id-unreadable",
+                Severity::Unsafe,
+                req,
+                format!("Id: {}", id.describe()),
+                "files without a readable Id cannot be read or deleted, and uploads cannot be confirmed",
+            );
+        } else if id.count("integer") > 0 {
+            self.find(
+                "file-id-number",
+                Severity::Handled,
+                req,
+                format!("Id: {}", id.describe()),
+                "file ids come as numbers: the mount must read them as text (tolerant parsing)",
+            );
+        }
+        let name = shape.field("FileName");
+        if name.missing > 0 || name.count_other_than(&["string"]) > 0 {
+            self.find(
+                "file-name-unreadable",
+                Severity::Unsafe,
+                req,
+                format!("FileName: {}", name.describe()),
+                "the mount finds its uploads by name: without FileName it cannot confirm or overwrite safely",
+            );
+        }
+        let size = shape.field("Size");
+        if size.missing > 0 || size.count_other_than(&["integer"]) > 0 {
+            self.find(
+                "file-size-unreadable",
+                Severity::Unsafe,
+                req,
+                format!("Size: {}", size.describe()),
+                "the mount checks every download against Size: files without an integer Size cannot be read",
+            );
+        }
+        let date = shape.field("DateCreated");
+        if date.missing > 0 || date.count_other_than(&["integer", "float"]) > 0 {
+            self.find(
+                "date-unreadable",
+                Severity::Unsafe,
+                req,
+                format!("DateCreated: {}", date.describe()),
+                "the mount picks the newest same-named file by DateCreated to confirm an upload; \
+                 without it an overwrite could delete the wrong copy",
+            );
+        } else if date.count("float") > 0 {
+            self.find(
+                "date-float",
+                Severity::Handled,
+                req,
+                format!("DateCreated: {}", date.describe()),
+                "dates come with a fraction: the mount must round them (tolerant parsing)",
+            );
+        }
+        let (mut secs, mut odd) = (0usize, 0usize);
+        let now = now_ms();
+        for v in rows
+            .iter()
+            .filter_map(|r| r.get("DateCreated"))
+            .filter_map(Value::as_f64)
+        {
+            let v = v as i64;
+            let ms_ok = (Y2000_SECS * 1000..=now + 2 * 86_400_000).contains(&v);
+            let s_ok = (Y2000_SECS..=now / 1000 + 2 * 86_400).contains(&v);
+            if s_ok {
+                secs += 1;
+            } else if !ms_ok {
+                odd += 1;
+            }
+        }
+        if secs > 0 {
+            self.find(
+                "date-seconds",
+                Severity::Degraded,
+                req,
+                format!("DateCreated of {secs} row(s) reads as Unix seconds, not milliseconds"),
+                "file times show as January 1970, and uploads within one second cannot be told apart by date",
+            );
+        }
+        if odd > 0 {
+            self.find(
+                "date-out-of-range",
+                Severity::Degraded,
+                req,
+                format!("DateCreated of {odd} row(s) is neither milliseconds nor seconds since 1970 after 2000"),
+                "file times are shown wrong",
+            );
+        }
+        let ct = shape.field("ContentType");
+        if ct.missing > 0 || ct.count_other_than(&["string"]) > 0 {
+            self.find(
+                "content-type-missing",
+                Severity::Handled,
+                req,
+                format!("ContentType: {}", ct.describe()),
+                "the mount does not need ContentType (it only shows it nowhere); nothing to change",
+            );
+        }
+        let folder = shape.field("FolderId");
+        if folder.missing > 0 || folder.count_other_than(&["string", "null", "integer"]) > 0 {
+            self.find(
+                "folder-id-absent",
+                Severity::Degraded,
+                req,
+                format!("FolderId: {}", folder.describe()),
+                "files in folders show at the client's top level instead of in their folder",
+            );
+        } else if folder.count("integer") > 0 {
+            self.find(
+                "file-folder-id-number",
+                Severity::Handled,
+                req,
+                format!("FolderId: {}", folder.describe()),
+                "folder ids in file rows come as numbers: the mount must read them as text",
+            );
+        }
+        if let Some(known) = &self.folder_ids {
+            let unknown = rows
+                .iter()
+                .filter_map(|r| id_text(r.get("FolderId")))
+                .filter(|f| !known.contains(f))
+                .count();
+            if unknown > 0 {
+                // The mount shows such files in a `_folder-<id>` directory.
+                self.observe(
+                    idx,
+                    format!("{unknown} row(s) name a FolderId that GET folders did not list"),
+                );
+            }
+        }
+    }
+
+    /// `GET files/<id>` of the smallest listed file that is not empty (an empty body
+    /// proves little about `Size`): bytes counted, never kept.
+    async fn download_smallest(&mut self, rows: &[Value]) -> Result<(), Halt> {
+        let smallest = rows
+            .iter()
+            .filter_map(|r| Some((id_text(r.get("Id"))?, r.get("Size")?.as_u64()?, r)))
+            .min_by_key(|(_, size, _)| (*size == 0, *size));
+        let Some((id, size, row)) = smallest else {
+            return Ok(());
+        };
+        let listed_ct = row.get("ContentType").and_then(Value::as_str).map(str::to_string);
+        let listed_name = row.get("FileName").and_then(Value::as_str).map(str::to_string);
+        let req = "GET files/<id of the smallest file>".to_string();
+        let url = self.url(&file_path(&id), None)?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                req.clone(),
+                "one download: the smallest file's bytes are counted and discarded",
+                rb,
+                KeyUse::Real,
+                Keep::CountOnly,
+            )
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(()),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        self.observe(idx, format!("file id: {}", describe_string(&id)));
+        if !a.is_success() {
+            self.observe(idx, a.describe());
+            self.find(
+                "download-failed",
+                Severity::Unsafe,
+                &req,
+                format!(
+                    "a file just listed answered {} with {}",
+                    a.status,
+                    describe_body(&a.body)
+                ),
+                "listed files cannot be read",
+            );
+            return Ok(());
+        }
+        self.describe_download(idx, &a, listed_ct.as_deref(), listed_name.as_deref());
+        self.observe(idx, format!("received {} bytes; listed Size {size}", a.received));
+        if a.received != size {
+            self.find(
+                "size-mismatch",
+                Severity::Unsafe,
+                &req,
+                format!("the body has {} bytes, the listing's Size says {size}", a.received),
+                "the mount checks every download against Size: such files fail to read (EIO) and show the \
+                 wrong size",
+            );
+        }
+        Ok(())
+    }
+
+    /// Observations on a download's headers.
+    pub(super) fn describe_download(
+        &mut self,
+        idx: usize,
+        a: &Answer,
+        listed_ct: Option<&str>,
+        listed_name: Option<&str>,
+    ) {
+        let ct = match a.header(CONTENT_TYPE) {
+            Some(v) => {
+                let same = listed_ct.is_some_and(|l| l.eq_ignore_ascii_case(v.split(';').next().unwrap_or("").trim()));
+                format!(
+                    "Content-Type: {} ({} the listed ContentType)",
+                    describe_mime(v),
+                    if same { "same as" } else { "differs from" }
+                )
+            }
+            None => "Content-Type: absent".to_string(),
+        };
+        self.observe(idx, ct);
+        let cd = match a.header(CONTENT_DISPOSITION) {
+            Some(v) => {
+                let d = shape::parse_disposition(v);
+                let same = match (&d.name, listed_name) {
+                    (Some(n), Some(l)) => {
+                        if n == l {
+                            "equals the listed FileName byte for byte"
+                        } else {
+                            "differs from the listed FileName"
+                        }
+                    }
+                    _ => "carries no name",
+                };
+                format!("Content-Disposition: {}; its name {same}", d.describe())
+            }
+            None => "Content-Disposition: absent".to_string(),
+        };
+        self.observe(idx, cd);
+        let cl = match a.header(CONTENT_LENGTH).map(|v| v.trim().parse::<u64>()) {
+            Some(Ok(n)) if n == a.received => "Content-Length: equals the bytes received",
+            Some(Ok(_)) => "Content-Length: differs from the bytes received",
+            Some(Err(_)) => "Content-Length: not a number",
+            None => "Content-Length: absent (chunked)",
+        };
+        self.observe(idx, cl.to_string());
+        let ranges = a
+            .headers
+            .get("accept-ranges")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                if v.trim().eq_ignore_ascii_case("bytes") {
+                    "bytes"
+                } else {
+                    "other"
+                }
+            })
+            .unwrap_or("absent");
+        self.observe(idx, format!("Accept-Ranges: {ranges}"));
+    }
+
+    /// `GET files?clientId=<an id no account has>`: `[]` or 404?
+    async fn unknown_client(&mut self) -> Result<(), Halt> {
+        let req = format!("GET files?clientId={UNKNOWN_CLIENT}");
+        let url = self.url("files", Some(&format!("clientId={UNKNOWN_CLIENT}")))?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                req.clone(),
+                "a client id that does not exist",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(()),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        self.observe(idx, a.describe());
+        match a.status {
+            200 => {
+                if !matches!(serde_json::from_slice::<Value>(&a.body), Ok(Value::Array(ref v)) if v.is_empty()) {
+                    self.observe(idx, "(this id has files in the account; nothing to conclude)".into());
+                }
+            }
+            404 => self.find(
+                "unknown-client-404",
+                Severity::Handled,
+                &req,
+                format!("answered 404 with {}, not []", describe_body(&a.body)),
+                "unknown client answers 404 not []: the mount takes 404 as \"no such client\" and can skip \
+                 the client search it makes after an empty listing",
+            ),
+            s => self.find(
+                "unknown-client-status",
+                Severity::Degraded,
+                &req,
+                format!("answered {s} with {}", describe_body(&a.body)),
+                "opening a client id that does not exist fails with an I/O error instead of \"no such file\"",
+            ),
+        }
+        Ok(())
+    }
+
+    /// `GET folders` with a made-up key: the rejected-key answer's shape.
+    async fn bad_key(&mut self) -> Result<(), Halt> {
+        let req = "GET folders (made-up key)".to_string();
+        let url = self.url("folders", None)?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                req.clone(),
+                "what a rejected key looks like",
+                rb,
+                KeyUse::Bad,
+                Keep::Body,
+            )
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(()),
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        self.observe(idx, a.describe());
+        let body = serde_json::from_slice::<Value>(&a.body).ok();
+        let has_message = body
+            .as_ref()
+            .and_then(|b| b.get("Message"))
+            .is_some_and(Value::is_string);
+        match a.status {
+            401 if has_message => {}
+            401 if a.body.is_empty() => self.find(
+                "unauthorized-empty-body",
+                Severity::Handled,
+                &req,
+                format!("401 with an empty body ({})", a.describe()),
+                "a rejected key answers 401 with an empty body: the mount reports it from the status alone \
+                 (no service message to show)",
+            ),
+            401 => self.find(
+                "unauthorized-body-other",
+                Severity::Handled,
+                &req,
+                format!("401 with {}", describe_body(&a.body)),
+                "a rejected key's answer has no {\"Message\"}: the mount reports it from the status alone",
+            ),
+            403 => self.find(
+                "unauthorized-403",
+                Severity::Handled,
+                &req,
+                format!("403 with {}", describe_body(&a.body)),
+                "a rejected key answers 403, not 401: the mount treats both as a rejected key",
+            ),
+            s if (200..300).contains(&s) => self.find(
+                "bad-key-accepted",
+                Severity::Unsafe,
+                &req,
+                format!("a made-up key was answered {s}"),
+                "the service did not check the key: the answers above may not be this account's",
+            ),
+            s => self.find(
+                "bad-key-status",
+                Severity::Degraded,
+                &req,
+                format!("a made-up key was answered {s} with {}", describe_body(&a.body)),
+                "a rejected key is not recognised as such: mounting with a wrong key fails with a vague error",
+            ),
+        }
+        Ok(())
+    }
+}

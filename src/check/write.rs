@@ -1,0 +1,388 @@
+//! The write round trip (`--write --client ID`): upload a marker file, list to find
+//! the one id that was not there before, download and compare, delete that id and
+//! nothing else, list again; what the service stored and answered at each step.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::probe::{file_path, id_text, Fail, Halt, Keep, KeyUse, Prober};
+use super::report::Severity;
+use super::shape::{self, describe_body, describe_mime, describe_string, escape_exact};
+use super::{MARKER_BYTES, MARKER_CONTENT_TYPE, MARKER_NAME};
+use crate::remote::ClientId;
+
+impl Prober<'_> {
+    /// Upload a marker, list, download, compare, delete, list: only in client `c`, and
+    /// only the file whose id was not listed before.
+    pub(super) async fn round_trip(&mut self, c: ClientId, before: &[Value]) -> Result<(), Halt> {
+        let ids_before: BTreeSet<String> = before.iter().filter_map(|r| id_text(r.get("Id"))).collect();
+        let marker = escape_exact(MARKER_NAME);
+        let req = format!("POST files/{c}");
+        let part = reqwest::multipart::Part::bytes(MARKER_BYTES)
+            .file_name(MARKER_NAME)
+            .mime_str(MARKER_CONTENT_TYPE)
+            .map_err(|_| Halt)?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let url = self.url(&format!("files/{c}"), None)?;
+        let rb = self.http.post(url).multipart(form);
+        self.report.leftover = Some(format!(
+            "the check may have left its marker file \"{marker}\" in client {c}: delete it in IntakeQ"
+        ));
+        let (idx, r) = self
+            .call(
+                req.clone(),
+                "upload the marker file (multipart part `file`, as the mount sends it)",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        // A lost answer or a server error may hide a stored file: the listing below
+        // finds it, so the check can report it and clean up.
+        let mut lost = false;
+        let upload = match r {
+            Ok(a) => Some(a),
+            Err(Fail::Skip) => None,
+            Err(Fail::Lost) => {
+                lost = true;
+                None
+            }
+            Err(Fail::Halt) => return Err(Halt),
+        };
+        self.observe(
+            idx,
+            format!(
+                "sent: name \"{marker}\" ({} bytes of UTF-8), {} bytes, {MARKER_CONTENT_TYPE}",
+                MARKER_NAME.len(),
+                MARKER_BYTES.len()
+            ),
+        );
+        let mut answered_id = None;
+        let mut accepted = false;
+        if let Some(a) = &upload {
+            self.observe(idx, a.describe());
+            accepted = a.is_success();
+            let body = serde_json::from_slice::<Value>(&a.body).ok();
+            answered_id = body.as_ref().and_then(|b| id_text(b.get("Id")));
+            if !accepted {
+                self.find(
+                    "upload-rejected",
+                    Severity::Degraded,
+                    &req,
+                    format!("answered {} with {}", a.status, describe_body(&a.body)),
+                    "the service refused a name with quotes and non-ASCII letters: the mount's uploads of \
+                     such names fail at close() (the data stays in the spool, nothing is lost)",
+                );
+            } else if a.body.is_empty() {
+                // As the contract says.
+            } else if answered_id.is_some() && body.as_ref().and_then(Value::as_object).is_some_and(|o| o.len() == 1) {
+                self.find(
+                    "upload-answer-id",
+                    Severity::Handled,
+                    &req,
+                    format!("answered {} with {}", a.status, describe_body(&a.body)),
+                    "uploads answer {Id}: confirmation listings can be skipped",
+                );
+            } else {
+                self.find(
+                    "upload-answer-other",
+                    Severity::Handled,
+                    &req,
+                    format!("answered {} with {}", a.status, describe_body(&a.body)),
+                    "the upload answer has a body other than {Id}: the mount ignores it and confirms by listing",
+                );
+            }
+        }
+
+        // List: which file is new?
+        let list_req = format!("GET files?clientId={c} (after the upload)");
+        let url = self.url("files", Some(&format!("clientId={c}")))?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                list_req.clone(),
+                "find the marker file: the id not listed before",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(_) => return Err(self.stop(format!("{list_req}: no answer to judge"))),
+        };
+        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
+            return Err(self.stop(format!("{list_req}: the listing could not be read")));
+        };
+        let new: Vec<&Value> = rows
+            .iter()
+            .filter(|r| id_text(r.get("Id")).is_some_and(|id| !ids_before.contains(&id)))
+            .collect();
+        self.observe(idx, format!("{} row(s), {} not listed before", rows.len(), new.len()));
+        let name_of = |r: &Value| r.get("FileName").and_then(Value::as_str).map(str::to_string);
+        let own: Option<&Value> = if let Some(aid) = &answered_id {
+            new.iter().copied().find(|r| id_text(r.get("Id")).as_ref() == Some(aid))
+        } else {
+            None
+        }
+        .or_else(|| {
+            let exact: Vec<&Value> = new
+                .iter()
+                .copied()
+                .filter(|r| name_of(r).as_deref() == Some(MARKER_NAME))
+                .collect();
+            if exact.len() == 1 {
+                return exact.first().copied();
+            }
+            // A name changed by the service: only if it is the one new file and still
+            // recognisably the marker.
+            match new.as_slice() {
+                [one] if name_of(one).is_some_and(|n| n.contains("intakeq-fs")) => Some(*one),
+                _ => None,
+            }
+        });
+        let Some(own) = own else {
+            if new.is_empty() {
+                if accepted {
+                    self.report.leftover = None;
+                    self.find(
+                        "upload-not-listed",
+                        Severity::Unsafe,
+                        &req,
+                        "the upload was answered with success but no new file is listed".into(),
+                        "the mount cannot confirm its uploads: close() would fail or upload again",
+                    );
+                    return Err(
+                        self.stop("the uploaded marker file is not listed: nothing to download or delete".into())
+                    );
+                }
+                self.report.leftover = None;
+                self.observe(idx, "nothing was stored".into());
+                return Ok(());
+            }
+            return Err(self.stop(format!(
+                "{} new file(s) appeared and none is recognisably the marker (someone else may be uploading to \
+                 client {c}): the check deleted nothing",
+                new.len()
+            )));
+        };
+        if lost {
+            self.find(
+                "upload-error-but-stored",
+                Severity::Handled,
+                &req,
+                "the upload's answer was lost or a server error, yet the file was stored".into(),
+                "an upload without a success answer may have landed: the mount lists before sending it again \
+                 (it does), so nothing is stored twice",
+            );
+        }
+        let Some(own_id) = id_text(own.get("Id")) else {
+            return Err(self.stop("the marker file has no readable Id".into()));
+        };
+        self.report.leftover = Some(format!(
+            "the check's marker file (id {own_id}) is still in client {c}: delete it in IntakeQ"
+        ));
+        self.observe(idx, format!("marker file id: {own_id}"));
+        if answered_id.as_ref().is_some_and(|aid| *aid != own_id) {
+            self.observe(idx, "the id the upload answered differs from the listed one".into());
+        }
+        let stored_name = name_of(own);
+        match stored_name.as_deref() {
+            Some(n) if n == MARKER_NAME => self.observe(idx, "stored FileName: byte-exact as sent".into()),
+            Some(n) => {
+                // Shown exactly only while it is recognisably the marker (a name the
+                // check chose); anything else is described by shape.
+                let shown = if n.contains("intakeq-fs") {
+                    escape_exact(n)
+                } else {
+                    format!("<{}>", describe_string(n))
+                };
+                self.observe(idx, format!("stored FileName: \"{shown}\""));
+                self.find(
+                    "stored-name-differs",
+                    Severity::Unsafe,
+                    &list_req,
+                    format!("sent \"{marker}\", stored \"{shown}\""),
+                    "the mount finds its uploads by their exact name: such names are not confirmed (close() \
+                     fails or uploads again) and show under a different name",
+                );
+            }
+            None => {}
+        }
+        let stored_size = own.get("Size").and_then(Value::as_u64);
+        self.observe(
+            idx,
+            format!(
+                "stored Size: {}; FolderId: {}; ContentType: {}",
+                stored_size
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unreadable".into()),
+                own.get("FolderId").map(shape::kind).unwrap_or("absent"),
+                own.get("ContentType")
+                    .and_then(Value::as_str)
+                    .map(describe_mime)
+                    .unwrap_or_else(|| "absent".into())
+            ),
+        );
+        if stored_size.is_some_and(|s| s != MARKER_BYTES.len() as u64) {
+            self.find(
+                "stored-size-differs",
+                Severity::Unsafe,
+                &list_req,
+                format!(
+                    "sent {} bytes, listed Size {}",
+                    MARKER_BYTES.len(),
+                    stored_size.unwrap_or(0)
+                ),
+                "sizes of uploaded files are wrong: reading them back fails (EIO)",
+            );
+        }
+        if own.get("FolderId").is_some_and(|f| !f.is_null()) {
+            self.find(
+                "upload-in-folder",
+                Severity::Degraded,
+                &list_req,
+                "the uploaded file landed in a folder".into(),
+                "files written to a client's directory move into a folder directory after upload",
+            );
+        }
+
+        // Download and compare.
+        let dl_req = format!("GET files/{own_id}");
+        let url = self.url(&file_path(&own_id), None)?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                dl_req.clone(),
+                "download the marker file and compare",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        let mut bytes_match = false;
+        match r {
+            Ok(a) if a.is_success() => {
+                let listed_ct = own.get("ContentType").and_then(Value::as_str);
+                self.describe_download(idx, &a, listed_ct, stored_name.as_deref());
+                bytes_match = a.body == MARKER_BYTES;
+                if bytes_match {
+                    self.observe(idx, "bytes: identical to the ones sent".into());
+                } else {
+                    self.observe(
+                        idx,
+                        format!("bytes: {} received, differ from the ones sent", a.received),
+                    );
+                    self.find(
+                        "stored-bytes-differ",
+                        Severity::Unsafe,
+                        &dl_req,
+                        format!(
+                            "sent {} bytes, got back {} different bytes",
+                            MARKER_BYTES.len(),
+                            a.received
+                        ),
+                        "the service changes file contents: files written through the mount come back different",
+                    );
+                }
+            }
+            Ok(a) => {
+                self.observe(idx, a.describe());
+                self.find(
+                    "download-failed",
+                    Severity::Unsafe,
+                    &dl_req,
+                    format!("the marker file just listed answered {}", a.status),
+                    "uploaded files cannot be read back",
+                );
+            }
+            Err(Fail::Skip) => {}
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        }
+
+        // Delete our file, and only it: a new id that is recognisably the marker by
+        // name or by content.
+        if !(bytes_match || stored_name.as_deref().is_some_and(|n| n.contains("intakeq-fs"))) {
+            return Err(self.stop(format!(
+                "the new file {own_id} has neither the marker's name nor its bytes: the check deleted nothing"
+            )));
+        }
+        let del_req = format!("DELETE files/{own_id}");
+        let url = self.url(&file_path(&own_id), None)?;
+        let rb = self.http.delete(url);
+        let (idx, r) = self
+            .call(
+                del_req.clone(),
+                "delete the marker file (its own id only)",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        match r {
+            Ok(a) => {
+                self.observe(idx, a.describe());
+                if !a.is_success() {
+                    self.find(
+                        "delete-failed",
+                        Severity::Unsafe,
+                        &del_req,
+                        format!("answered {} with {}", a.status, describe_body(&a.body)),
+                        "the mount cannot delete files: rm fails and an overwrite leaves the old copy",
+                    );
+                }
+            }
+            Err(Fail::Skip) => {}
+            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        }
+
+        // List again: gone? The others untouched?
+        let req = format!("GET files?clientId={c} (after the delete)");
+        let url = self.url("files", Some(&format!("clientId={c}")))?;
+        let rb = self.http.get(url);
+        let (idx, r) = self
+            .call(
+                req.clone(),
+                "confirm the marker is gone and nothing else changed",
+                rb,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await;
+        let a = match r {
+            Ok(a) => a,
+            Err(_) => return Err(self.stop(format!("{req}: no answer to judge"))),
+        };
+        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
+            return Err(self.stop(format!("{req}: the listing could not be read")));
+        };
+        let ids_after: BTreeSet<String> = rows.iter().filter_map(|r| id_text(r.get("Id"))).collect();
+        if ids_after.contains(&own_id) {
+            self.observe(idx, "the marker file is still listed".into());
+            self.find(
+                "delete-not-effective",
+                Severity::Unsafe,
+                &req,
+                "the deleted file is still listed".into(),
+                "deletes do not take effect (or not at once): rm and overwrite leave files behind",
+            );
+        } else {
+            self.observe(idx, "the marker file is gone".into());
+            self.report.leftover = None;
+        }
+        let lost = ids_before.difference(&ids_after).count();
+        if lost == 0 {
+            self.observe(idx, "every file listed before the check is still listed".into());
+        } else {
+            self.observe(
+                idx,
+                format!(
+                    "{lost} file(s) listed before the check are gone: someone else changed this client meanwhile \
+                     (the check deleted only its marker, id {own_id})"
+                ),
+            );
+        }
+        Ok(())
+    }
+}
