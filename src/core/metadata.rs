@@ -15,13 +15,17 @@ use crate::remote::{ClientId, Priority, Remote, RemoteError, RemoteFile};
 
 #[derive(Debug)]
 pub(super) struct Listing {
+    /// The rows, as the server sent them.
     pub(super) files: Vec<RemoteFile>,
+    /// When they were fetched.
     pub(super) at: Instant,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct ClientState {
+    /// The client's files, once listed.
     pub(super) listing: Option<Listing>,
+    /// Its directories as shown, computed from the listing (dropped when it changes).
     pub(super) view: Option<Arc<HashMap<DirKey, DirView>>>,
     /// Existence known from the Clients API, with when we learned it.
     pub(super) known: Option<(bool, Instant)>,
@@ -30,8 +34,11 @@ pub(super) struct ClientState {
 /// Which fetch a single-flight lock guards.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Flight {
+    /// `GET folders`.
     Folders,
+    /// `GET files?clientId=`.
     Files(ClientId),
+    /// The client list (all pages).
     Clients,
     /// Mutations of one client (uploads, deletes, renames) run one at a time.
     Mutate(ClientId),

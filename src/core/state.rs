@@ -19,57 +19,84 @@ use crate::remote::{ClientId, Folder};
 /// number always means the same client, folder or file id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Key {
+    /// `/`.
     Root,
+    /// `/clients`.
     Clients,
+    /// `/clients/<id>`.
     Client(ClientId),
     /// A folder directory inside a client, listed or not.
     Folder(ClientId, String),
+    /// A server file, by its id.
     File(String),
     /// A file created through the mount and not yet confirmed by the server.
     Local(u64),
 }
 
+/// One inode.
 #[derive(Clone, Debug)]
 pub(super) struct Node {
+    /// What it stands for.
     pub(super) key: Key,
+    /// The directory it was last seen in.
     pub(super) parent: Ino,
+    /// File or directory.
     pub(super) kind: Kind,
+    /// Size as listed (a writer's staged size takes precedence while it exists).
     pub(super) size: u64,
+    /// Modification time as shown (`DateCreated`, or the creation time for local files).
     pub(super) mtime: SystemTime,
     /// The bytes behind this inode changed through the mount (overwrite, rename):
     /// the kernel must drop its cached pages at the next open.
     pub(super) content_changed: bool,
 }
 
+/// What an open file handle is.
 #[derive(Debug)]
 pub(super) enum Handle {
+    /// A directory listing snapshot, paged through by readdir.
     Dir(Arc<Vec<DirEntry>>),
     /// Reading a file: the content entry is pinned on first read, so eviction from the
     /// cache index never restarts a download under an open reader.
     Read {
+        /// The file.
         ino: Ino,
+        /// Its content entry, once the first read pinned it.
         entry: Option<Arc<Entry>>,
     },
+    /// Writing a file: the writer is `State::writers[ino]`.
     Write {
+        /// The file.
         ino: Ino,
     },
 }
 
+/// Everything the core knows, behind `Core::state` (see the lock order in `mod.rs`).
 #[derive(Debug, Default)]
 pub(super) struct State {
+    /// The inode table.
     pub(super) nodes: HashMap<Ino, Node>,
+    /// Inode of each key (keys are never reused).
     pub(super) by_key: HashMap<Key, Ino>,
+    /// Last inode number handed out.
     pub(super) next_ino: Ino,
+    /// The account's folders, with when they were listed.
     pub(super) folders: Option<(Vec<Folder>, Instant)>,
+    /// The account's client ids, with when they were listed.
     pub(super) client_list: Option<(Vec<ClientId>, Instant)>,
+    /// Per client: its listing, views and whether it exists.
     pub(super) clients: HashMap<ClientId, ClientState>,
     /// Local (not yet uploaded) files: id -> (client, name, ino).
     pub(super) locals: HashMap<u64, (ClientId, String, Ino)>,
+    /// Last local id handed out.
     pub(super) next_local: u64,
+    /// Files being written (or whose upload is still due), by inode.
     pub(super) writers: HashMap<Ino, Arc<Mutex<Writer>>>,
     /// Replaced files whose DELETE failed: hidden, and deleted later (file id -> client).
     pub(super) owed_deletes: HashMap<String, ClientId>,
+    /// Open handles.
     pub(super) handles: HashMap<Fh, Handle>,
+    /// Next handle number to hand out.
     pub(super) next_fh: Fh,
     /// Renames given up without knowing whether their copy landed (journal entries
     /// marked `abandoned`): spool path -> entry. Cleaned up before anything else is

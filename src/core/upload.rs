@@ -17,7 +17,9 @@ use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
 /// must look first; false when a listing showed it did not, or nothing was sent.
 #[derive(Debug)]
 pub(super) struct UploadFailed {
+    /// What `close()` reports.
     pub(super) error: CoreError,
+    /// The upload may have landed: look before sending again.
     pub(super) maybe_landed: bool,
 }
 

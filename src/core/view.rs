@@ -12,13 +12,18 @@ use crate::remote::{ClientId, Folder, Remote, RemoteFile};
 /// Which directory of a client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum DirKey {
+    /// The client's own directory (files with no folder, and the folder directories).
     Top,
+    /// A folder directory, by folder id.
     Folder(String),
 }
 
+/// One directory as shown.
 #[derive(Debug, Default)]
 pub(super) struct DirView {
+    /// Entries in listing order.
     pub(super) entries: Vec<(String, Ino)>,
+    /// The same, by name.
     pub(super) by_name: HashMap<String, Ino>,
 }
 
