@@ -30,25 +30,35 @@ pub fn harden_process() -> Result<(), String> {
     Ok(())
 }
 
-/// Overwrite the value of `name` in place with zero bytes, then remove it from the
-/// environment. The value's bytes are those of the block the kernel set up at exec
-/// (what `/proc/<pid>/environ` reads) as long as nothing called `setenv` on `name`.
+/// Remove `name` from the environment, then overwrite its `NAME=value` string in place
+/// with zero bytes. The string is the one in the block the kernel set up at exec (what
+/// `/proc/<pid>/environ` reads) as long as nothing called `setenv` on `name` before.
 /// Must be called while the process has a single thread.
 pub fn wipe_env_var(name: &str) {
     let Ok(cname) = CString::new(name) else { return };
     // SAFETY: single-threaded (documented precondition), so nothing changes the
-    // environment meanwhile; getenv returns a pointer to the value's NUL-terminated
-    // bytes inside the environment string, which we own and may overwrite up to (not
-    // including) the terminator.
+    // environment meanwhile. getenv returns a pointer to the value inside the
+    // environment string `NAME=value\0`; the bytes before it are checked to be `NAME=`
+    // before the whole string is overwritten (after unsetenv has dropped the pointer to
+    // it, so nothing reads it any more). unsetenv never frees such strings.
     unsafe {
         let value = libc::getenv(cname.as_ptr());
-        if !value.is_null() {
+        let entry = if value.is_null() {
+            None
+        } else {
             let len = libc::strlen(value);
-            std::ptr::write_bytes(value, 0, len);
+            let start = value.sub(name.len() + 1);
+            let prefix = std::slice::from_raw_parts(start as *const u8, name.len() + 1);
+            (prefix[..name.len()] == *name.as_bytes() && prefix[name.len()] == b'=')
+                .then_some((start, name.len() + 1 + len))
+                .or(Some((value, len)))
+        };
+        // Edition 2021: a safe fn; called while single-threaded.
+        std::env::remove_var(name);
+        if let Some((start, len)) = entry {
+            std::ptr::write_bytes(start, 0, len);
         }
     }
-    // Edition 2021: a safe fn; called while single-threaded.
-    std::env::remove_var(name);
 }
 
 #[cfg(test)]
@@ -96,5 +106,40 @@ mod tests {
             }
         });
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_wiped_variable_leaves_no_trace_in_the_environment_block() {
+        // In a child started with a known variable, so the block is its own.
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "harden::tests::wipe_child",
+                "--nocapture",
+                "--include-ignored",
+            ])
+            .env("INTAKEQ_WIPE_TEST", "s3cret-value-Z")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("WIPED-OK"), "{text}");
+    }
+
+    /// Runs only inside the child started by the test above.
+    #[test]
+    #[ignore]
+    fn wipe_child() {
+        if std::env::var_os("INTAKEQ_WIPE_TEST").is_none() {
+            return;
+        }
+        wipe_env_var("INTAKEQ_WIPE_TEST");
+        let block = std::fs::read("/proc/self/environ").unwrap();
+        let block = String::from_utf8_lossy(&block);
+        assert!(!block.contains("s3cret-value-Z"), "{block}");
+        assert!(!block.contains("INTAKEQ_WIPE_TEST"), "{block}");
+        assert!(std::env::var_os("INTAKEQ_WIPE_TEST").is_none());
+        println!("WIPED-OK");
     }
 }
