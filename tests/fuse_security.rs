@@ -297,3 +297,87 @@ fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
     let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
     assert!(spool.join("1-1-1.json").exists(), "left in place");
 }
+
+/// A proxy in front of the fake server that forwards every request except DELETE,
+/// which it answers with a 307 to `to`. Returns its base URL.
+fn redirecting_proxy(srv: &Server, to: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream: std::net::SocketAddr = srv
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listener = srv.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    srv.rt.spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                if first.starts_with("DELETE ") {
+                    let answer = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = c.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let mut lines: Vec<&str> = text
+                    .trim_end()
+                    .split("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect();
+                lines.push("Connection: close");
+                let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+                let Ok(mut u) = tokio::net::TcpStream::connect(upstream).await else { return };
+                if u.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/api/v1/")
+}
+
+#[test]
+fn rm_of_a_file_whose_delete_is_redirected_fails_and_the_key_stays_home() {
+    let srv = server(account());
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let proxy = redirecting_proxy(&srv, target.local_addr().unwrap());
+    // The mount talks to the proxy; the store behind it is inspected directly.
+    let srv = Server { base: proxy, ..srv };
+    let m = mount(&srv, &[]);
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    let out = run("rm", &[&m.p("clients/1001/notes.txt")]);
+    assert!(!out.status.success(), "rm must fail when its DELETE is redirected");
+    assert!(fs::metadata(m.p("clients/1001/notes.txt")).is_ok(), "the entry stays");
+    assert!(srv.store.file("f00000001").is_some(), "nothing was deleted");
+    assert_eq!(
+        srv.store.count(Endpoint::Delete),
+        0,
+        "the DELETE never reached the server"
+    );
+    assert!(
+        matches!(target.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect target was contacted"
+    );
+    assert!(
+        m.log_text().contains("redirects are never followed"),
+        "{}",
+        m.log_text()
+    );
+    let (status, _, _) = m.unmount();
+    assert!(status.success());
+}

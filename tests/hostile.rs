@@ -397,8 +397,10 @@ async fn slow_reader(bytes_per_sec: usize, answer_after: bool, got: Arc<Mutex<us
 #[tokio::test]
 async fn a_slow_upload_lands_although_it_takes_longer_than_the_timeout() {
     let got = Arc::new(Mutex::new(0));
-    let srv = slow_reader(2 << 20, true, got.clone()).await;
-    let size = 8 << 20;
+    // 4 MiB/s: the kernel wakes the sender each time about 1.4 MB of its 4 MiB send
+    // buffer has drained (0.35 s here), well inside the 1 s inactivity timeout.
+    let srv = slow_reader(4 << 20, true, got.clone()).await;
+    let size = 16 << 20;
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), vec![b'x'; size]).unwrap();
     let o = HttpOptions {
@@ -408,7 +410,8 @@ async fn a_slow_upload_lands_although_it_takes_longer_than_the_timeout() {
     let r = remote_at(&srv.base(), o);
     let t0 = Instant::now();
     r.upload(1, "scan.pdf", "application/pdf", tmp.path(), P).await.unwrap();
-    // About 4 s at 2 MiB/s, four times the 1 s timeout.
+    // About 4 s at 4 MiB/s, at least 3 s even if the kernel buffers 4 MiB: longer than
+    // the 1 s timeout, which used to count from the start of the request.
     assert!(t0.elapsed() > Duration::from_secs(2), "{:?}", t0.elapsed());
     let req = &srv.requests()[0];
     assert_eq!(*got.lock().unwrap(), req.content_length());

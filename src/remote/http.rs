@@ -664,7 +664,10 @@ fn answer_grace(len: u64, idle: Duration) -> Duration {
 
 /// Wait until the upload's body makes no progress for `idle`, or its answer takes
 /// longer than `grace` once the body was handed over; returns which. So an upload is
-/// never cut short by its size: only a stall or a missing answer ends it.
+/// never cut short by its size: only a stall or a missing answer ends it. Progress is
+/// seen as the kernel takes bytes, which it does each time about a third of its send
+/// buffer (up to 4 MiB) has drained: with the default 30 s, links down to about
+/// 50 kB/s count as moving.
 async fn upload_watchdog(progress: &SendProgress, idle: Duration, grace: Duration) -> &'static str {
     use std::sync::atomic::Ordering::Relaxed;
     let tick = (idle / 4).max(Duration::from_millis(10));
