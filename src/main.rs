@@ -1,7 +1,9 @@
 //! The `intakeq-fs` command line: `mount`, `demo`, `mock-server` and `check`. Reads the API key
 //! from the environment or a file (never from argv), sets up logging, goes to the
 //! background when asked, and wires the HTTP remote, the core and the FUSE session.
+//! Also decides where local state lives (always private: see `private_dir`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use intakeq_fs::daemon::{self, Readiness};
 use intakeq_fs::fake;
 use intakeq_fs::limiter::Limiter;
 use intakeq_fs::mount::{serve, MountConfig};
+use intakeq_fs::private_dir::{ensure_private_dir, open_private_append, private_subdir};
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
 
 const DEFAULT_BASE_URL: &str = "https://intakeq.com/api/v1/";
@@ -69,10 +72,12 @@ struct CommonMount {
     /// Longest a request may wait for the rate limiter before failing with EAGAIN, seconds.
     #[arg(long, default_value_t = 120)]
     max_wait: u64,
-    /// Where written data waits for upload (default $XDG_STATE_HOME/intakeq-fs/spool).
+    /// Where written data waits for upload (default $XDG_STATE_HOME/intakeq-fs/spool);
+    /// the spool is a private subdirectory intakeq-fs-<uid> created inside it.
     #[arg(long)]
     spool_dir: Option<PathBuf>,
-    /// Private directory for downloads too large for the memory cache.
+    /// Where downloads too large for the memory cache go; a private subdirectory
+    /// intakeq-fs-<uid> is created inside it.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Disk budget for those downloads once nobody reads them, in MiB (emptied at exit).
@@ -81,6 +86,10 @@ struct CommonMount {
     /// Log file (default: stderr in the foreground, $XDG_STATE_HOME/intakeq-fs/intakeq-fs.log otherwise).
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Print file and client names in the log. EXPOSES PHI (patients' names and
+    /// document titles) to whoever can read the log; by default logs show a short hash.
+    #[arg(long)]
+    log_names: bool,
     /// How long unmount waits for running uploads, seconds.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -99,8 +108,13 @@ struct MountArgs {
     #[arg(long)]
     base_url: Option<String>,
     /// Read the API key from the first line of this file (instead of INTAKEQ_API_KEY).
+    /// The file must not be accessible by group or others (chmod 600).
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// INSECURE: allow a plain http:// base URL to a host other than this machine. The
+    /// API key and patients' files then cross the network unencrypted.
+    #[arg(long)]
+    insecure_plain_http: bool,
     #[command(flatten)]
     common: CommonMount,
 }
@@ -166,50 +180,113 @@ fn limit_malloc_retention() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_retention() {}
 
-fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("intakeq-fs");
+/// Where the mount keeps its state by default: `$XDG_STATE_HOME/intakeq-fs`, else
+/// `~/.local/state/intakeq-fs`, else (no home, e.g. a system unit) `$XDG_RUNTIME_DIR/
+/// intakeq-fs` if that directory is private; otherwise there is no private place and
+/// the mount refuses to start. Created 0700 and checked (`private_dir`).
+fn state_dir() -> Result<PathBuf, String> {
+    let dir = if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("intakeq-fs")
+    } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        PathBuf::from(h).join(".local/state/intakeq-fs")
+    } else if let Some(r) = intakeq_fs::private_dir::runtime_dir() {
+        r.join("intakeq-fs")
+    } else {
+        return Err(
+            "no private place for the mount's state: HOME, XDG_STATE_HOME and XDG_RUNTIME_DIR are \
+                    unset (or not private); set HOME, or pass --spool-dir, --cache-dir and --log-file"
+                .into(),
+        );
+    };
+    ensure_private_dir(&dir).map_err(|e| format!("state directory: {e}"))?;
+    Ok(dir)
+}
+
+/// A directory the user named: created 0700 if missing, never changed otherwise; the
+/// mount's own private `intakeq-fs-<uid>` directory is made inside it.
+fn given_dir(d: &Path, what: &str) -> Result<PathBuf, String> {
+    if std::fs::symlink_metadata(d).is_err() {
+        ensure_private_dir(d).map_err(|e| format!("{what}: cannot create {}: {e}", d.display()))?;
     }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/state/intakeq-fs"),
-        None => std::env::temp_dir().join(format!("intakeq-fs-{}", unsafe { libc::getuid() })),
+    private_subdir(d).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Where this mount keeps its spool, cache and log: all private.
+struct Places {
+    spool: PathBuf,
+    cache: PathBuf,
+    /// `None`: log to stderr.
+    log: Option<PathBuf>,
+}
+
+impl Places {
+    fn resolve(c: &CommonMount, account: &str, default_log: bool) -> Result<Places, String> {
+        let mut state: Option<PathBuf> = None;
+        let mut state_dir = || -> Result<PathBuf, String> {
+            if state.is_none() {
+                state = Some(state_dir()?);
+            }
+            Ok(state.clone().unwrap_or_default())
+        };
+        let spool = match &c.spool_dir {
+            Some(d) => given_dir(d, "spool directory")?,
+            None => {
+                let all = state_dir()?.join("spool");
+                ensure_private_dir(&all).map_err(|e| format!("spool directory: {e}"))?;
+                all.join(account)
+            }
+        };
+        ensure_private_dir(&spool).map_err(|e| format!("spool directory: {e}"))?;
+        let cache = match &c.cache_dir {
+            Some(d) => given_dir(d, "cache directory")?,
+            None => state_dir()?.join("cache"),
+        };
+        ensure_private_dir(&cache).map_err(|e| format!("cache directory: {e}"))?;
+        let log = match &c.log_file {
+            Some(f) => {
+                if let Some(parent) = f.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    if std::fs::symlink_metadata(parent).is_err() {
+                        ensure_private_dir(parent).map_err(|e| format!("log directory: {e}"))?;
+                    }
+                }
+                Some(f.clone())
+            }
+            None if default_log => Some(state_dir()?.join("intakeq-fs.log")),
+            None => None,
+        };
+        Ok(Places { spool, cache, log })
     }
 }
 
+/// Log lines go to `file` (created 0600, never through a symlink) or stderr; ANSI
+/// colours only when stderr is a terminal.
 fn init_logging(file: Option<&Path>) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKEQ_FS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            let f = open_private_append(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }
 
-/// The API key: INTAKEQ_API_KEY, or the first line of --api-key-file. Removed from
-/// our environment once read so no child process inherits it.
+/// The API key: INTAKEQ_API_KEY, or the first line of --api-key-file (which must not
+/// be accessible by group or others, as ssh requires of private keys). The variable's
+/// bytes are wiped from the process's environment block and it is removed, so neither
+/// `/proc/<pid>/environ` nor a child process shows it. Called while single-threaded.
 fn read_key(file: Option<&Path>) -> Result<String, String> {
     let key = match file {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
-            text.lines().next().unwrap_or("").trim().to_string()
-        }
+        Some(p) => read_key_file(p)?,
         None => std::env::var("INTAKEQ_API_KEY").unwrap_or_default().trim().to_string(),
     };
-    // SAFETY (edition 2021: safe fn): called before any thread is started.
-    std::env::remove_var("INTAKEQ_API_KEY");
+    intakeq_fs::harden::wipe_env_var("INTAKEQ_API_KEY");
     if key.is_empty() {
         return Err("no API key: set INTAKEQ_API_KEY or pass --api-key-file FILE".into());
     }
@@ -218,6 +295,11 @@ fn read_key(file: Option<&Path>) -> Result<String, String> {
 
 /// `check`: the key is read as for `mount`; the check owns everything else.
 fn cmd_check(a: check::CheckArgs) -> ExitCode {
+    // As for `mount`: before the key is read, no core file or ptrace can ever hold it.
+    if let Err(e) = intakeq_fs::harden::harden_process() {
+        eprintln!("intakeq-fs: {e}");
+        return ExitCode::from(check::EXIT_ERROR);
+    }
     match read_key(a.api_key_file.as_deref()) {
         Ok(key) => check::run_cli(a, key, DEFAULT_BASE_URL),
         Err(msg) => {
@@ -225,6 +307,28 @@ fn cmd_check(a: check::CheckArgs) -> ExitCode {
             ExitCode::from(check::EXIT_ERROR)
         }
     }
+}
+
+fn read_key_file(p: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(p).map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
+    let md = f
+        .metadata()
+        .map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
+    if md.mode() & 0o077 != 0 {
+        return Err(format!(
+            "API key file {} is accessible by group or others (mode {:o}); fix it with `chmod 600 {}`",
+            p.display(),
+            md.mode() & 0o777,
+            p.display()
+        ));
+    }
+    let mut text = String::new();
+    f.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 fn check_mountpoint(p: &Path) -> Result<(), String> {
@@ -236,26 +340,39 @@ fn check_mountpoint(p: &Path) -> Result<(), String> {
 }
 
 fn cmd_mount(a: MountArgs) -> Result<(), String> {
+    // Before the key is read: no core file or ptrace can ever hold it.
+    let hardened = intakeq_fs::harden::harden_process();
     let key = read_key(a.api_key_file.as_deref())?;
+    intakeq_fs::phi::set_show_names(a.common.log_names);
     check_mountpoint(&a.mountpoint)?;
     let base = a
         .base_url
         .or_else(|| std::env::var("INTAKEQ_BASE_URL").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let http = HttpOptions {
+        allow_plain_http: a.insecure_plain_http,
+        ..HttpOptions::default()
+    };
+    intakeq_fs::remote::http::check_base_url(&base, &http).map_err(|e| e.to_string())?;
+    let account = intakeq_fs::core::account_id(&base, &key);
+    let places = Places::resolve(&a.common, &account, !a.common.foreground)?;
     let mut readiness = if a.common.foreground {
-        init_logging(a.common.log_file.as_deref())?;
+        init_logging(places.log.as_deref())?;
         Readiness::none()
     } else {
-        let log = a
-            .common
-            .log_file
-            .clone()
-            .unwrap_or_else(|| state_dir().join("intakeq-fs.log"));
         let r = daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?;
-        init_logging(Some(&log))?;
+        // The child of a fork: make sure it is as hardened as its parent was.
+        let _ = intakeq_fs::harden::harden_process();
+        init_logging(places.log.as_deref())?;
         r
     };
-    let result = run_mount(&base, key, &a.mountpoint, &a.common, &mut readiness);
+    if let Err(e) = hardened {
+        tracing::warn!("{e}");
+    }
+    if a.insecure_plain_http {
+        tracing::warn!("--insecure-plain-http: the API key and files may cross the network unencrypted");
+    }
+    let result = run_mount(&base, key, &a.mountpoint, &a.common, &places, http, &mut readiness);
     if let Err(msg) = &result {
         tracing::error!("{msg}");
         readiness.failed(msg);
@@ -277,6 +394,8 @@ fn run_mount(
     key: String,
     mountpoint: &Path,
     c: &CommonMount,
+    places: &Places,
+    http: HttpOptions,
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let rt = runtime()?;
@@ -286,18 +405,14 @@ fn run_mount(
         c.daily_limit,
         Duration::from_secs(c.max_wait),
     ));
-    let remote = HttpRemote::new(base, key, limiter, HttpOptions::default()).map_err(|e| format!("{e}"))?;
-    let state = state_dir();
+    let remote = HttpRemote::new(base, key, limiter, http).map_err(|e| format!("{e}"))?;
     let opts = Options {
         read_only: c.read_only,
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
         cache_bytes: c.cache_size.saturating_mul(1 << 20),
         allow_other: c.allow_other,
-        spool_dir: c
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| state.join("spool").join(&account)),
-        cache_dir: c.cache_dir.clone().unwrap_or_else(|| state.join("cache")),
+        spool_dir: places.spool.clone(),
+        cache_dir: places.cache.clone(),
         disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
         account,
     };
@@ -333,6 +448,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         a.mountpoint.display()
     );
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
+    ensure_private_dir(&tmp).map_err(|e| format!("demo directory: {e}"))?;
     let common = CommonMount {
         foreground: true,
         read_only: false,
@@ -347,10 +463,22 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         disk_cache_size: 1024,
         retry_interval: 30,
         log_file: None,
+        log_names: true,
         drain_timeout: 10,
         fuse_threads: 2,
     };
-    let result = run_mount(&base, key, &a.mountpoint, &common, &mut Readiness::none());
+    // Demo data is made up: names in its log are harmless and make it readable.
+    intakeq_fs::phi::set_show_names(true);
+    let places = Places::resolve(&common, "demo", false)?;
+    let result = run_mount(
+        &base,
+        key,
+        &a.mountpoint,
+        &common,
+        &places,
+        HttpOptions::default(),
+        &mut Readiness::none(),
+    );
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }

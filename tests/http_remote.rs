@@ -24,6 +24,7 @@ fn fast_opts() -> HttpOptions {
         read_timeout: Duration::from_secs(10),
         max_retries: 4,
         backoff_base: Duration::from_millis(20),
+        ..HttpOptions::default()
     }
 }
 

@@ -75,14 +75,36 @@ pub fn with_tag(name: &str, tag: &str) -> String {
     format!("{stem}{suffix}{ext}")
 }
 
+/// Longest file id used as a twin's tag as it is.
+pub const MAX_PLAIN_TAG: usize = 32;
+
+/// The tag that tells a twin apart: the file id itself when it is short (at most
+/// [`MAX_PLAIN_TAG`] bytes) and made only of ASCII letters, digits, `-` and `_`;
+/// otherwise `#` and 8 hex digits of a hash (FNV-1a) of the id. Stable, short, and
+/// never a `/`, a control character or anything a shell would trip on.
+pub fn safe_tag(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= MAX_PLAIN_TAG
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        id.to_string()
+    } else {
+        let h = fnv1a(id.as_bytes());
+        format!("#{:08x}", (h ^ (h >> 32)) as u32)
+    }
+}
+
 /// Give each item of one directory a distinct legal name. `items` are
 /// `(raw name, tag)` already in priority order (the first keeps the plain name);
 /// `taken` holds names already used in the directory (sub-directories). The tag is
 /// the file id, so a file's name depends only on its own id and on which files
-/// sharing its name are older: stable while the set does not change.
+/// sharing its name are older: stable while the set does not change. Tags pass
+/// through [`safe_tag`] first.
 pub fn assign<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>, taken: &mut HashSet<String>) -> Vec<String> {
     let mut out = Vec::new();
     for (raw, tag) in items {
+        let tag = safe_tag(tag);
+        let tag = tag.as_str();
         let base = legal(raw);
         let mut name = base.clone();
         if taken.contains(&name) {
@@ -211,5 +233,54 @@ mod tests {
         assert_eq!(parse_client_id("01001"), None);
         assert_eq!(parse_client_id("0"), None);
         assert_eq!(parse_client_id("abc"), None);
+    }
+
+    #[test]
+    fn twin_tags_are_short_and_safe_whatever_the_id() {
+        assert_eq!(safe_tag("f00000004"), "f00000004");
+        assert_eq!(safe_tag("abc-DEF_123"), "abc-DEF_123");
+        for odd in ["a/b", "..", ".", "", "x y", "\u{0}", &"x".repeat(33), &"é".repeat(150)] {
+            let t = safe_tag(odd);
+            assert_eq!(t.len(), 9, "{odd:?} -> {t}");
+            assert!(
+                t.starts_with('#') && t[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+                "{t}"
+            );
+            assert_eq!(t, safe_tag(odd), "stable");
+        }
+        assert_ne!(safe_tag("a/b"), safe_tag("a/c"));
+        let mut taken = HashSet::new();
+        let names = assign([("x.pdf", "a/b"), ("x.pdf", "../../etc")], &mut taken);
+        assert_eq!(names[0], "x.pdf");
+        assert!(
+            !names[1].contains('/') && names[1].starts_with("x (#") && names[1].ends_with(").pdf"),
+            "{}",
+            names[1]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mapping_never_panics_and_names_are_legal_and_distinct(
+            items in proptest::collection::vec((".{0,300}", ".{0,200}"), 0..12),
+            taken0 in proptest::collection::hash_set(".{0,20}", 0..4),
+        ) {
+            let mut taken: HashSet<String> = taken0.iter().map(|t| legal(t)).collect();
+            let before = taken.clone();
+            let names = assign(items.iter().map(|(n, t)| (n.as_str(), t.as_str())), &mut taken);
+            proptest::prop_assert_eq!(names.len(), items.len());
+            let distinct: HashSet<&String> = names.iter().collect();
+            proptest::prop_assert_eq!(distinct.len(), names.len());
+            for n in &names {
+                proptest::prop_assert!(!n.is_empty() && n.len() <= NAME_MAX, "{:?}", n);
+                proptest::prop_assert!(!n.contains('/') && !n.contains('\0'));
+                proptest::prop_assert!(n != "." && n != "..");
+                proptest::prop_assert!(!before.contains(n));
+            }
+            for (raw, _) in &items {
+                let _ = is_probe_name(raw);
+                let _ = parse_client_id(raw);
+            }
+        }
     }
 }

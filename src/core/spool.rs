@@ -2,12 +2,18 @@
 //! a 0700 directory), never only in memory. Each staged upload is `<n>.data` plus,
 //! from the moment `close()` starts the upload, a fsynced journal entry `<n>.json`
 //! saying where it goes and what it replaces, so a later mount can finish the job.
+//!
+//! The directory is private (owned by this user, 0700, not a symlink) and checked at
+//! every open; entries found in it that are not this user's own regular files, or that
+//! cannot be parsed, are refused and reported, never acted on (docs/SEMANTICS.md,
+//! "Security").
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +81,10 @@ impl SpoolFile {
 }
 
 impl Spool {
-    /// Open (creating) the spool directory and make it private.
+    /// Open (creating, 0700) the spool directory; an existing one must be private
+    /// (owned by this user, no group/other bits, not a symlink) or it is refused.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
-        fs::create_dir_all(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        crate::private_dir::ensure_private_dir(dir)?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             seq: AtomicU64::new(0),
@@ -153,38 +159,129 @@ impl Spool {
         }
     }
 
-    /// Deletes an earlier run owed.
+    /// Deletes an earlier run owed. Entries that are not this user's own regular files
+    /// or cannot be parsed are refused (left in place) and reported in one warning.
     pub fn owed_deletes(&self) -> Vec<OwedDelete> {
+        let mut refused = Refused::default();
+        let mut out = Vec::new();
+        for p in self.entries("delete") {
+            match read_own(&p).and_then(|b| serde_json::from_slice::<OwedDelete>(&b).map_err(std::io::Error::other)) {
+                Ok(d) => out.push(d),
+                Err(_) => refused.add(&p),
+            }
+        }
+        refused.report(&self.dir, "owed delete");
+        out
+    }
+
+    /// Staged uploads with a journal entry: what an earlier run did not finish. Entries
+    /// whose journal or data file is not this user's own regular file (symlink, another
+    /// owner) or whose journal cannot be parsed are refused (left in place, never
+    /// uploaded) and reported in one warning with their count, without file names.
+    pub fn pending(&self) -> Vec<(PathBuf, Journal)> {
+        let mut refused = Refused::default();
+        let mut out = Vec::new();
+        for p in self.entries("json") {
+            let data = p.with_extension("data");
+            let journal =
+                read_own(&p).and_then(|b| serde_json::from_slice::<Journal>(&b).map_err(std::io::Error::other));
+            match journal {
+                Ok(j) if check_own(&data).is_ok() => out.push((data, j)),
+                _ => refused.add(&p),
+            }
+        }
+        refused.report(&self.dir, "journal entry");
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Staged data with no journal entry, and when each was last written: bytes written
+    /// but never closed before the process died. Meaningful only before this run stages
+    /// anything (a file being written now has no journal entry either). Files that are
+    /// not this user's own regular files are left out.
+    pub fn orphans(&self) -> Vec<(PathBuf, SystemTime)> {
+        let mut out: Vec<(PathBuf, SystemTime)> = self
+            .entries("data")
+            .into_iter()
+            .filter(|p| fs::symlink_metadata(p.with_extension("json")).is_err())
+            .filter_map(|p| {
+                let md = check_own(&p).ok()?;
+                Some((p, md.modified().ok()?))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Paths in the spool directory with this extension.
+    fn entries(&self, ext: &str) -> Vec<PathBuf> {
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        rd.flatten()
+        let mut v: Vec<PathBuf> = rd
+            .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("delete"))
-            .filter_map(|p| fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()))
-            .collect()
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Longest journal entry or owed delete read (a real one is a few hundred bytes).
+const MAX_ENTRY_BYTES: u64 = 1 << 20;
+
+/// `path`'s metadata if it is a regular file owned by this user (not a symlink).
+fn check_own(path: &Path) -> std::io::Result<fs::Metadata> {
+    let md = fs::symlink_metadata(path)?;
+    if !md.file_type().is_file() || md.uid() != crate::private_dir::euid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not this user's own regular file",
+        ));
+    }
+    Ok(md)
+}
+
+/// The bytes of a spool entry, opened without following a symlink and refused unless
+/// it is this user's own regular file.
+fn read_own(path: &Path) -> std::io::Result<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() || md.uid() != crate::private_dir::euid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not this user's own regular file",
+        ));
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_ENTRY_BYTES).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Spool entries refused in one scan, reported together.
+#[derive(Default)]
+struct Refused {
+    count: usize,
+}
+
+impl Refused {
+    fn add(&mut self, _path: &Path) {
+        self.count += 1;
     }
 
-    /// Staged uploads with a journal entry: what an earlier run did not finish.
-    pub fn pending(&self) -> Vec<(PathBuf, Journal)> {
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&self.dir) else { return out };
-        for entry in rd.flatten() {
-            let p = entry.path();
-            if p.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let data = p.with_extension("data");
-            match fs::read(&p)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
-            {
-                Some(j) if data.exists() => out.push((data, j)),
-                _ => tracing::warn!("spool: ignoring unreadable journal entry {}", p.display()),
-            }
+    fn report(&self, dir: &Path, what: &str) {
+        if self.count > 0 {
+            tracing::warn!(
+                "spool {}: refused {} {what}(s) that are not this user's own files or cannot be read; \
+                 left in place, never acted on",
+                dir.display(),
+                self.count
+            );
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
     }
 }
 
@@ -246,5 +343,142 @@ mod tests {
         spool.remove(&sf.path);
         assert!(spool.pending().is_empty());
         assert!(!sf.path.exists());
+    }
+
+    fn journal(account: &str, name: &str) -> Journal {
+        Journal {
+            account: account.into(),
+            client: 7,
+            name: name.into(),
+            replaces: vec![],
+            size: 1,
+            attempts: None,
+            abandoned: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_that_are_not_our_own_are_refused_and_left_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&tmp.path().join("s")).unwrap();
+        let good = spool.create().unwrap();
+        spool
+            .commit(&good.file, &good.path, &journal("a1", "good.txt"))
+            .await
+            .unwrap();
+
+        // Unparseable journal with data.
+        fs::write(spool.dir().join("1-1-1.data"), b"x").unwrap();
+        fs::write(spool.dir().join("1-1-1.json"), b"{not json").unwrap();
+        // A journal that is a symlink to a valid entry elsewhere.
+        let elsewhere = tmp.path().join("planted.json");
+        fs::write(&elsewhere, serde_json::to_vec(&journal("a1", "planted.txt")).unwrap()).unwrap();
+        fs::write(spool.dir().join("2-2-2.data"), b"x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, spool.dir().join("2-2-2.json")).unwrap();
+        // A valid journal whose data file is a symlink.
+        fs::write(
+            spool.dir().join("3-3-3.json"),
+            serde_json::to_vec(&journal("a1", "c.txt")).unwrap(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, spool.dir().join("3-3-3.data")).unwrap();
+        // Owed deletes: one good, one planted as a symlink, one unparseable.
+        let owed = OwedDelete {
+            account: "a1".into(),
+            client: 7,
+            id: "f1".into(),
+        };
+        spool.owe_delete(&owed).await.unwrap();
+        let planted = tmp.path().join("planted.delete");
+        fs::write(
+            &planted,
+            serde_json::to_vec(&OwedDelete {
+                id: "f2".into(),
+                ..owed.clone()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&planted, spool.dir().join("x.delete")).unwrap();
+        fs::write(spool.dir().join("y.delete"), b"[]").unwrap();
+
+        // Another user's journal and owed delete (needs root to plant; skipped otherwise).
+        let foreign = spool.dir().join("4-4-4.json");
+        fs::write(&foreign, serde_json::to_vec(&journal("a1", "foreign.txt")).unwrap()).unwrap();
+        fs::write(spool.dir().join("4-4-4.data"), b"x").unwrap();
+        let foreign_delete = spool.dir().join("z.delete");
+        fs::write(
+            &foreign_delete,
+            serde_json::to_vec(&OwedDelete {
+                id: "f3".into(),
+                ..owed.clone()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let as_root = std::os::unix::fs::chown(&foreign, Some(12345), None).is_ok();
+        if as_root {
+            std::os::unix::fs::chown(&foreign_delete, Some(12345), None).unwrap();
+        }
+
+        let pending = spool.pending();
+        let names: Vec<&str> = pending.iter().map(|(_, j)| j.name.as_str()).collect();
+        if as_root {
+            assert_eq!(names, ["good.txt"]);
+            assert_eq!(spool.owed_deletes(), vec![owed]);
+        } else {
+            assert_eq!(names, ["good.txt", "foreign.txt"]);
+            assert_eq!(spool.owed_deletes().len(), 2);
+        }
+        for left in [
+            "1-1-1.json",
+            "2-2-2.json",
+            "3-3-3.json",
+            "x.delete",
+            "y.delete",
+            "4-4-4.json",
+        ] {
+            assert!(
+                fs::symlink_metadata(spool.dir().join(left)).is_ok(),
+                "{left} left in place"
+            );
+        }
+    }
+
+    #[test]
+    fn a_spool_directory_that_is_not_private_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("s");
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            Spool::open(&d).unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path(), &link).unwrap();
+        assert_eq!(
+            Spool::open(&link).unwrap_err().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+    }
+
+    #[tokio::test]
+    async fn orphans_are_staged_data_without_a_journal_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&tmp.path().join("s")).unwrap();
+        let committed = spool.create().unwrap();
+        spool
+            .commit(&committed.file, &committed.path, &journal("a1", "a.txt"))
+            .await
+            .unwrap();
+        let orphan = spool.create().unwrap();
+        let before = SystemTime::now() - std::time::Duration::from_secs(5);
+        std::os::unix::fs::symlink(tmp.path(), spool.dir().join("9-9-9.data")).unwrap();
+        let found = spool.orphans();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, orphan.path);
+        assert!(found[0].1 >= before && found[0].1 <= SystemTime::now());
     }
 }

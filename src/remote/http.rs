@@ -1,7 +1,10 @@
 //! `HttpRemote`: the real IntakeQ client over reqwest. Owns URL building, the
-//! `X-Auth-Key` header (sensitive, never logged), status-to-error mapping, retries of
-//! idempotent calls with backoff, 429 handling through the shared limiter, streamed
-//! uploads and length-checked streamed downloads. reqwest types never leave this file.
+//! `X-Auth-Key` header (sensitive, never logged, sent to the base URL's origin only:
+//! redirects are never followed), status-to-error mapping, retries of idempotent calls
+//! with backoff, 429 handling through the shared limiter (with a capped pause), bounded
+//! listing bodies with an overall deadline, streamed uploads whose deadline starts once
+//! the body is sent, and length-checked streamed downloads. reqwest types never leave
+//! this file; listing rows are parsed in `parse.rs`.
 
 use std::fmt;
 use std::path::Path;
@@ -16,7 +19,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{ByteStream, Client, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
+use super::{parse, ByteStream, Client, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 use crate::limiter::Limiter;
 
 /// Characters left alone when percent-encoding a path segment or query value.
@@ -25,25 +28,43 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_
 /// How long to pause everyone after a 429 that carries no `Retry-After`: the
 /// per-minute window's length.
 const DEFAULT_429_PAUSE: Duration = Duration::from_secs(60);
+/// Longest pause a 429's `Retry-After` may impose: a larger value (or one that does not
+/// fit a duration) would freeze the mount for no reason a rate limit can have.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Longest single backoff between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The client list is walked at most this many pages (100 clients each); later pages
+/// are answered empty, which ends the walk.
+pub const MAX_CLIENT_PAGES: u32 = 1000;
 /// Most bytes of an error body read to find its `Message`.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 /// Longest `Message` carried into an error.
 const MAX_MESSAGE_CHARS: usize = 300;
 const AUTH_HEADER: &str = "X-Auth-Key";
 
-/// Timeouts and retry policy.
+/// Timeouts, retry policy and bounds on what the server may send.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
     /// TCP + TLS connect.
     pub connect_timeout: Duration,
-    /// Inactivity: the longest wait for any read (answer headers or body bytes).
+    /// Inactivity: the longest wait for any read (answer headers or body bytes) and,
+    /// for uploads, for the body to make progress and then for the answer once the
+    /// body is sent.
     pub read_timeout: Duration,
+    /// Overall deadline of one attempt of a metadata call (listings, deletes): the
+    /// whole answer must have arrived by then, however it trickles. Not retried.
+    pub answer_deadline: Duration,
     /// Retries of idempotent calls after the first attempt.
     pub max_retries: u32,
     /// First backoff; doubles per retry, plus up to 50 % jitter.
     pub backoff_base: Duration,
+    /// Largest listing body accepted, bytes.
+    pub max_listing_bytes: usize,
+    /// Most rows a listing may have.
+    pub max_listing_rows: usize,
+    /// Accept a plain `http://` base URL to a host that is not loopback
+    /// (`--insecure-plain-http`).
+    pub allow_plain_http: bool,
 }
 
 impl Default for HttpOptions {
@@ -51,15 +72,23 @@ impl Default for HttpOptions {
         HttpOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            answer_deadline: Duration::from_secs(60),
             max_retries: 4,
             backoff_base: Duration::from_millis(500),
+            max_listing_bytes: 64 << 20,
+            max_listing_rows: 100_000,
+            allow_plain_http: false,
         }
     }
 }
 
 /// The IntakeQ API over HTTP(S).
 pub struct HttpRemote {
+    /// Metadata and downloads: inactivity timeout from the request on.
     client: reqwest::Client,
+    /// Uploads: no built-in read timeout (it would count from the start of a slow
+    /// upload); `upload` watches progress and the answer itself.
+    upload_client: reqwest::Client,
     base: Url,
     key: HeaderValue,
     limiter: Arc<Limiter>,
@@ -88,6 +117,66 @@ fn install_crypto_provider() {
     CRYPTO_PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// Check a base URL: http(s), a base, no query or fragment; plain `http://` only to a
+/// loopback host unless `opts.allow_plain_http`. Returns it with a trailing `/`.
+pub fn check_base_url(base_url: &str, opts: &HttpOptions) -> Result<Url, RemoteError> {
+    let mut base =
+        Url::parse(base_url.trim()).map_err(|e| RemoteError::Protocol(format!("invalid API base URL: {e}")))?;
+    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        return Err(RemoteError::Protocol(
+            "invalid API base URL: it must be an http:// or https:// URL".into(),
+        ));
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(RemoteError::Protocol(
+            "invalid API base URL: it must not have a query or fragment".into(),
+        ));
+    }
+    if base.scheme() == "http" && !is_loopback(&base) && !opts.allow_plain_http {
+        return Err(RemoteError::Protocol(format!(
+            "refusing plain http:// to {}: the API key and files would cross the network unencrypted; \
+             use https:// (or, knowingly, --insecure-plain-http)",
+            base.host_str().unwrap_or("?")
+        )));
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
+/// 127.0.0.0/8, ::1 (also as ::ffff:127.x) and `localhost`.
+fn is_loopback(u: &Url) -> bool {
+    let Some(host) = u.host_str() else { return false };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback(),
+        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Err(_) => host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost."),
+    }
+}
+
+/// A 3xx: never followed (the key must not go elsewhere), reported with its target
+/// host only (never a query string or the key).
+fn redirect_error(resp: &reqwest::Response, what: &str) -> RemoteError {
+    let target = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .map(|u| match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "an unknown location".into(),
+        })
+        .unwrap_or_else(|| "an unknown location".into());
+    RemoteError::Protocol(format!(
+        "{what}: the server redirected (HTTP {}) to {target}; redirects are never followed",
+        resp.status().as_u16()
+    ))
 }
 
 /// What a successful attempt should hand back.
@@ -122,34 +211,23 @@ impl HttpRemote {
         opts: HttpOptions,
     ) -> Result<HttpRemote, RemoteError> {
         install_crypto_provider();
-        let mut base =
-            Url::parse(base_url.trim()).map_err(|e| RemoteError::Protocol(format!("invalid API base URL: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(RemoteError::Protocol(
-                "invalid API base URL: it must be an http:// or https:// URL".into(),
-            ));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(RemoteError::Protocol(
-                "invalid API base URL: it must not have a query or fragment".into(),
-            ));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = check_base_url(base_url, &opts)?;
         let mut key = HeaderValue::from_str(&api_key).map_err(|_| {
             RemoteError::Protocol("the API key contains characters that cannot be sent in a header".into())
         })?;
         key.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout)
-            .user_agent(concat!("intakeq-fs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RemoteError::Network(format!("cannot set up HTTP: {}", chain(&e))))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(opts.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("intakeq-fs/", env!("CARGO_PKG_VERSION")))
+        };
+        let setup = |e: reqwest::Error| RemoteError::Network(format!("cannot set up HTTP: {}", chain(&e)));
+        let client = builder().read_timeout(opts.read_timeout).build().map_err(setup)?;
+        let upload_client = builder().build().map_err(setup)?;
         Ok(HttpRemote {
             client,
+            upload_client,
             base,
             key,
             limiter,
@@ -167,7 +245,16 @@ impl HttpRemote {
         Ok(u)
     }
 
+    /// `files/<id>`: the id percent-encoded as one segment; ids that could still be
+    /// normalised into another path (`.`, `..`, empty, with `/`, overlong) are refused
+    /// before anything is sent.
     fn file_url(&self, id: &str) -> Result<Url, RemoteError> {
+        if !parse::valid_id(id) {
+            return Err(RemoteError::Protocol(format!(
+                "refusing an invalid file id ({} bytes)",
+                id.len()
+            )));
+        }
         self.url(&format!("files/{}", utf8_percent_encode(id, ENCODE)), None)
     }
 
@@ -198,14 +285,24 @@ impl HttpRemote {
             .await
             .map_err(|e| network_error(&e))?;
         let status = resp.status();
+        if status.is_redirection() {
+            return Err(redirect_error(&resp, what));
+        }
         if status.is_success() {
             return match want {
-                Want::Body => resp.bytes().await.map(Answer::Body).map_err(|e| network_error(&e)),
+                Want::Body => self.bounded_body(resp, what).await.map(Answer::Body),
                 Want::Stream => Ok(Answer::Stream(resp)),
                 Want::Nothing => {
-                    // Read the (small) answer so the connection can be reused; its
-                    // content does not matter.
-                    let _ = resp.bytes().await;
+                    // Read a small answer so the connection can be reused; its content
+                    // does not matter, and a large one is not read at all.
+                    let mut resp = resp;
+                    let mut read = 0usize;
+                    while read < MAX_ERROR_BODY {
+                        match resp.chunk().await {
+                            Ok(Some(c)) => read = read.saturating_add(c.len()),
+                            _ => break,
+                        }
+                    }
                     Ok(Answer::Done)
                 }
             };
@@ -213,14 +310,54 @@ impl HttpRemote {
         if status == StatusCode::TOO_MANY_REQUESTS {
             let pause = retry_after(resp.headers()).unwrap_or(DEFAULT_429_PAUSE);
             tracing::debug!("{what}: HTTP 429, pausing requests for {} s", pause.as_secs());
-            self.limiter.pause_until(Instant::now() + pause);
+            if let Some(until) = Instant::now().checked_add(pause) {
+                self.limiter.pause_until(until);
+            }
         }
         let message = error_message(resp).await;
         Err(status_error(status, message))
     }
 
+    /// A listing body, read as it arrives and refused once it passes
+    /// `max_listing_bytes` (announced or actual).
+    async fn bounded_body(&self, mut resp: reqwest::Response, what: &str) -> Result<Bytes, RemoteError> {
+        let max = self.opts.max_listing_bytes;
+        let too_big = || RemoteError::Protocol(format!("{what}: the answer is larger than {max} bytes; refusing it"));
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_big());
+        }
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| network_error(&e))? {
+            if buf.len().saturating_add(chunk.len()) > max {
+                return Err(too_big());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// One attempt within the overall answer deadline (headers and, for listings, the
+    /// whole body). Downloads' bodies are bounded by inactivity only.
+    async fn attempt_in_time(
+        &self,
+        rb: reqwest::RequestBuilder,
+        what: &str,
+        want: Want,
+    ) -> Result<Answer, RemoteError> {
+        let deadline = self.opts.answer_deadline;
+        match tokio::time::timeout(deadline, self.attempt(rb, what, want)).await {
+            Ok(r) => r,
+            Err(_) => Err(RemoteError::Network(format!(
+                "timed out: no complete answer within {} s",
+                deadline.as_secs_f32()
+            ))),
+        }
+    }
+
     /// An idempotent call: every attempt goes through the limiter; network errors,
-    /// timeouts, 5xx and 429 are retried up to `max_retries` times.
+    /// timeouts, 5xx and 429 are retried up to `max_retries` times. An attempt that
+    /// ran out its whole answer deadline is not retried (a server that slow will not
+    /// be faster the next time, and the caller has waited long enough).
     async fn idempotent(
         &self,
         method: Method,
@@ -237,14 +374,17 @@ impl HttpRemote {
                 return Err(Failed { err, earlier_ambiguous });
             }
             let rb = self.client.request(method.clone(), url.clone());
-            let err = match self.attempt(rb, what, want).await {
+            let started = Instant::now();
+            let err = match self.attempt_in_time(rb, what, want).await {
                 Ok(a) => return Ok(a),
                 Err(e) => e,
             };
-            let retryable = matches!(
-                err,
-                RemoteError::Network(_) | RemoteError::Server { .. } | RemoteError::RateLimited
-            );
+            let out_of_time = started.elapsed() >= self.opts.answer_deadline;
+            let retryable = !out_of_time
+                && matches!(
+                    err,
+                    RemoteError::Network(_) | RemoteError::Server { .. } | RemoteError::RateLimited
+                );
             if !retryable || attempt >= self.opts.max_retries {
                 if err == RemoteError::NotFound {
                     tracing::debug!("{what}: not found");
@@ -272,34 +412,51 @@ impl HttpRemote {
         }
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        url: Url,
-        what: &str,
-        prio: Priority,
-    ) -> Result<T, RemoteError> {
-        let body = match self.idempotent(Method::GET, url, what, prio, Want::Body).await {
-            Ok(Answer::Body(b)) => b,
-            Ok(_) => return Err(RemoteError::Protocol(format!("{what}: no body"))),
-            Err(f) => return Err(f.err),
-        };
-        serde_json::from_slice(&body).map_err(|e| {
-            let err = RemoteError::Protocol(format!(
-                "{what}: malformed JSON ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ));
-            tracing::warn!("{err}");
-            err
-        })
+    /// A listing's body (bounded), or the call's error.
+    async fn get_body(&self, url: Url, what: &str, prio: Priority) -> Result<Bytes, RemoteError> {
+        match self.idempotent(Method::GET, url, what, prio, Want::Body).await {
+            Ok(Answer::Body(b)) => Ok(b),
+            Ok(_) => Err(RemoteError::Protocol(format!("{what}: no body"))),
+            Err(f) => Err(f.err),
+        }
+    }
+
+    /// Rows of a listing; a parse failure of the whole body is logged.
+    fn rows<T>(&self, what: &str, parsed: Result<parse::Parsed<T>, RemoteError>) -> Result<Vec<T>, RemoteError> {
+        match parsed {
+            Ok(p) => {
+                if p.skipped > 0 {
+                    tracing::warn!(
+                        "{what}: skipped {} row(s) that could not be used (invalid id, size or shape); \
+                         the other {} are shown",
+                        p.skipped,
+                        p.rows.len()
+                    );
+                }
+                Ok(p.rows)
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                Err(e)
+            }
+        }
     }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// `Retry-After` seconds, capped at [`MAX_RETRY_AFTER`] (also a number too large for
+/// any integer type); anything else is absent.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// The `Message` of an error body, if it has one; never other body bytes.
@@ -397,136 +554,177 @@ fn network_error(e: &reqwest::Error) -> RemoteError {
     RemoteError::Network(text)
 }
 
+/// The length check of a download: bytes so far against the listed size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LengthCheck {
+    got: u64,
+    expected: u64,
+}
+
+impl LengthCheck {
+    pub fn new(expected: u64) -> LengthCheck {
+        LengthCheck { got: 0, expected }
+    }
+
+    /// A chunk of `n` bytes arrived: an error once the body is longer than listed.
+    pub fn feed(&mut self, n: usize) -> Result<(), RemoteError> {
+        self.got = self.got.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        if self.got > self.expected {
+            return Err(self.truncated());
+        }
+        Ok(())
+    }
+
+    /// The body ended: an error unless it had exactly the listed length.
+    pub fn finish(&self) -> Result<(), RemoteError> {
+        if self.got != self.expected {
+            return Err(self.truncated());
+        }
+        Ok(())
+    }
+
+    pub fn got(&self) -> u64 {
+        self.got
+    }
+
+    fn truncated(&self) -> RemoteError {
+        RemoteError::Truncated {
+            got: self.got,
+            expected: self.expected,
+        }
+    }
+}
+
 /// The body of a download as it arrives, checked against the listed size.
 fn checked_stream(body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static, expected: u64) -> ByteStream {
     struct St<S> {
         body: std::pin::Pin<Box<S>>,
-        got: u64,
-        expected: u64,
+        check: LengthCheck,
         done: bool,
     }
     let st = St {
         body: Box::pin(body),
-        got: 0,
-        expected,
+        check: LengthCheck::new(expected),
         done: false,
     };
-    Box::pin(futures_util::stream::unfold(st, |mut st| async move {
+    Box::pin(futures_util::stream::unfold(st, move |mut st| async move {
         if st.done {
             return None;
         }
         match st.body.next().await {
-            Some(Ok(chunk)) => {
-                st.got += chunk.len() as u64;
-                if st.got > st.expected {
+            Some(Ok(chunk)) => match st.check.feed(chunk.len()) {
+                Ok(()) => Some((Ok(chunk), st)),
+                Err(err) => {
                     st.done = true;
-                    let err = RemoteError::Truncated {
-                        got: st.got,
-                        expected: st.expected,
-                    };
                     tracing::warn!("GET file: body longer than listed: {err}");
-                    return Some((Err(err), st));
+                    Some((Err(err), st))
                 }
-                Some((Ok(chunk), st))
-            }
+            },
             Some(Err(e)) => {
                 st.done = true;
                 let err = network_error(&e);
-                tracing::warn!("GET file: body failed after {} of {} bytes: {err}", st.got, st.expected);
+                tracing::warn!(
+                    "GET file: body failed after {} of {expected} bytes: {err}",
+                    st.check.got()
+                );
                 Some((Err(err), st))
             }
-            None if st.got != st.expected => {
-                st.done = true;
-                let err = RemoteError::Truncated {
-                    got: st.got,
-                    expected: st.expected,
-                };
-                tracing::warn!("GET file: {err}");
-                Some((Err(err), st))
-            }
-            None => None,
+            None => match st.check.finish() {
+                Ok(()) => None,
+                Err(err) => {
+                    st.done = true;
+                    tracing::warn!("GET file: {err}");
+                    Some((Err(err), st))
+                }
+            },
         }
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct FileRow {
-    id: String,
-    date_created: i64,
-    size: u64,
-    file_name: String,
-    #[serde(default)]
-    content_type: Option<String>,
-    #[serde(default)]
-    folder_id: Option<String>,
+/// Progress of an upload body, watched by `upload` to bound it by inactivity while the
+/// body is sent and by `read_timeout` once it is.
+#[derive(Default)]
+struct SendProgress {
+    /// Bytes handed to the connection so far.
+    sent: std::sync::atomic::AtomicU64,
+    /// The whole body has been handed over.
+    done: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct FolderRow {
-    id: String,
-    name: String,
+/// Most bytes the kernel may still hold in its send buffer once the body has been
+/// handed over, and the slowest link they are assumed to drain through: after the
+/// hand-over the answer may take `idle` plus that long (at most 64 s more).
+const SEND_BUFFER_BOUND: u64 = 8 << 20;
+const MIN_LINK_BYTES_PER_SEC: u64 = 128 << 10;
+
+/// How long to wait for the answer once a body of `len` bytes has been handed over.
+fn answer_grace(len: u64, idle: Duration) -> Duration {
+    idle + Duration::from_secs(len.min(SEND_BUFFER_BOUND) / MIN_LINK_BYTES_PER_SEC)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ClientRow {
-    client_id: ClientId,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    first_name: Option<String>,
-    #[serde(default)]
-    last_name: Option<String>,
+/// Wait until the upload's body makes no progress for `idle`, or its answer takes
+/// longer than `grace` once the body was handed over; returns which. So an upload is
+/// never cut short by its size: only a stall or a missing answer ends it. Progress is
+/// seen as the kernel takes bytes, which it does each time about a third of its send
+/// buffer (up to 4 MiB) has drained: with the default 30 s, links down to about
+/// 50 kB/s count as moving.
+async fn upload_watchdog(progress: &SendProgress, idle: Duration, grace: Duration) -> &'static str {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tick = (idle / 4).max(Duration::from_millis(10));
+    let mut last = progress.sent.load(Relaxed);
+    let mut last_change = Instant::now();
+    let mut done_at: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        if progress.done.load(Relaxed) {
+            let at = *done_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= grace {
+                return "no answer after the file was sent";
+            }
+            continue;
+        }
+        let now = progress.sent.load(Relaxed);
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= idle {
+            return "sending the file made no progress";
+        }
+    }
 }
 
 impl Remote for HttpRemote {
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
         let url = self.url("folders", None)?;
-        let rows: Vec<FolderRow> = self.get_json(url, "GET folders", prio).await?;
-        Ok(rows.into_iter().map(|r| Folder { id: r.id, name: r.name }).collect())
+        let body = self.get_body(url, "GET folders", prio).await?;
+        self.rows("GET folders", parse::folders(&body, self.opts.max_listing_rows))
     }
 
     async fn list_files(&self, client: ClientId, prio: Priority) -> Result<Vec<RemoteFile>, RemoteError> {
         let url = self.url("files", Some(&format!("clientId={client}")))?;
-        let rows: Vec<FileRow> = self.get_json(url, "GET files", prio).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RemoteFile {
-                id: r.id,
-                name: r.file_name,
-                size: r.size,
-                created_ms: r.date_created,
-                content_type: r.content_type.unwrap_or_default(),
-                folder_id: r.folder_id,
-            })
-            .collect())
+        let body = self.get_body(url, "GET files", prio).await?;
+        self.rows("GET files", parse::files(&body, self.opts.max_listing_rows))
     }
 
     async fn list_clients(&self, search: Option<&str>, page: u32, prio: Priority) -> Result<Vec<Client>, RemoteError> {
+        if page > MAX_CLIENT_PAGES {
+            tracing::warn!(
+                "GET clients: stopping after {MAX_CLIENT_PAGES} pages ({} clients); later clients are not listed \
+                 (each still opens by its id)",
+                MAX_CLIENT_PAGES as usize * super::CLIENT_PAGE_SIZE
+            );
+            return Ok(Vec::new());
+        }
+        // Profiles are asked for because only that form documents `ClientId`; their
+        // other fields are dropped unread. Rows without it fall back to `ClientNumber`.
         let mut query = format!("includeProfile=true&page={}", page.max(1));
         if let Some(s) = search.filter(|s| !s.is_empty()) {
             query.push_str("&search=");
             query.extend(utf8_percent_encode(s, ENCODE));
         }
         let url = self.url("clients", Some(&query))?;
-        let rows: Vec<ClientRow> = self.get_json(url, "GET clients", prio).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let name = r.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
-                    format!(
-                        "{} {}",
-                        r.first_name.unwrap_or_default(),
-                        r.last_name.unwrap_or_default()
-                    )
-                    .trim()
-                    .to_string()
-                });
-                Client { id: r.client_id, name }
-            })
-            .collect())
+        let body = self.get_body(url, "GET clients", prio).await?;
+        self.rows("GET clients", parse::clients(&body, self.opts.max_listing_rows))
     }
 
     async fn download(&self, file_id: &str, expected_size: u64, prio: Priority) -> Result<ByteStream, RemoteError> {
@@ -555,7 +753,21 @@ impl Remote for HttpRemote {
             .await
             .map_err(|e| RemoteError::LocalIo(e.to_string()))?
             .len();
-        let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map_err(LocalRead);
+        let progress = Arc::new(SendProgress::default());
+        let body = {
+            let sent = progress.clone();
+            let done = progress.clone();
+            tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
+                .map_err(LocalRead)
+                .inspect_ok(move |chunk| {
+                    sent.sent
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                })
+                .chain(futures_util::stream::poll_fn(move |_| {
+                    done.done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    std::task::Poll::Ready(None)
+                }))
+        };
         let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
             .file_name(file_name.to_string())
             .mime_str(content_type)
@@ -565,14 +777,21 @@ impl Remote for HttpRemote {
 
         // Never retried: a lost answer may mean the file landed.
         self.limiter.acquire(prio, what).await?;
-        let rb = self.client.post(url).multipart(form);
-        match self.attempt(rb, what, Want::Nothing).await {
+        let rb = self.upload_client.post(url).multipart(form);
+        let idle = self.opts.read_timeout;
+        let result = tokio::select! {
+            r = self.attempt(rb, what, Want::Nothing) => r,
+            why = upload_watchdog(&progress, idle, answer_grace(len, idle)) => Err(RemoteError::Network(format!(
+                "timed out: {why} in time"
+            ))),
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(err) => {
                 if err == RemoteError::NotFound {
                     tracing::debug!("{what}: client not found");
                 } else {
-                    tracing::warn!("{what} failed: {err}");
+                    tracing::warn!("{what} of {} failed: {err}", crate::phi::Name(file_name));
                 }
                 Err(err)
             }
@@ -594,6 +813,85 @@ impl Remote for HttpRemote {
                 Ok(())
             }
             Err(f) => Err(f.err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn retry_after_is_capped_and_never_overflows() {
+        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        for huge in [
+            "301",
+            "99999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            &"9".repeat(400),
+        ] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        for absent in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "+5", "0x10"] {
+            assert_eq!(parse_retry_after(absent), None, "{absent}");
+        }
+    }
+
+    #[test]
+    fn base_urls_must_be_https_unless_loopback() {
+        let o = HttpOptions::default();
+        assert!(check_base_url("http://127.0.0.1:9/api/v1", &o).is_ok());
+        assert_eq!(
+            check_base_url("http://localhost/x", &o).unwrap().as_str(),
+            "http://localhost/x/"
+        );
+        assert!(check_base_url("http://[::ffff:127.0.0.1]/", &o).is_ok());
+        assert!(check_base_url("http://127.0.0.1.example.com/", &o).is_err());
+        assert!(check_base_url("http://localhost.example.com/", &o).is_err());
+        assert!(check_base_url("http://192.168.1.2/", &o).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn retry_after_never_panics_and_stays_within_the_cap(v in ".{0,40}", n in any::<u64>()) {
+            if let Some(d) = parse_retry_after(&v) {
+                prop_assert!(d <= MAX_RETRY_AFTER);
+            }
+            let d = parse_retry_after(&n.to_string()).unwrap();
+            prop_assert_eq!(d, Duration::from_secs(n).min(MAX_RETRY_AFTER));
+            prop_assert!(Instant::now().checked_add(d).is_some());
+        }
+
+        #[test]
+        fn length_check_accepts_exactly_the_listed_size(expected in any::<u64>(), chunks in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let mut c = LengthCheck::new(expected);
+            let mut total: u128 = 0;
+            let mut failed = false;
+            for n in &chunks {
+                total += *n as u128;
+                if c.feed(*n).is_err() {
+                    failed = true;
+                    prop_assert!(total > expected as u128);
+                    break;
+                }
+            }
+            if !failed {
+                prop_assert_eq!(c.finish().is_ok(), total == expected as u128);
+            }
+        }
+
+        #[test]
+        fn length_check_on_small_bodies(expected in 0u64..2000, chunks in proptest::collection::vec(0usize..700, 0..6)) {
+            let mut c = LengthCheck::new(expected);
+            let total: usize = chunks.iter().sum();
+            let fed_ok = chunks.iter().all(|n| c.feed(*n).is_ok());
+            prop_assert_eq!(fed_ok, total as u64 <= expected);
+            if fed_ok {
+                prop_assert_eq!(c.finish().is_ok(), total as u64 == expected);
+            }
         }
     }
 }

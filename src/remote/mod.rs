@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod memory;
+pub mod parse;
 
 use std::future::Future;
 use std::path::Path;

@@ -1,0 +1,383 @@
+//! FUSE tier, security: the real binary started the way an attacker or a careless
+//! administrator would leave things (a readable key file, no home directory, a shared
+//! or planted spool, a plain-http URL), checking it refuses with one line or keeps the
+//! key and the records private.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use intakeq_fs::fake::store::Endpoint;
+
+fn mode(p: &std::path::Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn uid() -> u32 {
+    unsafe { libc::geteuid() }
+}
+
+/// `intakeq-fs mount <mnt> --base-url <base> <extra>` with the key in the environment,
+/// run to completion (it must fail, or go to the background).
+fn mount_cmd(mnt: &std::path::Path, base: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("mount").arg(mnt).args(["--base-url", base]);
+    for e in extra {
+        c.arg(e);
+    }
+    c.env("INTAKEQ_API_KEY", KEY);
+    c
+}
+
+/// The error a failed start ends with: exit 1, the key nowhere in stderr, and the last
+/// line `intakeq-fs: <one line>` (in the foreground, log lines come before it).
+fn final_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "must fail with 1: {}", stderr_of(out));
+    let err = stderr_of(out);
+    assert!(!err.contains(KEY), "{err}");
+    let last = err.trim().lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("intakeq-fs: "), "{err}");
+    last
+}
+
+/// A start refused before anything else happened: exactly one line.
+fn one_line_error(out: &Output) -> String {
+    let last = final_error(out);
+    assert_eq!(stderr_of(out).trim().lines().count(), 1, "one line: {}", stderr_of(out));
+    last
+}
+
+#[test]
+fn the_key_is_wiped_from_the_daemons_environment_and_core_dumps_are_off() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let pid = m.pid();
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let text = String::from_utf8_lossy(&environ);
+    assert!(
+        text.contains("INTAKEQ_FS_LOG=debug"),
+        "the block is readable and still holds other variables"
+    );
+    assert!(!text.contains(KEY), "the key is readable in /proc/{pid}/environ");
+    assert!(!text.contains("INTAKEQ_API_KEY"), "the variable is gone from the block");
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(KEY));
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().collect::<Vec<_>>()[4..6], ["0", "0"], "{core}");
+    // The mount works with the wiped key.
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    let (status, log, _) = m.unmount();
+    assert!(status.success());
+    assert!(!log.contains(KEY));
+    assert!(!log.contains('\u{1b}'), "no ANSI codes in a log that is not a terminal");
+}
+
+#[test]
+fn a_key_file_others_can_read_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let key = dir.path().join("key");
+    fs::write(&key, format!("{KEY}\n")).unwrap();
+    let spool = dir.path().join("spool");
+    let cache = dir.path().join("cache");
+    let run = || {
+        Command::new(bin())
+            .arg("mount")
+            .arg(&mnt)
+            .args(["--base-url", "http://127.0.0.1:9/api/v1/", "--foreground"])
+            .arg("--api-key-file")
+            .arg(&key)
+            .arg("--spool-dir")
+            .arg(&spool)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env_remove("INTAKEQ_API_KEY")
+            .output()
+            .unwrap()
+    };
+    for m in [0o644, 0o640, 0o604, 0o660] {
+        fs::set_permissions(&key, fs::Permissions::from_mode(m)).unwrap();
+        let err = one_line_error(&run());
+        assert!(err.contains(&format!("chmod 600 {}", key.display())), "{m:o}: {err}");
+    }
+    // At 0600 the key file is accepted: the failure is now the unreachable server.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let err = final_error(&run());
+    assert!(!err.contains("chmod"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn plain_http_to_another_host_is_refused_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let t0 = Instant::now();
+    // 192.0.2.1 is TEST-NET-1: a connection attempt would hang until the connect timeout.
+    let out = mount_cmd(&mnt, "http://192.0.2.1/api/v1/", &[&"--foreground"])
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("refusing plain http://") && err.contains("--insecure-plain-http"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn with_no_private_home_the_mount_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let bare = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", extra);
+        c.env_clear().env("INTAKEQ_API_KEY", KEY).env("PATH", "/usr/bin:/bin");
+        c.output().unwrap()
+    };
+    let err = one_line_error(&bare(&[]));
+    assert!(err.contains("no private place"), "{err}");
+    let err = one_line_error(&bare(&[&"--foreground"]));
+    assert!(err.contains("no private place"), "the spool needs one too: {err}");
+
+    // A run-time directory that is private is used instead.
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+    let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--foreground"]);
+    c.env_clear().env("INTAKEQ_API_KEY", KEY).env("XDG_RUNTIME_DIR", &run);
+    let err = final_error(&c.output().unwrap());
+    assert!(err.contains("127.0.0.1:9"), "got as far as the server: {err}");
+    assert_eq!(mode(&run.join("intakeq-fs")), 0o700);
+
+    // One that others can write to is not.
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--foreground"]);
+    c.env_clear().env("INTAKEQ_API_KEY", KEY).env("XDG_RUNTIME_DIR", &run);
+    let err = one_line_error(&c.output().unwrap());
+    assert!(err.contains("no private place"), "{err}");
+
+    // Explicit places need no home at all.
+    let mut c = mount_cmd(
+        &mnt,
+        "http://127.0.0.1:9/api/v1/",
+        &[
+            &"--foreground",
+            &"--spool-dir",
+            &dir.path().join("s"),
+            &"--cache-dir",
+            &dir.path().join("c"),
+        ],
+    );
+    c.env_clear().env("INTAKEQ_API_KEY", KEY);
+    let err = final_error(&c.output().unwrap());
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn state_is_private_whatever_the_umask_and_given_directories_are_left_alone() {
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = unsafe {
+        mount_cmd(&mnt, &srv.base, &[&"--rate-limit", &"1000", &"--cache-dir", &shared])
+            .env("HOME", &home)
+            .env_remove("XDG_STATE_HOME")
+            .stdout(Stdio::null())
+            .pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            })
+            .output()
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(fs::read(mnt.join("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    let state = home.join(".local/state/intakeq-fs");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&home.join(".local")), 0o700);
+    assert_eq!(mode(&state.join("spool")), 0o700);
+    let spools: Vec<_> = fs::read_dir(state.join("spool")).unwrap().flatten().collect();
+    assert_eq!(spools.len(), 1);
+    assert_eq!(mode(&spools[0].path()), 0o700);
+    let log = state.join("intakeq-fs.log");
+    assert_eq!(mode(&log), 0o600, "the log is created 0600 even at umask 000");
+    assert_eq!(mode(&shared), 0o1777, "a directory the user names is never changed");
+    assert_eq!(mode(&shared.join(format!("intakeq-fs-{}", uid()))), 0o700);
+    assert!(ok("fusermount3", &[&"-u", &mnt]).is_empty());
+    let t0 = Instant::now();
+    while is_mounted(&mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}') && !text.contains(KEY), "{text}");
+
+    // Reused: a state directory someone made writable for others is refused, as is a
+    // private directory replaced by a symlink.
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = mount_cmd(&mnt, &srv.base, &[&"--cache-dir", &shared])
+        .env("HOME", &home)
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("not private") && err.contains("chmod 700"), "{err}");
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    let sub = shared.join(format!("intakeq-fs-{}", uid()));
+    fs::remove_dir_all(&sub).unwrap();
+    std::os::unix::fs::symlink(&home, &sub).unwrap();
+    let out = mount_cmd(&mnt, &srv.base, &[&"--cache-dir", &shared])
+        .env("HOME", &home)
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    // The spool the mount will use: <spool-dir>/intakeq-fs-<uid>.
+    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    fs::create_dir_all(&spool).unwrap();
+    fs::set_permissions(dir.path().join("spool"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(&spool, fs::Permissions::from_mode(0o700)).unwrap();
+    let account = intakeq_fs::core::account_id(&srv.base, KEY);
+    let journal = serde_json::json!({
+        "account": account, "client": 1001, "name": "planted.pdf", "replaces": ["f00000001"], "size": 4
+    });
+    fs::write(spool.join("1-1-1.data"), b"evil").unwrap();
+    fs::write(spool.join("1-1-1.json"), journal.to_string()).unwrap();
+    let owed = serde_json::json!({"account": account, "client": 1001, "id": "f00000001"});
+    fs::write(spool.join("00000000000000aa.delete"), owed.to_string()).unwrap();
+    for f in ["1-1-1.data", "1-1-1.json", "00000000000000aa.delete"] {
+        if std::os::unix::fs::chown(spool.join(f), Some(4242), Some(4242)).is_err() {
+            eprintln!("not root: cannot plant another user's files; skipped");
+            return;
+        }
+    }
+    let m = mount_in(dir, &srv, &[]);
+    let t0 = Instant::now();
+    while !m.log_text().contains("refused 1 journal entry") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no warning; log:\n{}",
+            m.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(m.log_text().contains("refused 1 owed delete"), "{}", m.log_text());
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(srv.store.count(Endpoint::Upload), 0);
+    assert_eq!(srv.store.count(Endpoint::Delete), 0);
+    assert!(srv.store.files_named(1001, "planted.pdf").is_empty());
+    assert!(srv.store.file("f00000001").is_some());
+    let log = m.log_text();
+    assert!(!log.contains("planted.pdf"), "no file names in the warning");
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    assert!(spool.join("1-1-1.json").exists(), "left in place");
+}
+
+/// A proxy in front of the fake server that forwards every request except DELETE,
+/// which it answers with a 307 to `to`. Returns its base URL.
+fn redirecting_proxy(srv: &Server, to: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream: std::net::SocketAddr = srv
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listener = srv.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    srv.rt.spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                if first.starts_with("DELETE ") {
+                    let answer = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = c.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let mut lines: Vec<&str> = text
+                    .trim_end()
+                    .split("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect();
+                lines.push("Connection: close");
+                let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+                let Ok(mut u) = tokio::net::TcpStream::connect(upstream).await else { return };
+                if u.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}/api/v1/")
+}
+
+#[test]
+fn rm_of_a_file_whose_delete_is_redirected_fails_and_the_key_stays_home() {
+    let srv = server(account());
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let proxy = redirecting_proxy(&srv, target.local_addr().unwrap());
+    // The mount talks to the proxy; the store behind it is inspected directly.
+    let srv = Server { base: proxy, ..srv };
+    let m = mount(&srv, &[]);
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    let out = run("rm", &[&m.p("clients/1001/notes.txt")]);
+    assert!(!out.status.success(), "rm must fail when its DELETE is redirected");
+    assert!(fs::metadata(m.p("clients/1001/notes.txt")).is_ok(), "the entry stays");
+    assert!(srv.store.file("f00000001").is_some(), "nothing was deleted");
+    assert_eq!(
+        srv.store.count(Endpoint::Delete),
+        0,
+        "the DELETE never reached the server"
+    );
+    assert!(
+        matches!(target.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect target was contacted"
+    );
+    assert!(
+        m.log_text().contains("redirects are never followed"),
+        "{}",
+        m.log_text()
+    );
+    let (status, _, _) = m.unmount();
+    assert!(status.success());
+}
