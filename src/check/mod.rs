@@ -13,10 +13,12 @@
 //! - `mod.rs`: options, the command line, the base URL rules, [`run`].
 //! - `probe.rs`: the raw HTTP (one call within budget and pace, what stops the check).
 //! - `read.rs`: the read-only steps and how each answer is judged.
-//! - `write.rs`: the upload round trip in the named client.
+//! - `file_rows.rs`: how the rows of a client's file listing are judged.
+//! - `write.rs`: the upload round trip in the named client, one function per step.
 //! - [`shape`]: answers described without their data.
 //! - [`report`]: findings, severities, exit codes, text and JSON.
 
+mod file_rows;
 mod probe;
 mod read;
 pub mod report;

@@ -213,7 +213,7 @@ impl Prober<'_> {
         let n = self.report.calls;
         let budget = self.report.budget;
         let result = rb.header(AUTH_HEADER, header).send().await;
-        let mut resp = match result {
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 let text = network_text(&e);
@@ -226,28 +226,51 @@ impl Prober<'_> {
         let status = resp.status().as_u16();
         self.report.steps[idx].status = Some(status);
         (self.progress)(&format!("[{n}/{budget}] {request} → {status}"));
-        let headers = resp.headers().clone();
         if (300..400).contains(&status) {
-            let target = match headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
-                None => "no Location header".to_string(),
-                Some(loc) => match self.base.join(loc) {
-                    Ok(u) if u.origin() == self.base.origin() => "the same host".to_string(),
-                    Ok(u) => format!("host {}", service_name(&u)),
-                    Err(_) => format!("an unparsable Location ({})", describe_string(loc)),
-                },
-            };
-            self.observe(idx, format!("redirect to {target} (not followed)"));
-            self.find(
-                "redirect",
-                Severity::Unsafe,
-                &request,
-                format!("answered {status} redirecting to {target}"),
-                "the service redirects this call: the mount must not follow redirects with the key \
-                 (a redirect to another host would receive it), and until it handles this call's \
-                 redirect without the key the call fails",
-            );
+            self.redirected(idx, &request, status, resp.headers());
             return (idx, Err(Fail::Skip));
         }
+        let answer = match self.receive(idx, &request, resp, keep).await {
+            Ok(a) => a,
+            Err(f) => return (idx, Err(f)),
+        };
+        (idx, self.stops_the_check(idx, &request, key, answer))
+    }
+
+    /// A redirect: where to (described, never followed), and the finding.
+    fn redirected(&mut self, idx: usize, request: &str, status: u16, headers: &HeaderMap) {
+        let target = match headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
+            None => "no Location header".to_string(),
+            Some(loc) => match self.base.join(loc) {
+                Ok(u) if u.origin() == self.base.origin() => "the same host".to_string(),
+                Ok(u) => format!("host {}", service_name(&u)),
+                Err(_) => format!("an unparsable Location ({})", describe_string(loc)),
+            },
+        };
+        self.observe(idx, format!("redirect to {target} (not followed)"));
+        self.find(
+            "redirect",
+            Severity::Unsafe,
+            request,
+            format!("answered {status} redirecting to {target}"),
+            "the service redirects this call: the mount must not follow redirects with the key \
+             (a redirect to another host would receive it), and until it handles this call's \
+             redirect without the key the call fails",
+        );
+    }
+
+    /// Read the body: kept up to [`MAX_KEPT_BODY`] (or, for a 2xx with
+    /// [`Keep::CountOnly`], only counted). A body cut off stops the check like a lost
+    /// answer.
+    async fn receive(
+        &mut self,
+        idx: usize,
+        request: &str,
+        mut resp: reqwest::Response,
+        keep: Keep,
+    ) -> Result<Answer, Fail> {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let success = (200..300).contains(&status);
         let keep_body = keep == Keep::Body || !success;
         let mut body = Vec::new();
@@ -265,7 +288,7 @@ impl Prober<'_> {
                     let text = format!("the body failed after {received} bytes: {}", network_text(&e));
                     self.report.steps[idx].error = Some(text.clone());
                     let _ = self.stop(format!("{request}: {text}"));
-                    return (idx, Err(Fail::Lost));
+                    return Err(Fail::Lost);
                 }
             }
         }
@@ -275,55 +298,60 @@ impl Prober<'_> {
                 format!("body of {received} bytes: only the first {MAX_KEPT_BODY} examined"),
             );
         }
-        let answer = Answer {
+        Ok(Answer {
             status,
             headers,
             body,
             received,
-        };
+        })
+    }
+
+    /// The answer, or why it stops the check: rate limited (429), the account key
+    /// rejected (401, 403), a server error (5xx, which may have taken effect).
+    fn stops_the_check(&mut self, idx: usize, request: &str, key: KeyUse, answer: Answer) -> Result<Answer, Fail> {
+        let status = answer.status;
         if status == 429 {
-            let retry = describe_retry_after(answer.header(RETRY_AFTER));
-            let mut rate_headers: Vec<String> = answer
-                .headers
-                .keys()
-                .map(|k| k.as_str().to_string())
-                .filter(|k| k.contains("rate") || k.contains("limit") || k.contains("quota"))
-                .collect();
-            rate_headers.sort();
-            let others = if rate_headers.is_empty() {
-                "none".to_string()
-            } else {
-                rate_headers.join(", ")
-            };
-            self.observe(idx, format!("Retry-After: {retry}; other rate headers: {others}"));
-            self.observe(idx, answer.describe());
-            return (
-                idx,
-                Err(self
-                    .stop(format!(
-                        "rate limited (429) at {request}; not retried: run the check again after a few minutes, \
-                         with nothing else using the account"
-                    ))
-                    .into()),
-            );
+            self.observe_rate_limit(idx, &answer);
+            return Err(self
+                .stop(format!(
+                    "rate limited (429) at {request}; not retried: run the check again after a few minutes, \
+                     with nothing else using the account"
+                ))
+                .into());
         }
         if key == KeyUse::Real && (status == 401 || status == 403) {
             self.observe(idx, answer.describe());
-            return (
-                idx,
-                Err(self
-                    .stop(format!(
-                        "the key was rejected ({status}) at {request}: check the key and the account's IP allow-list"
-                    ))
-                    .into()),
-            );
+            return Err(self
+                .stop(format!(
+                    "the key was rejected ({status}) at {request}: check the key and the account's IP allow-list"
+                ))
+                .into());
         }
         if status >= 500 {
             self.observe(idx, answer.describe());
             let _ = self.stop(format!("server error ({status}) at {request}; not retried"));
-            return (idx, Err(Fail::Lost));
+            return Err(Fail::Lost);
         }
-        (idx, Ok(answer))
+        Ok(answer)
+    }
+
+    /// A 429's `Retry-After` and other rate headers (names only), and its body's shape.
+    fn observe_rate_limit(&mut self, idx: usize, answer: &Answer) {
+        let retry = describe_retry_after(answer.header(RETRY_AFTER));
+        let mut rate_headers: Vec<String> = answer
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .filter(|k| k.contains("rate") || k.contains("limit") || k.contains("quota"))
+            .collect();
+        rate_headers.sort();
+        let others = if rate_headers.is_empty() {
+            "none".to_string()
+        } else {
+            rate_headers.join(", ")
+        };
+        self.observe(idx, format!("Retry-After: {retry}; other rate headers: {others}"));
+        self.observe(idx, answer.describe());
     }
 
     /// A GET with the account key whose 2xx body is a JSON array: the rows, or `None`

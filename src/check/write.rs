@@ -6,17 +6,104 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::probe::{file_path, id_text, Fail, Halt, Keep, KeyUse, Prober};
+use super::probe::{file_path, id_text, Answer, Fail, Halt, Keep, KeyUse, Prober};
 use super::report::Severity;
 use super::shape::{self, describe_body, describe_mime, describe_string, escape_exact};
 use super::{MARKER_BYTES, MARKER_CONTENT_TYPE, MARKER_NAME};
 use crate::remote::ClientId;
+
+/// What the upload's answer told.
+struct Upload {
+    /// The upload's request line, for findings about it.
+    req: String,
+    /// The service answered with success.
+    accepted: bool,
+    /// The answer was lost or a server error: the file may have been stored anyway.
+    lost: bool,
+    /// The id the answer carried, if it carried one.
+    answered_id: Option<String>,
+}
+
+/// The marker file as the listing after the upload shows it.
+struct Stored {
+    /// Its id: the only one the check may delete.
+    id: String,
+    /// Its listed `FileName`, if a string.
+    name: Option<String>,
+    /// Its listed `ContentType`, if a string.
+    content_type: Option<String>,
+}
+
+/// A client's listing that was read.
+struct Listing {
+    /// The step's index in the report.
+    idx: usize,
+    /// The request line, for findings about it.
+    req: String,
+    /// The listed rows.
+    rows: Vec<Value>,
+}
+
+/// Whether a name the service shows is still recognisably the marker (a name the check
+/// chose, so it may be shown exactly and its file deleted).
+fn recognisably_marker(name: &str) -> bool {
+    name.contains("intakeq-fs")
+}
+
+/// A row's `FileName`, if a string.
+fn name_of(r: &Value) -> Option<String> {
+    r.get("FileName").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Which of the rows not listed before is the marker: the id the upload answered, else
+/// the one row with the marker's exact name, else the only new row if its name is still
+/// recognisably the marker.
+fn pick_own<'r>(new: &[&'r Value], answered_id: Option<&String>) -> Option<&'r Value> {
+    if let Some(aid) = answered_id {
+        if let Some(r) = new.iter().copied().find(|r| id_text(r.get("Id")).as_ref() == Some(aid)) {
+            return Some(r);
+        }
+    }
+    let exact: Vec<&Value> = new
+        .iter()
+        .copied()
+        .filter(|r| name_of(r).as_deref() == Some(MARKER_NAME))
+        .collect();
+    if exact.len() == 1 {
+        return exact.first().copied();
+    }
+    // A name changed by the service: only if it is the one new file and still
+    // recognisably the marker.
+    match new {
+        [one] if name_of(one).is_some_and(|n| recognisably_marker(&n)) => Some(*one),
+        _ => None,
+    }
+}
 
 impl Prober<'_> {
     /// Upload a marker, list, download, compare, delete, list: only in client `c`, and
     /// only the file whose id was not listed before.
     pub(super) async fn round_trip(&mut self, c: ClientId, before: &[Value]) -> Result<(), Halt> {
         let ids_before: BTreeSet<String> = before.iter().filter_map(|r| id_text(r.get("Id"))).collect();
+        let upload = self.upload_marker(c).await?;
+        let Some(own) = self.list_after_upload(c, &ids_before, &upload).await? else {
+            return Ok(());
+        };
+        let bytes_match = self.download_compare(&own).await?;
+        // Delete our file, and only it: a new id that is recognisably the marker by
+        // name or by content.
+        if !(bytes_match || own.name.as_deref().is_some_and(recognisably_marker)) {
+            return Err(self.stop(format!(
+                "the new file {} has neither the marker's name nor its bytes: the check deleted nothing",
+                own.id
+            )));
+        }
+        self.delete_marker(&own.id).await?;
+        self.list_after_delete(c, &ids_before, &own.id).await
+    }
+
+    /// `POST files/c` of the marker, and what its answer says.
+    async fn upload_marker(&mut self, c: ClientId) -> Result<Upload, Halt> {
         let marker = escape_exact(MARKER_NAME);
         let req = format!("POST files/{c}");
         let part = reqwest::multipart::Part::bytes(MARKER_BYTES)
@@ -38,14 +125,19 @@ impl Prober<'_> {
                 Keep::Body,
             )
             .await;
-        // A lost answer or a server error may hide a stored file: the listing below
-        // finds it, so the check can report it and clean up.
-        let mut lost = false;
-        let upload = match r {
+        // A lost answer or a server error may hide a stored file: the listing after
+        // the upload finds it, so the check can report it and clean up.
+        let mut upload = Upload {
+            req,
+            accepted: false,
+            lost: false,
+            answered_id: None,
+        };
+        let answer = match r {
             Ok(a) => Some(a),
             Err(Fail::Skip) => None,
             Err(Fail::Lost) => {
-                lost = true;
+                upload.lost = true;
                 None
             }
             Err(Fail::Halt) => return Err(Halt),
@@ -58,120 +150,91 @@ impl Prober<'_> {
                 MARKER_BYTES.len()
             ),
         );
-        let mut answered_id = None;
-        let mut accepted = false;
-        if let Some(a) = &upload {
-            self.observe(idx, a.describe());
-            accepted = a.is_success();
-            let body = serde_json::from_slice::<Value>(&a.body).ok();
-            answered_id = body.as_ref().and_then(|b| id_text(b.get("Id")));
-            if !accepted {
-                self.find(
-                    "upload-rejected",
-                    Severity::Degraded,
-                    &req,
-                    format!("answered {} with {}", a.status, describe_body(&a.body)),
-                    "the service refused a name with quotes and non-ASCII letters: the mount's uploads of \
-                     such names fail at close() (the data stays in the spool, nothing is lost)",
-                );
-            } else if a.body.is_empty() {
-                // As the contract says.
-            } else if answered_id.is_some() && body.as_ref().and_then(Value::as_object).is_some_and(|o| o.len() == 1) {
-                self.find(
-                    "upload-answer-id",
-                    Severity::Handled,
-                    &req,
-                    format!("answered {} with {}", a.status, describe_body(&a.body)),
-                    "uploads answer {Id}: confirmation listings can be skipped",
-                );
-            } else {
-                self.find(
-                    "upload-answer-other",
-                    Severity::Handled,
-                    &req,
-                    format!("answered {} with {}", a.status, describe_body(&a.body)),
-                    "the upload answer has a body other than {Id}: the mount ignores it and confirms by listing",
-                );
-            }
+        if let Some(a) = &answer {
+            self.judge_upload_answer(idx, a, &mut upload);
         }
+        Ok(upload)
+    }
 
-        // List: which file is new?
-        let list_req = format!("GET files?clientId={c} (after the upload)");
+    /// What the upload's answer says: accepted? an id? Findings when it was refused or
+    /// has a body other than the contract's empty one.
+    fn judge_upload_answer(&mut self, idx: usize, a: &Answer, upload: &mut Upload) {
+        self.observe(idx, a.describe());
+        upload.accepted = a.is_success();
+        let body = serde_json::from_slice::<Value>(&a.body).ok();
+        upload.answered_id = body.as_ref().and_then(|b| id_text(b.get("Id")));
+        let only_id =
+            upload.answered_id.is_some() && body.as_ref().and_then(Value::as_object).is_some_and(|o| o.len() == 1);
+        if !upload.accepted {
+            self.find(
+                "upload-rejected",
+                Severity::Degraded,
+                &upload.req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "the service refused a name with quotes and non-ASCII letters: the mount's uploads of \
+                 such names fail at close() (the data stays in the spool, nothing is lost)",
+            );
+        } else if a.body.is_empty() {
+            // As the contract says.
+        } else if only_id {
+            self.find(
+                "upload-answer-id",
+                Severity::Handled,
+                &upload.req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "uploads answer {Id}: confirmation listings can be skipped",
+            );
+        } else {
+            self.find(
+                "upload-answer-other",
+                Severity::Handled,
+                &upload.req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "the upload answer has a body other than {Id}: the mount ignores it and confirms by listing",
+            );
+        }
+    }
+
+    /// `GET files?clientId=c`; the check stops if there is no listing to judge.
+    async fn list_client(&mut self, c: ClientId, when: &str, purpose: &str) -> Result<Listing, Halt> {
+        let req = format!("GET files?clientId={c} ({when})");
         let url = self.url("files", Some(&format!("clientId={c}")))?;
         let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
-                list_req.clone(),
-                "find the marker file: the id not listed before",
-                rb,
-                KeyUse::Real,
-                Keep::Body,
-            )
-            .await;
+        let (idx, r) = self.call(req.clone(), purpose, rb, KeyUse::Real, Keep::Body).await;
         let a = match r {
             Ok(a) => a,
-            Err(_) => return Err(self.stop(format!("{list_req}: no answer to judge"))),
+            Err(_) => return Err(self.stop(format!("{req}: no answer to judge"))),
         };
         let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
-            return Err(self.stop(format!("{list_req}: the listing could not be read")));
+            return Err(self.stop(format!("{req}: the listing could not be read")));
         };
+        Ok(Listing { idx, req, rows })
+    }
+
+    /// List: which file is new? The marker as stored, or `None` when nothing was stored
+    /// (the round trip ends there).
+    async fn list_after_upload(
+        &mut self,
+        c: ClientId,
+        ids_before: &BTreeSet<String>,
+        upload: &Upload,
+    ) -> Result<Option<Stored>, Halt> {
+        let Listing { idx, req, rows } = self
+            .list_client(c, "after the upload", "find the marker file: the id not listed before")
+            .await?;
         let new: Vec<&Value> = rows
             .iter()
             .filter(|r| id_text(r.get("Id")).is_some_and(|id| !ids_before.contains(&id)))
             .collect();
         self.observe(idx, format!("{} row(s), {} not listed before", rows.len(), new.len()));
-        let name_of = |r: &Value| r.get("FileName").and_then(Value::as_str).map(str::to_string);
-        let own: Option<&Value> = if let Some(aid) = &answered_id {
-            new.iter().copied().find(|r| id_text(r.get("Id")).as_ref() == Some(aid))
-        } else {
-            None
-        }
-        .or_else(|| {
-            let exact: Vec<&Value> = new
-                .iter()
-                .copied()
-                .filter(|r| name_of(r).as_deref() == Some(MARKER_NAME))
-                .collect();
-            if exact.len() == 1 {
-                return exact.first().copied();
-            }
-            // A name changed by the service: only if it is the one new file and still
-            // recognisably the marker.
-            match new.as_slice() {
-                [one] if name_of(one).is_some_and(|n| n.contains("intakeq-fs")) => Some(*one),
-                _ => None,
-            }
-        });
-        let Some(own) = own else {
-            if new.is_empty() {
-                if accepted {
-                    self.report.leftover = None;
-                    self.find(
-                        "upload-not-listed",
-                        Severity::Unsafe,
-                        &req,
-                        "the upload was answered with success but no new file is listed".into(),
-                        "the mount cannot confirm its uploads: close() would fail or upload again",
-                    );
-                    return Err(
-                        self.stop("the uploaded marker file is not listed: nothing to download or delete".into())
-                    );
-                }
-                self.report.leftover = None;
-                self.observe(idx, "nothing was stored".into());
-                return Ok(());
-            }
-            return Err(self.stop(format!(
-                "{} new file(s) appeared and none is recognisably the marker (someone else may be uploading to \
-                 client {c}): the check deleted nothing",
-                new.len()
-            )));
+        let Some(own) = pick_own(&new, upload.answered_id.as_ref()) else {
+            return self.marker_not_found(idx, c, upload, new.len());
         };
-        if lost {
+        if upload.lost {
             self.find(
                 "upload-error-but-stored",
                 Severity::Handled,
-                &req,
+                &upload.req,
                 "the upload's answer was lost or a server error, yet the file was stored".into(),
                 "an upload without a success answer may have landed: the mount lists before sending it again \
                  (it does), so nothing is stored twice",
@@ -184,16 +247,57 @@ impl Prober<'_> {
             "the check's marker file (id {own_id}) is still in client {c}: delete it in IntakeQ"
         ));
         self.observe(idx, format!("marker file id: {own_id}"));
-        if answered_id.as_ref().is_some_and(|aid| *aid != own_id) {
+        if upload.answered_id.as_ref().is_some_and(|aid| *aid != own_id) {
             self.observe(idx, "the id the upload answered differs from the listed one".into());
         }
-        let stored_name = name_of(own);
-        match stored_name.as_deref() {
+        let name = name_of(own);
+        self.judge_stored_name(idx, &req, name.as_deref());
+        self.judge_stored_row(idx, &req, own);
+        Ok(Some(Stored {
+            id: own_id,
+            name,
+            content_type: own.get("ContentType").and_then(Value::as_str).map(str::to_string),
+        }))
+    }
+
+    /// No new row is the marker: nothing was stored (`Ok(None)`), or the check stops
+    /// (an accepted upload not listed, or new files none of which is the marker).
+    fn marker_not_found(
+        &mut self,
+        idx: usize,
+        c: ClientId,
+        upload: &Upload,
+        new: usize,
+    ) -> Result<Option<Stored>, Halt> {
+        if new > 0 {
+            return Err(self.stop(format!(
+                "{new} new file(s) appeared and none is recognisably the marker (someone else may be uploading to \
+                 client {c}): the check deleted nothing"
+            )));
+        }
+        self.report.leftover = None;
+        if upload.accepted {
+            self.find(
+                "upload-not-listed",
+                Severity::Unsafe,
+                &upload.req,
+                "the upload was answered with success but no new file is listed".into(),
+                "the mount cannot confirm its uploads: close() would fail or upload again",
+            );
+            return Err(self.stop("the uploaded marker file is not listed: nothing to download or delete".into()));
+        }
+        self.observe(idx, "nothing was stored".into());
+        Ok(None)
+    }
+
+    /// Is the stored name the one sent, byte for byte?
+    fn judge_stored_name(&mut self, idx: usize, list_req: &str, stored: Option<&str>) {
+        match stored {
             Some(n) if n == MARKER_NAME => self.observe(idx, "stored FileName: byte-exact as sent".into()),
             Some(n) => {
                 // Shown exactly only while it is recognisably the marker (a name the
                 // check chose); anything else is described by shape.
-                let shown = if n.contains("intakeq-fs") {
+                let shown = if recognisably_marker(n) {
                     escape_exact(n)
                 } else {
                     format!("<{}>", describe_string(n))
@@ -202,14 +306,18 @@ impl Prober<'_> {
                 self.find(
                     "stored-name-differs",
                     Severity::Unsafe,
-                    &list_req,
-                    format!("sent \"{marker}\", stored \"{shown}\""),
+                    list_req,
+                    format!("sent \"{}\", stored \"{shown}\"", escape_exact(MARKER_NAME)),
                     "the mount finds its uploads by their exact name: such names are not confirmed (close() \
                      fails or uploads again) and show under a different name",
                 );
             }
             None => {}
         }
+    }
+
+    /// The marker's listed Size, FolderId and ContentType: the size sent, at the top level?
+    fn judge_stored_row(&mut self, idx: usize, list_req: &str, own: &Value) {
         let stored_size = own.get("Size").and_then(Value::as_u64);
         self.observe(
             idx,
@@ -229,7 +337,7 @@ impl Prober<'_> {
             self.find(
                 "stored-size-differs",
                 Severity::Unsafe,
-                &list_req,
+                list_req,
                 format!(
                     "sent {} bytes, listed Size {}",
                     MARKER_BYTES.len(),
@@ -242,15 +350,17 @@ impl Prober<'_> {
             self.find(
                 "upload-in-folder",
                 Severity::Degraded,
-                &list_req,
+                list_req,
                 "the uploaded file landed in a folder".into(),
                 "files written to a client's directory move into a folder directory after upload",
             );
         }
+    }
 
-        // Download and compare.
-        let dl_req = format!("GET files/{own_id}");
-        let url = self.url(&file_path(&own_id), None)?;
+    /// Download the marker and compare: are its bytes the ones sent?
+    async fn download_compare(&mut self, own: &Stored) -> Result<bool, Halt> {
+        let dl_req = format!("GET files/{}", own.id);
+        let url = self.url(&file_path(&own.id), None)?;
         let rb = self.http.get(url);
         let (idx, r) = self
             .call(
@@ -261,55 +371,49 @@ impl Prober<'_> {
                 Keep::Body,
             )
             .await;
-        let mut bytes_match = false;
-        match r {
-            Ok(a) if a.is_success() => {
-                let listed_ct = own.get("ContentType").and_then(Value::as_str);
-                self.describe_download(idx, &a, listed_ct, stored_name.as_deref());
-                bytes_match = a.body == MARKER_BYTES;
-                if bytes_match {
-                    self.observe(idx, "bytes: identical to the ones sent".into());
-                } else {
-                    self.observe(
-                        idx,
-                        format!("bytes: {} received, differ from the ones sent", a.received),
-                    );
-                    self.find(
-                        "stored-bytes-differ",
-                        Severity::Unsafe,
-                        &dl_req,
-                        format!(
-                            "sent {} bytes, got back {} different bytes",
-                            MARKER_BYTES.len(),
-                            a.received
-                        ),
-                        "the service changes file contents: files written through the mount come back different",
-                    );
-                }
-            }
-            Ok(a) => {
-                self.observe(idx, a.describe());
-                self.find(
-                    "download-failed",
-                    Severity::Unsafe,
-                    &dl_req,
-                    format!("the marker file just listed answered {}", a.status),
-                    "uploaded files cannot be read back",
-                );
-            }
-            Err(Fail::Skip) => {}
+        let a = match r {
+            Ok(a) => a,
+            Err(Fail::Skip) => return Ok(false),
             Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        };
+        if !a.is_success() {
+            self.observe(idx, a.describe());
+            self.find(
+                "download-failed",
+                Severity::Unsafe,
+                &dl_req,
+                format!("the marker file just listed answered {}", a.status),
+                "uploaded files cannot be read back",
+            );
+            return Ok(false);
         }
+        self.describe_download(idx, &a, own.content_type.as_deref(), own.name.as_deref());
+        if a.body == MARKER_BYTES {
+            self.observe(idx, "bytes: identical to the ones sent".into());
+            return Ok(true);
+        }
+        self.observe(
+            idx,
+            format!("bytes: {} received, differ from the ones sent", a.received),
+        );
+        self.find(
+            "stored-bytes-differ",
+            Severity::Unsafe,
+            &dl_req,
+            format!(
+                "sent {} bytes, got back {} different bytes",
+                MARKER_BYTES.len(),
+                a.received
+            ),
+            "the service changes file contents: files written through the mount come back different",
+        );
+        Ok(false)
+    }
 
-        // Delete our file, and only it: a new id that is recognisably the marker by
-        // name or by content.
-        if !(bytes_match || stored_name.as_deref().is_some_and(|n| n.contains("intakeq-fs"))) {
-            return Err(self.stop(format!(
-                "the new file {own_id} has neither the marker's name nor its bytes: the check deleted nothing"
-            )));
-        }
+    /// `DELETE files/<own id>`: was it accepted?
+    async fn delete_marker(&mut self, own_id: &str) -> Result<(), Halt> {
         let del_req = format!("DELETE files/{own_id}");
-        let url = self.url(&file_path(&own_id), None)?;
+        let url = self.url(&file_path(own_id), None)?;
         let rb = self.http.delete(url);
         let (idx, r) = self
             .call(
@@ -332,33 +436,29 @@ impl Prober<'_> {
                         "the mount cannot delete files: rm fails and an overwrite leaves the old copy",
                     );
                 }
+                Ok(())
             }
-            Err(Fail::Skip) => {}
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+            Err(Fail::Skip) => Ok(()),
+            Err(Fail::Halt | Fail::Lost) => Err(Halt),
         }
+    }
 
-        // List again: gone? The others untouched?
-        let req = format!("GET files?clientId={c} (after the delete)");
-        let url = self.url("files", Some(&format!("clientId={c}")))?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
-                req.clone(),
+    /// List again: gone? The others untouched?
+    async fn list_after_delete(
+        &mut self,
+        c: ClientId,
+        ids_before: &BTreeSet<String>,
+        own_id: &str,
+    ) -> Result<(), Halt> {
+        let Listing { idx, req, rows } = self
+            .list_client(
+                c,
+                "after the delete",
                 "confirm the marker is gone and nothing else changed",
-                rb,
-                KeyUse::Real,
-                Keep::Body,
             )
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(_) => return Err(self.stop(format!("{req}: no answer to judge"))),
-        };
-        let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
-            return Err(self.stop(format!("{req}: the listing could not be read")));
-        };
+            .await?;
         let ids_after: BTreeSet<String> = rows.iter().filter_map(|r| id_text(r.get("Id"))).collect();
-        if ids_after.contains(&own_id) {
+        if ids_after.contains(own_id) {
             self.observe(idx, "the marker file is still listed".into());
             self.find(
                 "delete-not-effective",
