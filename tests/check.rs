@@ -632,6 +632,8 @@ fn binary_reads_the_key_from_api_key_file_like_mount() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    // Like ssh, a key file others can read is refused: the check reads it as mount does.
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = Command::new(common::bin())
         .args(["check", "--base-url", &srv.base, "--rate-limit", "0", "--api-key-file"])
         .arg(&key_file)
