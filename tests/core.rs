@@ -966,3 +966,41 @@ async fn an_idle_background_loop_stops_at_once() {
     tokio::join!(t.core.run_background(Duration::from_secs(3600), stopped), stopper);
     assert!(started.elapsed() < Duration::from_secs(3), "not a whole interval");
 }
+
+/// Staged bytes of a file that was open when the process died have no journal entry:
+/// never uploaded, kept for a week at mount, then removed.
+#[tokio::test]
+async fn orphaned_staged_bytes_are_kept_for_a_while_then_removed_never_uploaded() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    {
+        let core = core_in(&store, dir.path());
+        let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(clients, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, "open-when-killed.txt").await.unwrap();
+        core.write(o.fh, 0, b"half written").unwrap();
+        // kill -9: no flush, no release.
+    }
+    let data: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .collect();
+    assert_eq!(data.len(), 1);
+    let old = spool.join("1-1-1.data");
+    std::fs::write(&old, b"from long ago").unwrap();
+    let long_ago = std::time::SystemTime::now() - intakeq_fs::core::ORPHAN_KEEP - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let core = core_in(&store, dir.path());
+    assert!(data[0].exists(), "a young orphan is kept for rescue");
+    assert!(!old.exists(), "an orphan older than ORPHAN_KEEP is removed");
+    assert_eq!(core.resume_pending().await, 0);
+    assert_eq!(store.count(Endpoint::Upload), 0, "orphans are never uploaded");
+}

@@ -381,3 +381,62 @@ fn rm_of_a_file_whose_delete_is_redirected_fails_and_the_key_stays_home() {
     let (status, _, _) = m.unmount();
     assert!(status.success());
 }
+
+#[test]
+fn at_the_default_log_level_a_failed_upload_is_logged_without_the_file_name() {
+    let store = account();
+    store.push_fault(
+        Some(Endpoint::Upload),
+        intakeq_fs::fake::store::Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        None,
+    );
+    let srv = server(store);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let log = dir.path().join("log.txt");
+    let (spool, cache) = (dir.path().join("spool"), dir.path().join("cache"));
+    let mut child = mount_cmd(
+        &mnt,
+        &srv.base,
+        &[&"--foreground", &"--spool-dir", &spool, &"--cache-dir", &cache],
+    )
+    .env_remove("INTAKEQ_FS_LOG")
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = dir.path().join("src.pdf");
+    fs::write(&src, b"private").unwrap();
+    let out = run(
+        "cp",
+        &[&src, &mnt.join("clients/1002/Jane Doe psychiatric evaluation.pdf")],
+    );
+    assert!(!out.status.success(), "the upload was refused");
+    assert!(Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("name#"),
+        "the failure is logged, naming the file by hash: {text}"
+    );
+    assert!(!text.contains("Jane"), "{text}");
+    assert!(!text.contains("psychiatric"), "{text}");
+}

@@ -10,6 +10,7 @@ use super::spool::{Journal, OwedDelete};
 use super::state::Key;
 use super::writer::{lock, Event};
 use super::{Core, Ino, Kind};
+use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
 impl<R: Remote> Core<R> {
@@ -116,7 +117,7 @@ impl<R: Remote> Core<R> {
                 Err(e) => Err(e),
             };
             if let Err(e) = cleaned {
-                tracing::warn!("cannot clean up after the rename to '{}' yet: {e}", j.name);
+                tracing::warn!("cannot clean up after the rename to {} yet: {e}", Name(&j.name));
                 return Err(e);
             }
             self.spool.remove(&path);

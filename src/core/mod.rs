@@ -50,6 +50,7 @@ mod read;
 mod rename;
 mod resume;
 pub mod spool;
+pub use self::resume::ORPHAN_KEEP;
 mod state;
 mod upload;
 mod view;
@@ -196,6 +197,7 @@ impl<R: Remote> Core<R> {
             uploads: tokio::sync::watch::Sender::new(0),
         };
         core.inherit_owed_deletes();
+        core.sweep_orphans();
         Ok(core)
     }
 

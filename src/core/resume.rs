@@ -2,7 +2,7 @@
 //! but did not confirm.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -11,7 +11,11 @@ use super::metadata::Flight;
 use super::spool::Journal;
 use super::writer::lock;
 use super::{Core, Ino};
+use crate::phi::Name;
 use crate::remote::{Priority, Remote};
+
+/// How long staged bytes without a journal entry (orphans) are kept before removal.
+pub const ORPHAN_KEEP: Duration = Duration::from_secs(7 * 86_400);
 
 impl<R: Remote> Core<R> {
     /// Deletes an earlier run owed, read when the core is made: the files they replaced
@@ -23,6 +27,32 @@ impl<R: Remote> Core<R> {
                 st.owed_deletes.insert(d.id, d.client);
             }
         }
+    }
+
+    /// Staged bytes an earlier run wrote but never closed (the process died while a
+    /// file was open): nothing says where they belong, so they are never uploaded. They
+    /// are reported at mount, kept for [`ORPHAN_KEEP`] so a person can rescue them from
+    /// the spool, then removed. Runs before this run stages anything.
+    pub(super) fn sweep_orphans(&self) {
+        let orphans = self.spool.orphans();
+        if orphans.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let (old, young): (Vec<_>, Vec<_>) = orphans
+            .into_iter()
+            .partition(|(_, at)| now.duration_since(*at).unwrap_or_default() > ORPHAN_KEEP);
+        for (path, _) in &old {
+            self.spool.remove(path);
+        }
+        tracing::warn!(
+            "spool {}: {} staged file(s) of files that were open when an earlier run died are kept for {} days \
+             (never uploaded: nothing says where they belong); {} older one(s) removed",
+            self.spool.dir().display(),
+            young.len(),
+            ORPHAN_KEEP.as_secs() / 86_400,
+            old.len()
+        );
     }
 
     /// The mount's background work until `stop` turns true: finish what an earlier
@@ -103,10 +133,10 @@ impl<R: Remote> Core<R> {
             .await
             .is_err()
         {
-            tracing::warn!("cannot resume '{}' yet; it stays in the spool", j.name);
+            tracing::warn!("cannot resume {} yet; it stays in the spool", Name(&j.name));
             return false;
         }
-        tracing::info!("resuming staged upload of '{}' for client {}", j.name, j.client);
+        tracing::info!("resuming staged upload of {} for client {}", Name(&j.name), j.client);
         // A journal entry without an attempt record (written by an older version) may
         // have landed before the crash: an exact byte match in the listing means it did
         // (the download is the one extra call this costs). With a record, `land` finds
@@ -120,7 +150,7 @@ impl<R: Remote> Core<R> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!("cannot resume '{}': {e}; it stays in the spool", j.name);
+                    tracing::warn!("cannot resume {}: {e}; it stays in the spool", Name(&j.name));
                     return false;
                 }
             }
@@ -132,8 +162,8 @@ impl<R: Remote> Core<R> {
             }
             Err(e) => {
                 tracing::warn!(
-                    "resumed upload of '{}' failed: {}; it stays in the spool",
-                    j.name,
+                    "resumed upload of {} failed: {}; it stays in the spool",
+                    Name(&j.name),
                     e.error
                 );
                 false

@@ -10,6 +10,7 @@ use super::spool::{Attempts, Journal};
 use super::state::Key;
 use super::writer::{lock, Event, Life};
 use super::{Core, Ino};
+use crate::phi::Name;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
 
 /// An upload that did not succeed. `maybe_landed`: an upload this call sent may have
@@ -272,7 +273,7 @@ impl<R: Remote> Core<R> {
                 .map_err(UploadFailed::not_landed)?;
             for f in found {
                 if adopted.is_none() && f.size == size && self.same_bytes(&f.id, f.size, path).await {
-                    tracing::info!("an earlier upload of '{name}' had landed after all");
+                    tracing::info!("an earlier upload of {} had landed after all", Name(name));
                     adopted = Some(f.id);
                 } else {
                     leftovers.push(f.id);
@@ -288,10 +289,10 @@ impl<R: Remote> Core<R> {
             let uploaded = self.remote.upload(client, name, ct, path, prio).await;
             if let Err(e) = &uploaded {
                 if !e.is_ambiguous() {
-                    tracing::warn!("upload of '{name}' failed: {e}");
+                    tracing::warn!("upload of {} failed: {e}", Name(name));
                     return Err(UploadFailed::not_landed(e.clone().into()));
                 }
-                tracing::warn!("upload of '{name}' may have failed ({e}); checking the listing");
+                tracing::warn!("upload of {} may have failed ({e}); checking the listing", Name(name));
             }
             // Whatever the upload answered, it may have landed until a listing says.
             let files = match self.remote.list_files(client, prio).await {
@@ -308,23 +309,25 @@ impl<R: Remote> Core<R> {
                 (Ok(()), Some(id)) => return Ok((Some(id), leftovers)),
                 (Ok(()), None) => {
                     tracing::warn!(
-                        "uploaded '{name}' but could not find it in the listing; keeping the file it replaces"
+                        "uploaded {} but could not find it in the listing; keeping the file it replaces",
+                        Name(name)
                     );
                     return Ok((None, leftovers));
                 }
                 (Err(_), Some(id)) => {
-                    tracing::info!("upload of '{name}' had landed after all");
+                    tracing::info!("upload of {} had landed after all", Name(name));
                     return Ok((Some(id), leftovers));
                 }
                 (Err(e), None) if attempt == 2 => {
-                    tracing::warn!("upload of '{name}' failed: {e}");
+                    tracing::warn!("upload of {} failed: {e}", Name(name));
                     return Err(UploadFailed::not_landed(e.into()));
                 }
-                (Err(_), None) => tracing::info!("upload of '{name}' did not land; trying once more"),
+                (Err(_), None) => tracing::info!("upload of {} did not land; trying once more", Name(name)),
             }
         }
         Err(UploadFailed::maybe_landed(CoreError::Io(format!(
-            "upload of '{name}' failed"
+            "upload of {} failed",
+            Name(name)
         ))))
     }
 

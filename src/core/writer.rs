@@ -10,6 +10,7 @@ use super::spool::{Attempts, SpoolFile};
 use super::state::{Handle, Key};
 use super::view::DirKey;
 use super::{names, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
+use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
 
 /// Where a written file's staged bytes stand. This is the one record of a written
@@ -297,8 +298,8 @@ impl<R: Remote> Core<R> {
                 w.handles = w.handles.saturating_sub(1);
                 if w.life.unsent() && w.handles == 0 {
                     tracing::error!(
-                        "upload of '{}' did not succeed; its data is kept in the spool at {} and retried",
-                        w.name,
+                        "upload of {} did not succeed; its data is kept in the spool at {} and retried",
+                        Name(&w.name),
                         w.spool.path.display()
                     );
                 }
@@ -337,7 +338,7 @@ impl<R: Remote> Core<R> {
         let client = match self.key_of(parent)?.0 {
             Key::Client(c) => c,
             Key::Folder(..) => {
-                tracing::warn!("refusing to create '{name}' in a folder: the upload API cannot choose a folder, so the file would land outside it");
+                tracing::warn!("refusing to create {} in a folder: the upload API cannot choose a folder, so the file would land outside it", Name(name));
                 return Err(CoreError::NotPermitted("creating in a folder"));
             }
             Key::File(_) | Key::Local(_) => return Err(CoreError::NotDir),
@@ -347,7 +348,10 @@ impl<R: Remote> Core<R> {
             return Err(CoreError::NameTooLong);
         }
         if names::is_probe_name(name) {
-            tracing::info!("refusing to create '{name}': desktop metadata files are not uploaded");
+            tracing::info!(
+                "refusing to create {}: desktop metadata files are not uploaded",
+                Name(name)
+            );
             return Err(CoreError::NotPermitted("desktop metadata file"));
         }
         let view = self.view(client).await?;
