@@ -1004,3 +1004,51 @@ async fn orphaned_staged_bytes_are_kept_for_a_while_then_removed_never_uploaded(
     assert_eq!(core.resume_pending().await, 0);
     assert_eq!(store.count(Endpoint::Upload), 0, "orphans are never uploaded");
 }
+
+#[tokio::test]
+async fn names_the_upload_cannot_carry_are_refused_before_anything_is_staged() {
+    let t = setup();
+    let top = t.path("/clients/1002").await.unwrap();
+    let calls = t.calls();
+    for bad in [
+        "new\nline.txt",
+        "Icon\r",
+        "back\\slash.txt",
+        " leading.txt",
+        "trailing.txt ",
+    ] {
+        assert!(
+            matches!(t.core.create(top, bad).await, Err(CoreError::Invalid(_))),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(
+                t.core.rename(top, "other.txt", top, bad, false).await,
+                Err(CoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(t.calls(), calls, "refused without a call");
+    assert_eq!(t.server_names(1002), ["other.txt"]);
+    let staged = std::fs::read_dir(t._dir.path().join("spool")).unwrap().count();
+    assert_eq!(staged, 0, "nothing staged");
+    // A scratch name never leaves the mount, so it may hold anything.
+    assert!(t.core.create(top, "#new\nline#").await.is_ok());
+}
+
+/// A 2xx is not enough: the new file must show in the listing (new id, same size),
+/// else close fails and the bytes stay staged.
+#[tokio::test]
+async fn an_upload_accepted_but_never_stored_fails_the_close_and_is_kept() {
+    let t = setup();
+    t.store.push_fault(Some(Endpoint::Upload), Fault::Discard, Some(1));
+    assert!(matches!(
+        t.put("/clients/1002", "vanished.txt", b"keep me").await,
+        Err(CoreError::Io(_))
+    ));
+    assert!(t.store.files_named(1002, "vanished.txt").is_empty());
+    assert_eq!(t.core.pending_uploads(), 1, "the bytes stay in the spool");
+    assert_eq!(t.core.retry_failed_uploads().await, 1);
+    assert_eq!(&t.store.files_named(1002, "vanished.txt")[0].data[..], b"keep me");
+}

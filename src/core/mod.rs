@@ -46,6 +46,7 @@ pub mod error;
 mod metadata;
 pub mod names;
 mod namespace;
+pub mod patterns;
 mod read;
 mod rename;
 mod resume;

@@ -8,7 +8,7 @@ use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
-use super::writer::{lock, Writer};
+use super::writer::{lock, refuse_uncarriable, Writer};
 use super::{names, Core, Ino, Kind};
 use crate::remote::{ClientId, Priority, Remote};
 
@@ -24,6 +24,10 @@ impl<R: Remote> Core<R> {
         if self.opts.read_only {
             return Err(CoreError::ReadOnly);
         }
+        if new_name.len() > names::NAME_MAX {
+            return Err(CoreError::NameTooLong);
+        }
+        refuse_uncarriable(new_name)?;
         let src = self.lookup(parent, name).await?;
         if src.kind == Kind::Dir {
             return Err(CoreError::NotPermitted("renaming directories"));
@@ -34,9 +38,7 @@ impl<R: Remote> Core<R> {
             (Key::Client(a), Key::Client(b)) if a == b => *a,
             _ => return Err(CoreError::CrossDevice),
         };
-        if new_name.len() > names::NAME_MAX {
-            return Err(CoreError::NameTooLong);
-        }
+
         if parent == new_parent && name == new_name {
             return Ok(());
         }

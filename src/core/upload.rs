@@ -40,6 +40,39 @@ impl UploadFailed {
     }
 }
 
+/// The file an upload of `name` (`size` bytes) became, from a listing taken after it:
+/// its id was not listed before (`before`) and is none of the files it replaces. The
+/// id and size confirm it, not the name: the newest such file with exactly the name
+/// sent, else the only new file of that size (the server stored another name: logged).
+fn new_file_of(
+    files: &[RemoteFile],
+    name: &str,
+    size: u64,
+    before: &HashSet<String>,
+    replaces: &[String],
+) -> Option<String> {
+    let new: Vec<&RemoteFile> = files
+        .iter()
+        .filter(|f| f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
+        .collect();
+    let exact = new
+        .iter()
+        .filter(|f| f.name == name)
+        .max_by_key(|f| (f.created_ms, f.id.clone()));
+    match (exact, new.as_slice()) {
+        (Some(f), _) => Some(f.id.clone()),
+        (None, [only]) => {
+            tracing::warn!(
+                "the server stored upload {} as file {} under another name",
+                Name(name),
+                only.id
+            );
+            Some(only.id.clone())
+        }
+        (None, _) => None,
+    }
+}
+
 /// One running upload in `Core::uploads`, counted down when dropped.
 struct Running<'a>(&'a tokio::sync::watch::Sender<usize>);
 
@@ -299,20 +332,21 @@ impl<R: Remote> Core<R> {
                 Ok(files) => files,
                 Err(e) => return Err(UploadFailed::maybe_landed(e.into())),
             };
-            let found = files
-                .iter()
-                .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
-                .max_by_key(|f| (f.created_ms, f.id.clone()))
-                .map(|f| f.id.clone());
+            let found = new_file_of(&files, name, size, &before, replaces);
             self.store_listing(client, files);
             match (uploaded, found) {
                 (Ok(()), Some(id)) => return Ok((Some(id), leftovers)),
                 (Ok(()), None) => {
+                    // The server said yes, but no new file of that size is listed: it
+                    // may still appear (the next attempt looks first), so close fails
+                    // and the bytes stay in the spool; what it replaces is kept.
                     tracing::warn!(
-                        "uploaded {} but could not find it in the listing; keeping the file it replaces",
+                        "upload of {} was accepted but no new file of {size} bytes is listed",
                         Name(name)
                     );
-                    return Ok((None, leftovers));
+                    return Err(UploadFailed::maybe_landed(CoreError::Io(
+                        "the upload was accepted but the file is not in the listing".into(),
+                    )));
                 }
                 (Err(_), Some(id)) => {
                     tracing::info!("upload of {} had landed after all", Name(name));

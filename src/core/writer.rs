@@ -9,7 +9,7 @@ use super::error::{CoreError, CoreResult};
 use super::spool::{Attempts, SpoolFile};
 use super::state::{Handle, Key};
 use super::view::DirKey;
-use super::{names, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
+use super::{names, patterns, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
 
@@ -203,6 +203,21 @@ pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
     Ok(())
 }
 
+/// Refuse, before any byte is staged, a name the upload could not store exactly
+/// (`patterns::uncarriable`), unless it is a scratch name, which never leaves the mount.
+pub(super) fn refuse_uncarriable(name: &str) -> CoreResult<()> {
+    if patterns::class(name) == patterns::Class::Scratch {
+        return Ok(());
+    }
+    match patterns::uncarriable(name) {
+        Some(why) => {
+            tracing::warn!("refusing the name {}: {why}", Name(name));
+            Err(CoreError::Invalid(why))
+        }
+        None => Ok(()),
+    }
+}
+
 pub(super) fn lock(w: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
     w.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -347,6 +362,7 @@ impl<R: Remote> Core<R> {
         if name.len() > names::NAME_MAX {
             return Err(CoreError::NameTooLong);
         }
+        refuse_uncarriable(name)?;
         if names::is_probe_name(name) {
             tracing::info!(
                 "refusing to create {}: desktop metadata files are not uploaded",

@@ -253,6 +253,10 @@ async fn api_gate(State(app): State<App>, mut req: Request, next: Next) -> Respo
                 return dropped();
             }
             Fault::DropAfterEffect => drop_after = true,
+            Fault::Discard => {
+                drain_body(req).await;
+                return StatusCode::OK.into_response();
+            }
             f @ (Fault::CutBody { .. } | Fault::ShortBody { .. }) => {
                 req.extensions_mut().insert(BodyFault(f));
             }

@@ -67,6 +67,9 @@ pub enum Fault {
     ShortBody { bytes: u64 },
     /// Never answer (until the connection is closed by the client).
     Hang,
+    /// Uploads and deletes: answer success without carrying the request out (a server
+    /// that lies, or loses what it accepted).
+    Discard,
 }
 
 /// A fault aimed at an endpoint (or all), for a number of requests (or forever).
