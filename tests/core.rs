@@ -161,7 +161,8 @@ async fn listing_a_client_cold_costs_two_calls_and_warm_costs_none() {
     }
     assert_eq!(
         t.ls("/clients/1001/Intake Forms").await,
-        [".", "..", "consent.pdf", "consent (f00000004).pdf"]
+        [".", "..", "consent (f00000003).pdf", "consent.pdf"],
+        "of twins, the newest shows the plain name"
     );
     assert_eq!(t.ls("/clients/1001/_folder-gone").await, [".", "..", "lost.txt"]);
     t.ls("/clients/1001").await;
@@ -461,12 +462,22 @@ async fn unlink_deletes_with_one_call_and_the_entry_goes_at_once() {
     let before = t.calls();
     t.core.unlink(dir, "consent.pdf").await.unwrap();
     assert_eq!(t.calls() - before, 1);
-    assert!(t.store.file("f00000003").is_none());
-    // The surviving twin no longer clashes, so it takes the plain name.
-    assert_eq!(t.ls("/clients/1001/Intake Forms").await, [".", "..", "consent.pdf"]);
+    assert!(
+        t.store.file("f00000004").is_none(),
+        "the file shown under the name goes"
+    );
+    assert!(t.store.file("f00000003").is_some());
+    // Removing one path never renames another: the surviving twin keeps its name for
+    // the life of the mount.
     assert_eq!(
-        t.cat("/clients/1001/Intake Forms/consent.pdf").await.unwrap(),
-        b"second"
+        t.ls("/clients/1001/Intake Forms").await,
+        [".", "..", "consent (f00000003).pdf"]
+    );
+    assert_eq!(
+        t.cat("/clients/1001/Intake Forms/consent (f00000003).pdf")
+            .await
+            .unwrap(),
+        b"first"
     );
 }
 
@@ -1051,4 +1062,117 @@ async fn an_upload_accepted_but_never_stored_fails_the_close_and_is_kept() {
     assert_eq!(t.core.pending_uploads(), 1, "the bytes stay in the spool");
     assert_eq!(t.core.retry_failed_uploads().await, 1);
     assert_eq!(&t.store.files_named(1002, "vanished.txt")[0].data[..], b"keep me");
+}
+
+/// A client holding two `dup.txt` (IntakeQ allows it): every write, overwrite, rename
+/// and removal changes only the file shown under the path used, and a twin keeps its
+/// name, in this mount and the next.
+#[tokio::test]
+async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
+    let store = account();
+    let older = store.add_file(1002, "dup.txt", None, &b"older twin"[..]);
+    let newer = store.add_file(1002, "dup.txt", None, &b"newer twin"[..]);
+    let t = setup_with(store, |_| {});
+    let tagged = format!("dup ({older}).txt");
+    let dirs = [".", "..", "Intake Forms", "Insurance"];
+    assert_eq!(
+        t.ls("/clients/1002").await,
+        [&dirs[..], &["other.txt", &tagged, "dup.txt"]].concat()
+    );
+    assert_eq!(t.cat("/clients/1002/dup.txt").await.unwrap(), b"newer twin");
+    let top = t.path("/clients/1002").await.unwrap();
+    // cp mine.txt dup.txt, twice: the file shown as dup.txt is replaced, the twin never.
+    for mine in [&b"mine"[..], &b"mine again"[..]] {
+        let ino = t.path("/clients/1002/dup.txt").await.unwrap();
+        let o = t
+            .core
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            )
+            .await
+            .unwrap();
+        t.core.write(o.fh, 0, mine).unwrap();
+        t.core.flush(o.fh).await.unwrap();
+        t.core.release(o.fh);
+        assert_eq!(t.cat("/clients/1002/dup.txt").await.unwrap(), mine);
+        assert_eq!(t.cat(&format!("/clients/1002/{tagged}")).await.unwrap(), b"older twin");
+        assert!(t.store.file(&older).is_some(), "the twin the user never named stays");
+    }
+    assert!(
+        t.store.file(&newer).is_none(),
+        "the file shown under the name was replaced"
+    );
+    // Writing through the twin's tagged name keeps that name, on the server too.
+    let ino = t.path(&format!("/clients/1002/{tagged}")).await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: true,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 0, b"edited twin").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(
+        t.ls("/clients/1002").await,
+        [&dirs[..], &["other.txt", "dup.txt", &tagged]].concat()
+    );
+    assert_eq!(t.cat("/clients/1002/dup.txt").await.unwrap(), b"mine again");
+    assert_eq!(t.cat(&format!("/clients/1002/{tagged}")).await.unwrap(), b"edited twin");
+    assert_eq!(&t.store.files_named(1002, &tagged)[0].data[..], b"edited twin");
+    // Removing dup.txt renames nothing.
+    t.core.unlink(top, "dup.txt").await.unwrap();
+    assert_eq!(
+        t.ls("/clients/1002").await,
+        [&dirs[..], &["other.txt", &tagged]].concat()
+    );
+    // The next mount shows the same names.
+    let again = Core::new(MemRemote::new(t.store.clone()), opts(&t._dir.path().join("again"))).unwrap();
+    let clients = again.lookup(ROOT_INO, "clients").await.unwrap().ino;
+    let dir = again.lookup(clients, "1002").await.unwrap().ino;
+    let fh = again.opendir(dir).await.unwrap();
+    let names: Vec<String> = again.readdir(fh, 0).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, [&dirs[..], &["other.txt", &tagged]].concat());
+}
+
+/// Two plain `rsync -a` runs into a directory holding two `report.pdf`: each run
+/// replaces the file shown as report.pdf (temp file, then rename over it); the other
+/// original is never touched.
+#[tokio::test]
+async fn renaming_over_a_twin_twice_never_deletes_the_other_twin() {
+    let store = account();
+    let first = store.add_file(1002, "report.pdf", None, &b"original 1"[..]);
+    let second = store.add_file(1002, "report.pdf", None, &b"original 2"[..]);
+    let t = setup_with(store, |_| {});
+    let top = t.path("/clients/1002").await.unwrap();
+    for run in [&b"run 1"[..], &b"run 2"[..]] {
+        t.put("/clients/1002", ".report.pdf.a1B2c3", run).await.unwrap();
+        t.core
+            .rename(top, ".report.pdf.a1B2c3", top, "report.pdf", false)
+            .await
+            .unwrap();
+        assert_eq!(t.cat("/clients/1002/report.pdf").await.unwrap(), run);
+    }
+    assert!(
+        t.store.file(&first).is_some(),
+        "the twin shown with a tag survives both runs"
+    );
+    assert!(t.store.file(&second).is_none());
+    let mut held: Vec<Vec<u8>> = t
+        .store
+        .files_named(1002, "report.pdf")
+        .into_iter()
+        .map(|f| f.data.to_vec())
+        .collect();
+    held.sort();
+    assert_eq!(held, [b"original 1".to_vec(), b"run 2".to_vec()]);
 }

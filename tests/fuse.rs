@@ -34,7 +34,7 @@ fn ls_cat_and_attributes_through_the_mount() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2);
-    assert!(names.contains(&"consent.pdf".into()) && names.contains(&"consent (f00000004).pdf".into()));
+    assert!(names.contains(&"consent.pdf".into()) && names.contains(&"consent (f00000003).pdf".into()));
     let md = fs::metadata(m.p("clients/1001/notes.txt")).unwrap();
     assert_eq!(md.len(), 12);
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
@@ -171,8 +171,8 @@ fn cp_r_out_and_tar_out_match_the_server() {
     ok("cp", &[&"-r", &m.p("clients/1001"), &out]);
     assert_eq!(fs::read(out.join("notes.txt")).unwrap(), b"hello notes\n");
     assert_eq!(
-        fs::read(out.join("Intake Forms/consent (f00000004).pdf")).unwrap(),
-        b"second"
+        fs::read(out.join("Intake Forms/consent (f00000003).pdf")).unwrap(),
+        b"first"
     );
     assert_eq!(fs::read(out.join("_folder-gone/lost.txt")).unwrap(), b"unlisted folder");
     assert_eq!(srv.store.count(Endpoint::Download), 5, "one download per file");

@@ -9,7 +9,9 @@
 //! - `server`: the versions the server must hold, oldest first. Normally zero or one;
 //!   more only in the documented "both versions remain" case (the delete of a replaced
 //!   file failed) or when the account started with duplicates. The mount shows the
-//!   oldest under the plain name (SEMANTICS.md, "Names").
+//!   newest under the plain name, and a twin keeps its tagged name for the life of the
+//!   mount (SEMANTICS.md, "Names"): when the version that showed the plain name goes
+//!   (unlink, rename away) while twins remain, the name shows nothing (`plain_gone`).
 //! - `pending`: bytes whose `close()` failed. The core keeps them staged
 //!   (`pending_uploads()`), reads show them, and a later close or `resume_pending`
 //!   must land them.
@@ -94,7 +96,19 @@ enum Op {
     },
     /// The mount's background retry of uploads whose close failed.
     Retry,
+    /// create, or rename an existing name, to a name the upload cannot carry: refused
+    /// with EINVAL before anything is staged or sent.
+    Refused {
+        c: usize,
+        /// Index into `REFUSED`.
+        bad: usize,
+        /// Rename `NAMES[from]` to it instead of creating it.
+        from: Option<usize>,
+    },
 }
+
+/// Names the upload cannot carry (SEMANTICS.md, "Names the API cannot carry").
+const REFUSED: [&str; 4] = ["new\nline.txt", "Icon\r", " lead.txt", "back\\slash.txt"];
 
 #[derive(Clone, Debug)]
 struct Step {
@@ -132,8 +146,9 @@ fn op(clients: usize, names: usize) -> impl Strategy<Value = Op> {
         2 => (c.clone(), n(), n()).prop_map(|(c, from, to)| Op::Rename { c, from, to }),
         2 => (c.clone(), n()).prop_map(|(c, n)| Op::Unlink { c, n }),
         1 => c.clone().prop_map(|c| Op::List { c }),
-        1 => (c, n(), 0u64..6).prop_map(|(c, n, len)| Op::Truncate { c, n, len }),
+        1 => (c.clone(), n(), 0u64..6).prop_map(|(c, n, len)| Op::Truncate { c, n, len }),
         1 => Just(Op::Retry),
+        1 => (c, 0..REFUSED.len(), proptest::option::of(n())).prop_map(|(c, bad, from)| Op::Refused { c, bad, from }),
     ]
 }
 
@@ -339,6 +354,17 @@ impl H {
                 }
             }
             Op::Retry => Out::Retried(self.core.retry_failed_uploads().await),
+            Op::Refused { c, bad, from } => {
+                let dir = tri!(self.dir(*c).await);
+                let r = match from {
+                    Some(from) => self.core.rename(dir, NAMES[*from], dir, REFUSED[*bad], false).await,
+                    None => self.core.create(dir, REFUSED[*bad]).await.map(|_| ()),
+                };
+                match r {
+                    Ok(()) => Out::Done,
+                    Err(e) => early(e),
+                }
+            }
         }
     }
 
@@ -374,20 +400,43 @@ struct Slot {
     server: Vec<Vec<u8>>,
     pending: Option<Vec<u8>>,
     extras: Vec<Vec<u8>>,
+    /// The version that showed the plain name went while twins remain: they keep their
+    /// tagged names, so the plain name shows nothing until a new file takes it.
+    plain_gone: bool,
 }
 
 impl Slot {
-    /// The mount shows the name iff the server must hold it or the core holds it staged.
-    fn visible(&self) -> bool {
-        !self.server.is_empty() || self.pending.is_some()
+    /// The plain name shows one of the server's versions (the newest).
+    fn plain_shown(&self) -> bool {
+        !self.server.is_empty() && !self.plain_gone
     }
 
-    /// What a read must return: the staged bytes, else the oldest version.
+    /// The mount shows the name iff it shows a server version or the core holds it staged.
+    fn visible(&self) -> bool {
+        self.plain_shown() || self.pending.is_some()
+    }
+
+    /// What a read must return: the staged bytes, else the newest version.
     fn shown(&self) -> Vec<u8> {
         self.pending
             .clone()
-            .or_else(|| self.server.first().cloned())
+            .or_else(|| self.server.last().cloned().filter(|_| self.plain_shown()))
             .unwrap_or_default()
+    }
+
+    /// The server's versions without the one the plain name showed (it was replaced,
+    /// unlinked or moved away).
+    fn without_shown(&self) -> Vec<Vec<u8>> {
+        let mut v = self.server.clone();
+        if self.plain_shown() {
+            v.pop();
+        }
+        v
+    }
+
+    /// The version the plain name showed, if it showed one.
+    fn shown_version(&self) -> Option<&Vec<u8>> {
+        self.server.last().filter(|_| self.plain_shown())
     }
 }
 
@@ -398,6 +447,8 @@ struct Cand {
     server: Vec<Vec<u8>>,
     pending: Option<Vec<u8>>,
     may_extra: Vec<Vec<u8>>,
+    /// See [`Slot::plain_gone`].
+    plain_gone: bool,
 }
 
 /// One allowed outcome of a step: candidates for the slots it touches; every other
@@ -410,22 +461,24 @@ fn unchanged(s: &Slot) -> Cand {
         server: s.server.clone(),
         pending: s.pending.clone(),
         may_extra: s.extras.clone(),
+        plain_gone: s.plain_gone,
     }
 }
 
 /// `bytes` were uploaded and confirmed, replacing the version the name showed (the
-/// oldest) and any unacknowledged copies. Exactly those go; other versions (documented
+/// newest) and any unacknowledged copies. Exactly those go; other versions (documented
 /// duplicates) stay. If a delete failed during the step, one replaced file may remain
 /// ("both versions remain", never neither).
 fn landed(s: &Slot, bytes: &[u8], delete_failed: bool) -> Vec<Cand> {
     let base = Cand {
-        server: s.server.iter().skip(1).cloned().chain([bytes.to_vec()]).collect(),
+        server: s.without_shown().into_iter().chain([bytes.to_vec()]).collect(),
         pending: None,
         may_extra: Vec::new(),
+        plain_gone: false,
     };
     let mut out = vec![base.clone()];
     if delete_failed {
-        for kept in s.server.first().into_iter().chain(&s.extras) {
+        for kept in s.shown_version().into_iter().chain(&s.extras) {
             let mut c = base.clone();
             c.server.push(kept.clone());
             out.push(c);
@@ -441,6 +494,7 @@ fn failed(s: &Slot, bytes: &[u8]) -> Cand {
         server: s.server.clone(),
         pending: Some(bytes.to_vec()),
         may_extra: s.extras.iter().cloned().chain([bytes.to_vec()]).collect(),
+        plain_gone: s.plain_gone,
     }
 }
 
@@ -542,20 +596,30 @@ fn expect(m: &[Slot], op: &Op, out: &Out, may_fail: bool, delete_failed: bool) -
                 Out::NotFound if !s.visible() => nothing(),
                 Out::Early(_) if may_fail => nothing(),
                 // The version the name showed is gone and nothing staged survives;
-                // only documented duplicates may remain (and then take the name).
-                Out::Done if s.visible() => Ok(alts(
-                    i,
-                    vec![Cand {
-                        server: s.server.iter().skip(1).cloned().collect(),
-                        pending: None,
-                        may_extra: Vec::new(),
-                    }],
-                )),
+                // only documented duplicates may remain, keeping their tagged names.
+                Out::Done if s.visible() => {
+                    let server = s.without_shown();
+                    Ok(alts(
+                        i,
+                        vec![Cand {
+                            plain_gone: !server.is_empty(),
+                            server,
+                            pending: None,
+                            may_extra: Vec::new(),
+                        }],
+                    ))
+                }
                 // A failed delete (or lookup) changes nothing.
                 Out::Late(_) if may_fail => Ok(alts(i, vec![unchanged(s)])),
                 _ => bad(),
             }
         }
+        // Refused before anything happens, whatever the state and whatever the fault.
+        Op::Refused { .. } => match out {
+            Out::Early(CoreError::Invalid(_)) => nothing(),
+            Out::Early(_) if may_fail => nothing(),
+            _ => bad(),
+        },
         Op::Retry => {
             let Out::Retried(_) = out else { return bad() };
             // Every staged file lands as its close would have. The one fault can make
@@ -605,24 +669,27 @@ fn expect(m: &[Slot], op: &Op, out: &Out, may_fail: bool, delete_failed: bool) -
                     // file may remain: the source's old version, its staged bytes once
                     // uploaded under the old name, the destination's old version, or an
                     // unacknowledged copy of either.
+                    let a_left = sa.without_shown();
                     let a = Cand {
-                        server: sa.server.iter().skip(1).cloned().collect(),
+                        plain_gone: !a_left.is_empty(),
+                        server: a_left,
                         pending: None,
                         may_extra: Vec::new(),
                     };
                     let b = Cand {
-                        server: sb.server.iter().skip(1).cloned().chain([sa.shown()]).collect(),
+                        server: sb.without_shown().into_iter().chain([sa.shown()]).collect(),
                         pending: None,
                         may_extra: Vec::new(),
+                        plain_gone: false,
                     };
                     let mut out = vec![vec![(ia, a.clone()), (ib, b.clone())]];
                     if delete_failed {
-                        for v in sa.server.first().into_iter().chain(&sa.pending).chain(&sa.extras) {
+                        for v in sa.shown_version().into_iter().chain(&sa.pending).chain(&sa.extras) {
                             let mut a = a.clone();
                             a.server.push(v.clone());
                             out.push(vec![(ia, a), (ib, b.clone())]);
                         }
-                        for v in sb.server.first().into_iter().chain(&sb.extras) {
+                        for v in sb.shown_version().into_iter().chain(&sb.extras) {
                             let mut b = b.clone();
                             b.server.push(v.clone());
                             out.push(vec![(ia, a.clone()), (ib, b)]);
@@ -676,6 +743,7 @@ fn fit(actual: &[Vec<u8>], cand: &Cand) -> Option<Slot> {
         server,
         pending: cand.pending.clone(),
         extras,
+        plain_gone: cand.plain_gone,
     })
 }
 
@@ -747,7 +815,7 @@ fn check_listing(h: &H, m: &[Slot], c: usize, entries: &[(String, Kind)]) -> Res
             .iter()
             .filter(|id| files.contains(&names::with_tag(name, id).as_str()));
         // Unconfirmed extras may be unknown to the core until its listing expires.
-        if tagged.count() + 1 < m[i].server.len() {
+        if tagged.count() + usize::from(m[i].plain_shown()) < m[i].server.len() {
             return Err(format!(
                 "listing of client {} hides a file named '{name}': {files:?}",
                 CLIENTS[c]
@@ -883,6 +951,7 @@ async fn run_case(case: &Case, mut cov: Option<&mut Coverage>) -> Result<(), Str
             server: want.clone(),
             pending: None,
             may_extra: Vec::new(),
+            plain_gone: false,
         };
         if fit(&h.server(i), &cand).is_none() {
             return Err(format!(

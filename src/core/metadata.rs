@@ -230,6 +230,8 @@ impl<R: Remote> Core<R> {
     pub(super) fn forget_file(&self, client: ClientId, id: &str) {
         self.cache().remove(id);
         let mut st = self.st();
+        st.shown.remove(id);
+        st.mtimes.remove(id);
         let cs = st.client(client);
         if let Some(l) = cs.listing.as_mut() {
             l.files.retain(|f| f.id != id);

@@ -11,20 +11,15 @@ use crate::remote::{ClientId, Remote};
 
 impl<R: Remote> Core<R> {
     pub(super) fn attr_of(&self, ino: Ino, node: &Node, st: &State) -> Attr {
-        let (size, perm) = match node.kind {
-            Kind::Dir => (0, if self.opts.allow_other { 0o755 } else { 0o700 }),
+        let (size, mtime, perm) = match node.kind {
+            Kind::Dir => (0, self.mounted_at, if self.opts.allow_other { 0o755 } else { 0o700 }),
             Kind::File => {
-                let size = match st.writers.get(&ino) {
-                    Some(w) => w.lock().map(|w| w.size).unwrap_or(node.size),
-                    None => node.size,
+                let (size, mtime) = match st.writers.get(&ino).map(|w| w.lock()) {
+                    Some(Ok(w)) => (w.size, w.mtime),
+                    _ => (node.size, node.mtime),
                 };
-                (size, if self.opts.allow_other { 0o644 } else { 0o600 })
+                (size, mtime, if self.opts.allow_other { 0o644 } else { 0o600 })
             }
-        };
-        let mtime = if node.kind == Kind::Dir {
-            self.mounted_at
-        } else {
-            node.mtime
         };
         Attr {
             ino,

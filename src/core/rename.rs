@@ -101,7 +101,7 @@ impl<R: Remote> Core<R> {
         };
         let (result, keep_staged) = match self.upload_copy(&staged, journal).await {
             Ok(new_id) => {
-                self.renamed(client, src.ino, &src_id, &new_id, dst.map(|d| d.ino));
+                self.renamed(client, src.ino, &src_id, &new_id, new_name, dst.map(|d| d.ino));
                 if let Some(w) = writer {
                     let mut w = lock(&w);
                     w.name = new_name.to_string();
@@ -205,9 +205,14 @@ impl<R: Remote> Core<R> {
     /// The copy landed as `new_id` and what it replaced is gone: the source inode now
     /// stands for it (same bytes, so its cache entry moves along), and a destination
     /// that had staged bytes or never reached the server is dropped.
-    fn renamed(&self, client: ClientId, src: Ino, src_id: &str, new_id: &str, dst: Option<Ino>) {
+    fn renamed(&self, client: ClientId, src: Ino, src_id: &str, new_id: &str, new_name: &str, dst: Option<Ino>) {
         self.cache().rekey(src_id, new_id);
         let mut st = self.st();
+        // The renamed file shows its new name and keeps its mtime.
+        st.shown.insert(new_id.to_string(), new_name.to_string());
+        if let Some(m) = st.nodes.get(&src).map(|n| self.attr_of(src, n, &st).mtime) {
+            st.mtimes.insert(new_id.to_string(), m);
+        }
         st.rekey(src, Key::File(new_id.to_string()));
         if let Some(n) = st.nodes.get_mut(&src) {
             n.content_changed = false; // same bytes, new id

@@ -94,6 +94,13 @@ pub(super) struct State {
     pub(super) writers: HashMap<Ino, Arc<Mutex<Writer>>>,
     /// Replaced files whose DELETE failed: hidden, and deleted later (file id -> client).
     pub(super) owed_deletes: HashMap<String, ClientId>,
+    /// The name each file id was shown under in this mount. A file keeps it for the
+    /// mount's life, so the user's own writes and deletes never move a twin's name; an
+    /// upload that replaces a file inherits its name (docs/SEMANTICS.md, "Names").
+    pub(super) shown: HashMap<String, String>,
+    /// The mtime shown for files this mount uploaded (their last write), kept over the
+    /// server's `DateCreated` so a later listing never changes what `stat` showed.
+    pub(super) mtimes: HashMap<String, SystemTime>,
     /// Open handles.
     pub(super) handles: HashMap<Fh, Handle>,
     /// Next handle number to hand out.

@@ -41,9 +41,12 @@ impl UploadFailed {
 }
 
 /// The file an upload of `name` (`size` bytes) became, from a listing taken after it:
-/// its id was not listed before (`before`) and is none of the files it replaces. The
-/// id and size confirm it, not the name: the newest such file with exactly the name
-/// sent, else the only new file of that size (the server stored another name: logged).
+/// a file of that exact name and size whose id was not listed before (`before`) and is
+/// none of the files it replaces; the newest if several. A new id is what confirms it,
+/// never the name alone (an older file of the same name is not it). A file the server
+/// stored under another name is not taken for it: another upload running meanwhile may
+/// have made a file of the same size, and adopting that one would later delete it. Names
+/// the server would change are refused before anything is staged (`patterns::uncarriable`).
 fn new_file_of(
     files: &[RemoteFile],
     name: &str,
@@ -51,26 +54,11 @@ fn new_file_of(
     before: &HashSet<String>,
     replaces: &[String],
 ) -> Option<String> {
-    let new: Vec<&RemoteFile> = files
+    files
         .iter()
-        .filter(|f| f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
-        .collect();
-    let exact = new
-        .iter()
-        .filter(|f| f.name == name)
-        .max_by_key(|f| (f.created_ms, f.id.clone()));
-    match (exact, new.as_slice()) {
-        (Some(f), _) => Some(f.id.clone()),
-        (None, [only]) => {
-            tracing::warn!(
-                "the server stored upload {} as file {} under another name",
-                Name(name),
-                only.id
-            );
-            Some(only.id.clone())
-        }
-        (None, _) => None,
-    }
+        .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
+        .max_by_key(|f| (f.created_ms, f.id.clone()))
+        .map(|f| f.id.clone())
 }
 
 /// One running upload in `Core::uploads`, counted down when dropped.
@@ -198,14 +186,25 @@ impl<R: Remote> Core<R> {
                 return Err(f.error);
             }
         };
-        {
+        let mtime = {
             let mut w = lock(&w);
             w.replaces = new_id.iter().cloned().collect();
             w.step(Event::Landed(new_id.clone()));
-        }
+            w.mtime
+        };
         if let Some(id) = &new_id {
             self.cache_staged(id, &path, j.size).await;
             let mut st = self.st();
+            // The new file keeps what `stat` and `ls` showed: its name and mtime.
+            let shown = match st.nodes.get(&ino).map(|n| &n.key) {
+                Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
+                Some(Key::File(old)) => st.shown.get(old).cloned(),
+                _ => None,
+            };
+            if let Some(name) = shown {
+                st.shown.insert(id.clone(), name);
+            }
+            st.mtimes.insert(id.clone(), mtime);
             let local = st
                 .nodes
                 .get(&ino)
@@ -216,6 +215,7 @@ impl<R: Remote> Core<R> {
             st.rekey(ino, Key::File(id.clone()));
             if let Some(n) = st.nodes.get_mut(&ino) {
                 n.size = j.size;
+                n.mtime = mtime;
             }
             st.invalidate_view(client);
         }

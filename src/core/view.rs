@@ -47,6 +47,7 @@ pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView
     // Files the mount replaced but could not delete yet are gone as far as users see.
     files.retain(|f| !st.owed_deletes.contains_key(&f.id));
     files.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let files: Vec<&RemoteFile> = files.iter().collect();
     let listed: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
     let mut unlisted: Vec<String> = files
         .iter()
@@ -84,8 +85,8 @@ pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView
             top.push(name, ino);
         }
     }
-    let top_files: Vec<&RemoteFile> = files.iter().filter(|f| f.folder_id.is_none()).collect();
-    let assigned = names::assign(top_files.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+    let top_files: Vec<&RemoteFile> = files.iter().copied().filter(|f| f.folder_id.is_none()).collect();
+    let assigned = assign_files(st, &top_files, &mut taken);
     for (f, name) in top_files.into_iter().zip(assigned) {
         let ino = file_node(st, f, client_ino);
         top.push(name, ino);
@@ -94,10 +95,11 @@ pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView
         let dir_ino = st.ino_for(Key::Folder(c, folder_id.clone()), client_ino, Kind::Dir);
         let in_dir: Vec<&RemoteFile> = files
             .iter()
+            .copied()
             .filter(|f| f.folder_id.as_ref() == Some(folder_id))
             .collect();
         let mut taken = HashSet::new();
-        let assigned = names::assign(in_dir.iter().map(|f| (f.name.as_str(), f.id.as_str())), &mut taken);
+        let assigned = assign_files(st, &in_dir, &mut taken);
         let mut dv = DirView::default();
         for (f, name) in in_dir.into_iter().zip(assigned) {
             let ino = file_node(st, f, dir_ino);
@@ -109,11 +111,48 @@ pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView
     views
 }
 
+/// Names for one directory's files, in the order of `files`. A file keeps the name it
+/// was shown under earlier in this mount (`State::shown`): the user's own writes and
+/// deletes never move a twin's name. The others follow the rule, a pure function of the
+/// listing: of files sharing a name, the newest (`DateCreated`, then id) shows it plain
+/// and each other one as `stem (tag).ext` (`names::assign`). Newest, not oldest, so
+/// that overwriting a twin through the mount keeps the plain name on the new bytes,
+/// across remounts too.
+fn assign_files(st: &mut State, files: &[&RemoteFile], taken: &mut HashSet<String>) -> Vec<String> {
+    let mut out: Vec<Option<String>> = files
+        .iter()
+        .map(|f| st.shown.get(&f.id).filter(|n| taken.insert((*n).clone())).cloned())
+        .collect();
+    let mut rest: Vec<usize> = (0..files.len()).filter(|i| out[*i].is_none()).collect();
+    rest.sort_by(|a, b| (files[*b].created_ms, &files[*b].id).cmp(&(files[*a].created_ms, &files[*a].id)));
+    let assigned = names::assign(
+        rest.iter().map(|i| (files[*i].name.as_str(), files[*i].id.as_str())),
+        taken,
+    );
+    for (i, name) in rest.into_iter().zip(assigned) {
+        out[i] = Some(name);
+    }
+    files
+        .iter()
+        .zip(out)
+        .map(|(f, name)| {
+            let name = name.unwrap_or_default();
+            st.shown.insert(f.id.clone(), name.clone());
+            name
+        })
+        .collect()
+}
+
 pub(super) fn file_node(st: &mut State, f: &RemoteFile, parent: Ino) -> Ino {
     let ino = st.ino_for(Key::File(f.id.clone()), parent, Kind::File);
+    let mtime = st
+        .mtimes
+        .get(&f.id)
+        .copied()
+        .unwrap_or_else(|| ms_to_time(f.created_ms));
     if let Some(n) = st.nodes.get_mut(&ino) {
         n.size = f.size;
-        n.mtime = ms_to_time(f.created_ms);
+        n.mtime = mtime;
         n.parent = parent;
     }
     ino

@@ -130,6 +130,9 @@ pub(super) struct Writer {
     pub(super) replaces: Vec<String>,
     /// Open write handles.
     pub(super) handles: usize,
+    /// Modification time as shown: the last write or size change (for a file opened
+    /// and not changed yet, its listed mtime). Kept for the new file once uploaded.
+    pub(super) mtime: SystemTime,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
 }
@@ -144,6 +147,7 @@ impl Writer {
             version: 0,
             replaces,
             handles: 1,
+            mtime: SystemTime::now(),
             life,
         }
     }
@@ -198,9 +202,20 @@ pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
         w.spool.file.set_len(size)?;
         w.size = size;
         w.version += 1;
+        w.mtime = SystemTime::now();
         w.step(Event::Changed);
     }
     Ok(())
+}
+
+/// The name an existing file's new bytes are uploaded under: its server name, unless
+/// the mount shows it under a twin's tagged name (`stem (tag).ext`), which it then keeps
+/// on the server too, so the twins' names stay as they are across remounts.
+fn upload_name(server_name: &str, shown: Option<&str>) -> String {
+    match shown {
+        Some(s) if s != names::legal(server_name) => s.to_string(),
+        _ => server_name.to_string(),
+    }
 }
 
 /// Refuse, before any byte is staged, a name the upload could not store exactly
@@ -256,7 +271,15 @@ impl<R: Remote> Core<R> {
             let Some(id) = file_id else {
                 return Err(CoreError::NotFound);
             };
-            let (name, size) = self.remote_name_size(client, &id)?;
+            let (server_name, size) = self.remote_name_size(client, &id)?;
+            let (name, listed_mtime) = {
+                let st = self.st();
+                let shown = st.shown.get(&id);
+                (
+                    upload_name(&server_name, shown.map(String::as_str)),
+                    st.nodes.get(&ino).map(|n| n.mtime),
+                )
+            };
             // The whole current content is needed to modify it in place; wait for it
             // before staging anything, so an abandoned open leaves no spool file behind.
             let current = match mode.truncate {
@@ -279,7 +302,10 @@ impl<R: Remote> Core<R> {
                 true => Life::Staged,
                 false => Life::Landed { id: Some(id.clone()) },
             };
-            let w = Writer::new(client, name, spool, staged, vec![id], life);
+            let mut w = Writer::new(client, name, spool, staged, vec![id], life);
+            if let (false, Some(m)) = (mode.truncate, listed_mtime) {
+                w.mtime = m;
+            }
             let spool_path = w.spool.path.clone();
             let raced = {
                 let mut st = self.st();
@@ -409,6 +435,7 @@ impl<R: Remote> Core<R> {
         w.spool.file.write_all_at(data, offset)?;
         w.size = w.size.max(offset + data.len() as u64);
         w.version += 1;
+        w.mtime = SystemTime::now();
         w.step(Event::Changed);
         Ok(data.len() as u32)
     }
