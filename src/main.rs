@@ -90,6 +90,9 @@ struct CommonMount {
     /// FUSE session threads.
     #[arg(long, default_value_t = 2, hide = true)]
     fuse_threads: usize,
+    /// Mount over a directory that holds files (they stay hidden until unmount).
+    #[arg(long)]
+    nonempty: bool,
 }
 
 #[derive(Args)]
@@ -227,17 +230,9 @@ fn cmd_check(a: check::CheckArgs) -> ExitCode {
     }
 }
 
-fn check_mountpoint(p: &Path) -> Result<(), String> {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("mountpoint {} is not a directory", p.display())),
-        Err(e) => Err(format!("mountpoint {}: {e}", p.display())),
-    }
-}
-
-fn cmd_mount(a: MountArgs) -> Result<(), String> {
+fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     let key = read_key(a.api_key_file.as_deref())?;
-    check_mountpoint(&a.mountpoint)?;
+    a.mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, a.common.nonempty)?;
     let base = a
         .base_url
         .or_else(|| std::env::var("INTAKEQ_BASE_URL").ok().filter(|s| !s.is_empty()))
@@ -288,15 +283,18 @@ fn run_mount(
     ));
     let remote = HttpRemote::new(base, key, limiter, HttpOptions::default()).map_err(|e| format!("{e}"))?;
     let state = state_dir();
+    let spool_dir = c
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| state.join("spool").join(&account));
+    // Held until this function returns: no second daemon may share the spool.
+    let _spool_lock = intakeq_fs::core::spool::lock(&spool_dir)?;
     let opts = Options {
         read_only: c.read_only,
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
         cache_bytes: c.cache_size.saturating_mul(1 << 20),
         allow_other: c.allow_other,
-        spool_dir: c
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| state.join("spool").join(&account)),
+        spool_dir,
         cache_dir: c.cache_dir.clone().unwrap_or_else(|| state.join("cache")),
         disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
         account,
@@ -319,7 +317,7 @@ fn run_mount(
 
 fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     init_logging(None)?;
-    check_mountpoint(&a.mountpoint)?;
+    let mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, false)?;
     let key = format!("demo-{}", std::process::id());
     // The fake server runs on its own small runtime beside the mount's.
     let server_rt = runtime()?;
@@ -330,7 +328,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     let base = fake::server::base_url(bound);
     eprintln!(
         "intakeq-fs demo: fake IntakeQ at {base}; mounting at {} (Ctrl-C to unmount)",
-        a.mountpoint.display()
+        mountpoint.display()
     );
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
     let common = CommonMount {
@@ -349,8 +347,9 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         log_file: None,
         drain_timeout: 10,
         fuse_threads: 2,
+        nonempty: false,
     };
-    let result = run_mount(&base, key, &a.mountpoint, &common, &mut Readiness::none());
+    let result = run_mount(&base, key, &mountpoint, &common, &mut Readiness::none());
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
