@@ -9,3 +9,4 @@ pub mod fuse;
 pub mod limiter;
 pub mod mount;
 pub mod remote;
+pub mod status;

@@ -41,6 +41,15 @@ enum Cmd {
     /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
     /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.
     Check(check::CheckArgs),
+    /// Print what the running mounts of this user are doing (no API call).
+    Status(intakeq_fs::status::StatusArgs),
+    /// Print a shell completion script: `intakeq-fs completions bash > /etc/bash_completion.d/intakeq-fs`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `intakeq-fs man | man -l -`.
+    Man,
 }
 
 #[derive(Args, Clone)]
@@ -140,6 +149,9 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::MockServer(a) => cmd_mock(a),
         Cmd::Check(a) => return cmd_check(a),
+        Cmd::Status(a) => return intakeq_fs::status::run_cli(a, &state_dir()),
+        Cmd::Completions { shell } => cmd_completions(shell),
+        Cmd::Man => cmd_man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,7 +191,11 @@ fn state_dir() -> PathBuf {
     }
 }
 
+/// Logging to `file` (else stderr); warnings and errors are also remembered for the
+/// status file (`status::ErrorsLayer`).
 fn init_logging(file: Option<&Path>) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKEQ_FS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -193,9 +209,14 @@ fn init_logging(file: Option<&Path>) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            let fmt = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).finish();
+            fmt.with(intakeq_fs::status::ErrorsLayer).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(intakeq_fs::status::ErrorsLayer)
+            .init(),
     }
     Ok(())
 }
@@ -281,7 +302,7 @@ fn run_mount(
         c.daily_limit,
         Duration::from_secs(c.max_wait),
     ));
-    let remote = HttpRemote::new(base, key, limiter, HttpOptions::default()).map_err(|e| format!("{e}"))?;
+    let remote = HttpRemote::new(base, key, limiter.clone(), HttpOptions::default()).map_err(|e| format!("{e}"))?;
     let state = state_dir();
     let spool_dir = c
         .spool_dir
@@ -303,6 +324,13 @@ fn run_mount(
         Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
     rt.block_on(core.check_access())
         .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
+    let info = intakeq_fs::status::MountInfo {
+        mountpoint: mountpoint.to_path_buf(),
+        account: core.options().account.clone(),
+        base_url: base.to_string(),
+        read_only: c.read_only,
+    };
+    let publisher = publish_status(&rt, &core, limiter, info);
     let cfg = MountConfig {
         mountpoint: mountpoint.to_path_buf(),
         read_only: c.read_only,
@@ -312,7 +340,26 @@ fn run_mount(
         drain_timeout: Duration::from_secs(c.drain_timeout),
         retry_interval: Duration::from_secs(c.retry_interval),
     };
-    serve(&rt, core, &cfg, readiness)
+    let result = serve(&rt, core, &cfg, readiness);
+    publisher.stop(&rt);
+    result
+}
+
+/// The status file `intakeq-fs status` reads, and the note on long rate-limit waits
+/// ("3 uploads queued").
+fn publish_status(
+    rt: &tokio::runtime::Runtime,
+    core: &Arc<Core<HttpRemote>>,
+    limiter: Arc<Limiter>,
+    info: intakeq_fs::status::MountInfo,
+) -> intakeq_fs::status::Publisher {
+    let weak = Arc::downgrade(core);
+    limiter.set_wait_note(Box::new(move || match weak.upgrade().map(|c| c.pending_uploads()) {
+        Some(n) if n > 0 => format!("{n} upload(s) queued"),
+        _ => String::new(),
+    }));
+    let dir = intakeq_fs::status::run_dir(&state_dir());
+    intakeq_fs::status::Publisher::start(rt, core.clone(), limiter, info, &dir)
 }
 
 fn cmd_demo(a: DemoArgs) -> Result<(), String> {
@@ -380,4 +427,37 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// `completions SHELL`: generated from the clap definition, so it never drifts.
+fn cmd_completions(shell: clap_complete::Shell) -> Result<(), String> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "intakeq-fs", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `man`: the man page, generated from the clap definition: the command, then each
+/// subcommand's options.
+fn cmd_man() -> Result<(), String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let render = |out: &mut Vec<u8>| -> std::io::Result<()> {
+        clap_mangen::Man::new(cmd.clone()).render(out)?;
+        for sub in cmd.get_subcommands() {
+            writeln!(out, ".SH \"INTAKEQ-FS {}\"", sub.get_name().to_uppercase())?;
+            if let Some(about) = sub.get_about() {
+                writeln!(out, "{}", about.to_string().replace('\\', "\\\\"))?;
+            }
+            clap_mangen::Man::new(sub.clone().bin_name(format!("intakeq-fs {}", sub.get_name())))
+                .render_synopsis_section(out)?;
+            clap_mangen::Man::new(sub.clone()).render_options_section(out)?;
+        }
+        Ok(())
+    };
+    render(&mut out).map_err(|e| format!("cannot render the man page: {e}"))?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| format!("cannot write the man page: {e}"))
 }

@@ -273,3 +273,176 @@ fn gio_trash_fails_as_trash_not_supported_and_the_file_stays() {
     fs::remove_file(&notes).unwrap();
     assert!(srv.store.files_named(1001, "notes.txt").is_empty());
 }
+
+/// Mount in the foreground like `common::mount`, with the private state directory (and
+/// so the status files) under `state`.
+fn mount_with_state(srv: &Server, state: &std::path::Path) -> Mount {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = dir.path().join("log.txt");
+    let child = Command::new(bin())
+        .arg("mount")
+        .arg(&mnt)
+        .args(["--base-url", &srv.base, "--foreground"])
+        .args(["--rate-limit", "100000", "--daily-limit", "100000"])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("XDG_STATE_HOME", state)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let m = Mount {
+        dir,
+        mnt,
+        child: Some(child),
+        log,
+    };
+    m.wait_mounted();
+    m
+}
+
+/// `intakeq-fs status ARGS` with the state directory `state`.
+fn status(state: &std::path::Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(bin());
+    c.arg("status").env("XDG_STATE_HOME", state);
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Run `status` until its output contains `want` (the daemon republishes every second).
+fn status_until(state: &std::path::Path, want: &str) -> String {
+    for _ in 0..200 {
+        let out = stdout_of(&status(state, &[]));
+        if out.contains(want) {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "status never showed {want:?}; last:\n{}",
+        stdout_of(&status(state, &[]))
+    );
+}
+
+#[test]
+fn status_shows_a_failed_upload_by_name_the_budget_and_the_last_error_without_a_call() {
+    use intakeq_fs::fake::store::{Endpoint, Fault};
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let srv = server(account());
+    let state = tempfile::tempdir().unwrap();
+    let m = mount_with_state(&srv, state.path());
+    ok("ls", &[&m.p("clients/1002")]);
+    srv.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        None,
+    );
+    let mut f = fs::File::create(m.p("clients/1002/precious.txt")).unwrap();
+    f.write_all(b"consent form").unwrap();
+    assert_eq!(unsafe { libc::close(f.into_raw_fd()) }, -1, "close reports the failure");
+    let text = status_until(state.path(), "1 failed");
+    let before = srv.store.total_requests();
+    let out = status(state.path(), &[&m.mnt]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(srv.store.total_requests(), before, "status spends no call");
+    let text2 = stdout_of(&out);
+    for t in [&text, &text2] {
+        assert!(
+            t.starts_with(&format!("{}  (pid {}, up ", m.mnt.display(), m.pid())),
+            "{t}"
+        );
+        assert!(t.contains("  uploads:  0 pending, 1 failed, 0 running\n"), "{t}");
+        assert!(t.contains("    failed      1002/precious.txt (12 bytes)\n"), "{t}");
+        assert!(t.contains("/100000 in the last minute"), "{t}");
+        assert!(t.contains("  deletes owed: 0\n"), "{t}");
+        assert!(t.contains("next free request slot: now"), "{t}");
+        assert!(t.contains("  last errors:\n"), "{t}");
+        assert!(t.lines().any(|l| l.contains("WARN") && l.contains("flush")), "{t}");
+        assert!(!t.contains(KEY));
+    }
+    let account = intakeq_fs::core::account_id(&srv.base, KEY);
+    assert!(text2.contains(&format!("  account:  {account} ")), "{text2}");
+    // JSON for scripts; the file itself is private.
+    let json: serde_json::Value = serde_json::from_slice(&status(state.path(), &[&"--json"]).stdout).unwrap();
+    assert_eq!(json[0]["running"], true);
+    assert_eq!(json[0]["core"]["uploads"][0]["name"], "precious.txt");
+    assert_eq!(json[0]["core"]["uploads"][0]["state"], "failed");
+    let file = state.path().join(format!("intakeq-fs/run/{}.json", m.pid()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // Another mountpoint: nothing there.
+    let none = status(state.path(), &[&m.dir.path()]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stdout_of(&none).starts_with("no intakeq-fs mount of this user at "));
+    // A daemon killed outright leaves a stale file, reported as such.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    let mut m = m;
+    wait_exit(m.child.as_mut().unwrap(), std::time::Duration::from_secs(10));
+    m.child = None;
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&m.mnt).status();
+    let out = status(state.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "no mount running");
+    assert!(
+        stdout_of(&out).contains("NOT RUNNING: stale status"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert!(stdout_of(&out).contains("failed      1002/precious.txt"));
+}
+
+#[test]
+fn the_status_file_goes_at_unmount() {
+    let srv = server(account());
+    let state = tempfile::tempdir().unwrap();
+    let m = mount_with_state(&srv, state.path());
+    status_until(state.path(), &format!("(pid {}, up ", m.pid()));
+    let (st, _, _) = m.unmount();
+    assert!(st.success());
+    let run = state.path().join("intakeq-fs/run");
+    assert_eq!(
+        fs::read_dir(&run).unwrap().count(),
+        0,
+        "nothing left in {}",
+        run.display()
+    );
+    let out = status(state.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_of(&out), "no intakeq-fs mount of this user is running\n");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definition() {
+    let bash = ok(bin(), &[&"completions", &"bash"]);
+    assert!(
+        bash.contains("complete -F _intakeq-fs") || bash.contains("complete -F _intakeq__fs"),
+        "{bash}"
+    );
+    for word in ["mount", "status", "--api-key-file", "--nonempty"] {
+        assert!(bash.contains(word), "{word} missing from the bash completion");
+    }
+    assert!(ok(bin(), &[&"completions", &"zsh"]).starts_with("#compdef intakeq-fs"));
+    let man = ok(bin(), &[&"man"]);
+    assert!(
+        man.starts_with(".ie \\n(.g .ds Aq") || man.contains(".TH intakeq-fs 1"),
+        "{man}"
+    );
+    for section in ["INTAKEQ-FS MOUNT", "INTAKEQ-FS STATUS", "INTAKEQ-FS DEMO"] {
+        assert!(man.contains(section), "{section} missing from the man page");
+    }
+    assert!(man.contains("api\\-key\\-file"), "mount's options are in the man page");
+}

@@ -53,6 +53,7 @@ mod rename;
 mod resume;
 pub mod spool;
 mod state;
+pub mod status;
 mod upload;
 mod view;
 mod writer;
