@@ -8,5 +8,6 @@ pub mod fake;
 pub mod fuse;
 pub mod limiter;
 pub mod mount;
+pub mod mount_helper;
 pub mod remote;
 pub mod status;

@@ -143,7 +143,16 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     limit_malloc_retention();
-    let cli = Cli::parse();
+    // `mount -t fuse.intakeq-fs` (fstab) runs us as `intakeq-fs SOURCE DIR -o OPTIONS`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match intakeq_fs::mount_helper::translate(&args) {
+        Some(Ok(ordinary)) => Cli::parse_from(ordinary),
+        Some(Err(msg)) => {
+            eprintln!("intakeq-fs: {msg}");
+            return ExitCode::FAILURE;
+        }
+        None => Cli::parse(),
+    };
     let result = match cli.cmd {
         Cmd::Mount(a) => cmd_mount(a),
         Cmd::Demo(a) => cmd_demo(a),

@@ -115,11 +115,19 @@ pub fn serve<R: Remote>(
     };
     tracing::info!("mounted at {}", cfg.mountpoint.display());
     let mp = cfg.mountpoint.clone();
-    rt.spawn_blocking(move || raise_readahead(&mp));
+    rt.spawn_blocking(move || {
+        // Answered by the session once `run` below starts serving: then the mount
+        // answers, and systemd may start what needs it.
+        if std::fs::metadata(&mp).is_ok() {
+            crate::daemon::notify_systemd(&format!("READY=1\nSTATUS=mounted at {}", mp.display()));
+        }
+        raise_readahead(&mp);
+    });
     readiness.ready();
     let result = session
         .run()
         .map_err(|e| format!("FUSE session ended with an error: {e}"));
+    crate::daemon::notify_systemd("STOPPING=1\nSTATUS=unmounted; finishing uploads");
     drain(rt, &core, background, cfg.drain_timeout);
     tracing::info!("unmounted {}", cfg.mountpoint.display());
     result

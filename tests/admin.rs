@@ -8,6 +8,7 @@ use std::fs;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
+use intakeq_fs::fake::store::Endpoint;
 
 /// Run `intakeq-fs mount` in the foreground with the test's server and key, for a mount
 /// that is expected to be refused before it starts (so it returns by itself).
@@ -337,7 +338,7 @@ fn status_until(state: &std::path::Path, want: &str) -> String {
 
 #[test]
 fn status_shows_a_failed_upload_by_name_the_budget_and_the_last_error_without_a_call() {
-    use intakeq_fs::fake::store::{Endpoint, Fault};
+    use intakeq_fs::fake::store::Fault;
     use std::io::Write;
     use std::os::fd::IntoRawFd;
     let srv = server(account());
@@ -445,4 +446,179 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         assert!(man.contains(section), "{section} missing from the man page");
     }
     assert!(man.contains("api\\-key\\-file"), "mount's options are in the man page");
+}
+
+/// Point /usr/local/bin/intakeq-fs at the binary under test: `mount(8)` runs helpers
+/// with the default PATH, so `mount.fuse3` finds `intakeq-fs` only there (or in /usr/bin).
+fn install_on_default_path() {
+    let link = std::path::Path::new("/usr/local/bin/intakeq-fs");
+    if let Ok(md) = fs::symlink_metadata(link) {
+        assert!(
+            md.file_type().is_symlink(),
+            "{} is a real file: remove it to run this test",
+            link.display()
+        );
+    }
+    let tmp = link.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(bin(), &tmp).unwrap();
+    fs::rename(&tmp, link).unwrap();
+}
+
+fn wait_gone(pid: u32) {
+    for _ in 0..600 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("process {pid} did not exit");
+}
+
+#[test]
+fn mount_t_fuse_intakeq_fs_with_o_options_mounts_like_an_fstab_line() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mount -t needs root");
+        return;
+    }
+    install_on_default_path();
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, key) = (dir.path().join("mnt"), dir.path().join("key"));
+    fs::create_dir(&mnt).unwrap();
+    fs::write(&key, format!("{KEY}\n")).unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let opts = format!(
+        "api_key_file={},base_url={},spool_dir={},cache_dir={},log_file={},rate_limit=1000,daily_limit=1000,_netdev,nofail",
+        key.display(),
+        srv.base,
+        p("spool"),
+        p("cache"),
+        p("log.txt")
+    );
+    srv.store.reset_counts();
+    let out = Command::new("mount")
+        .args(["-t", "fuse.intakeq-fs", "intakeq"])
+        .arg(&mnt)
+        .args(["-o", &opts])
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t failed: {}", stderr_of(&out));
+    // `mount` returned: the daemon went to the background once the mount was ready.
+    assert_eq!(proc_mounts_type(&mnt).as_deref(), Some("fuse.intakeq-fs"));
+    assert_eq!(
+        ok("ls", &[&mnt.join("clients")]).split_whitespace().collect::<Vec<_>>(),
+        ["1001", "1002"]
+    );
+    assert_eq!(fs::read(mnt.join("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(srv.store.count(Endpoint::ListFolders), 1, "the mount's access check");
+    assert_eq!(srv.store.count(Endpoint::ListClients), 1);
+    let pid: u32 = fs::read_to_string(dir.path().join("spool/lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let st = status(&dir.path().join("state"), &[&mnt]);
+    assert_eq!(st.status.code(), Some(0), "{}", stdout_of(&st));
+    assert!(stdout_of(&st).contains(&format!("(pid {pid}, ")));
+    assert!(!fs::read_to_string("/proc/mounts").unwrap().contains(KEY));
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(KEY),
+        "the key is not in argv"
+    );
+    ok("umount", &[&mnt]);
+    wait_gone(pid);
+    assert!(!is_mounted(&mnt));
+    let log = fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    assert!(log.contains("unmounted"), "{log}");
+}
+
+#[test]
+fn a_bad_mount_option_fails_with_one_line_and_exit_1() {
+    let out = Command::new(bin())
+        .args(["intakeq", "/nonexistent-mnt", "-o", "api_key_file=/k,frobnicate=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&out),
+        "intakeq-fs: unknown mount option \"frobnicate\" (see `man intakeq-fs` or the README's fstab section)\n"
+    );
+}
+
+#[test]
+fn under_systemd_the_daemon_says_ready_once_the_mount_answers_and_stopping_at_unmount() {
+    use std::os::unix::net::UnixDatagram;
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut child = Command::new(bin())
+        .arg("mount")
+        .arg(&mnt)
+        .args(["--base-url", &srv.base, "--foreground"])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("READY=1\nSTATUS=mounted at {}", mnt.display())
+    );
+    // Ready means answering: a stat and a listing work at once.
+    assert!(is_mounted(&mnt));
+    assert!(mnt.join("clients/1001").is_dir());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("STOPPING=1 at unmount");
+    assert_eq!(&buf[..n], b"STOPPING=1\nSTATUS=unmounted; finishing uploads");
+    let st = wait_exit(&mut child, std::time::Duration::from_secs(30));
+    assert!(st.success());
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn the_shipped_user_unit_is_type_notify_and_uses_only_real_flags() {
+    let unit = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/systemd/intakeq-fs.service"
+    ))
+    .unwrap();
+    let line = |k: &str| -> String {
+        unit.lines()
+            .find(|l| l.starts_with(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in the unit"))
+            .to_string()
+    };
+    assert_eq!(line("Type"), "Type=notify");
+    let start = line("ExecStart");
+    assert!(start.contains(" mount %h/IntakeQ --foreground "), "{start}");
+    assert!(line("ExecStop").contains("fusermount3 -u"));
+    let help = ok(bin(), &[&"mount", &"--help"]);
+    for flag in start.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "{flag} is not a flag of intakeq-fs mount");
+    }
+    let stop: u64 = line("TimeoutStopSec")["TimeoutStopSec=".len()..].parse().unwrap();
+    let drain: u64 = start
+        .split("--drain-timeout ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stop > drain, "systemd must not kill a draining daemon");
 }
