@@ -100,6 +100,7 @@ pub fn notify_to(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     use std::os::unix::net::{SocketAddr, UnixDatagram};
     let bytes = socket.as_bytes();
     let addr = match bytes.first() {
+        #[cfg(target_os = "linux")]
         Some(b'@') => {
             use std::os::linux::net::SocketAddrExt;
             SocketAddr::from_abstract_name(&bytes[1..])?
@@ -133,6 +134,7 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=mounted");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn notify_reaches_an_abstract_socket_and_refuses_nonsense() {
         use std::os::linux::net::SocketAddrExt;

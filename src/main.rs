@@ -382,10 +382,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         .block_on(fake::server::spawn(fake::demo::demo_store(), addr, key.clone()))
         .map_err(|e| format!("cannot start the demo server: {e}"))?;
     let base = fake::server::base_url(bound);
-    eprintln!(
-        "intakeq-fs demo: fake IntakeQ at {base}; mounting at {} (Ctrl-C to unmount)",
-        mountpoint.display()
-    );
+    eprint!("{}", demo_banner(&base, &mountpoint));
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
     let common = CommonMount {
         foreground: true,
@@ -408,6 +405,15 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     let result = run_mount(&base, key, &mountpoint, &common, &mut Readiness::none());
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+/// What the demo prints first: where it is, what to try, whether writes survive, how
+/// to stop it.
+fn demo_banner(base: &str, mnt: &Path) -> String {
+    let m = mnt.display();
+    format!(
+        "intakeq-fs demo: a fake IntakeQ with 5 sample clients ({base}), mounted at {m}\n         \n         Try first:\n         \x20 ls {m}/clients                              the clients, by id\n         \x20 ls -l {m}/clients/1001                      one client's files and folders\n         \x20 cat {m}/clients/1001/session-notes.txt      read a file\n         \x20 getfattr -d {m}/clients/1001/payments.csv   its IntakeQ id, type and date\n         \x20 cp /etc/hostname {m}/clients/1002/          upload a file\n         \x20 intakeq-fs status                           pending uploads and the request budget\n         \n         Writes (cp, editors, mv, rm) work, against the fake server inside this process:\n         they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n         Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n         (or `kill %1`) unmounts it the same way.\n\n"
+    )
 }
 
 fn cmd_mock(a: MockArgs) -> Result<(), String> {

@@ -186,7 +186,7 @@ impl Unmounter {
     fn unmount(&mut self) -> std::io::Result<()> {
         match self {
             Unmounter::Fuser(u, _) => u.unmount(),
-            Unmounter::Direct(p) => umount2(p, 0),
+            Unmounter::Direct(p) => umount2(p, false),
         }
     }
 
@@ -195,7 +195,7 @@ impl Unmounter {
         match self {
             Unmounter::Fuser(_, p) => lazy_unmount(p),
             Unmounter::Direct(p) => {
-                if let Err(e) = umount2(p, libc::MNT_DETACH) {
+                if let Err(e) = umount2(p, true) {
                     tracing::error!("lazy unmount of {} failed: {e}", p.display());
                 }
             }
@@ -203,8 +203,11 @@ impl Unmounter {
     }
 }
 
-fn umount2(p: &Path, flags: i32) -> std::io::Result<()> {
+/// `umount2(2)`, lazily (MNT_DETACH) if asked.
+#[cfg(target_os = "linux")]
+fn umount2(p: &Path, lazy: bool) -> std::io::Result<()> {
     let c = CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
     if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
         Ok(())
@@ -213,6 +216,19 @@ fn umount2(p: &Path, flags: i32) -> std::io::Result<()> {
     }
 }
 
+/// Only Linux mounts directly (`mount_directly`), so nothing else unmounts this way.
+#[cfg(not(target_os = "linux"))]
+fn umount2(_p: &Path, _lazy: bool) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Elsewhere (macOS: macFUSE) fuser mounts, with its own helper.
+#[cfg(not(target_os = "linux"))]
+fn mount_directly(_mountpoint: &Path, _read_only: bool, _allow_other: bool) -> std::io::Result<Option<OwnedFd>> {
+    Ok(None)
+}
+
+#[cfg(target_os = "linux")]
 /// Mount `/dev/fuse` at `mountpoint` with the type `fuse.intakeq-fs` (fuser's own direct
 /// mount always says plain `fuse`, which `updatedb`'s PRUNEFS cannot tell apart).
 /// `Ok(None)`: not allowed (not root), the caller lets fusermount3 do it.

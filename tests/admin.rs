@@ -622,3 +622,41 @@ fn the_shipped_user_unit_is_type_notify_and_uses_only_real_flags() {
         .unwrap();
     assert!(stop > drain, "systemd must not kill a draining daemon");
 }
+
+#[test]
+fn a_file_managers_content_type_sniffing_costs_one_download_per_unclear_name() {
+    let store = account();
+    for name in [
+        "scan",
+        "export.dat",
+        "letter.txt",
+        "photo.jpg",
+        "notes.md",
+        "backup.bin",
+    ] {
+        store.add_file(1002, name, None, &b"%PDF-1.4 sniff me\n"[..]);
+    }
+    let srv = server(store);
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1002");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    // What Nautilus asks for each row: the content type, sniffed when the name is unclear.
+    let out = ok("gio", &[&"list", &"-a", &"standard::content-type", &dir]);
+    let sniffed = srv.store.count(Endpoint::Download);
+    srv.store.reset_counts();
+    ok("gio", &[&"list", &"-a", &"standard::fast-content-type", &dir]);
+    assert_eq!(srv.store.total_requests(), 0, "the fast type comes from the name only");
+    // scan, export.dat and backup.bin: no extension, an unknown one, and one that only
+    // says "bytes". .txt, .md, .jpg and .pdf are taken from the name. The listing
+    // was warm, so the downloads are the only calls.
+    assert_eq!(sniffed, 3, "{out}");
+    assert!(
+        out.contains("scan\t18\t(regular)\tstandard::content-type=application/pdf"),
+        "{out}"
+    );
+    // Sniffed once: the bytes stay in the cache, so the next look is free.
+    srv.store.reset_counts();
+    ok("gio", &[&"list", &"-a", &"standard::content-type", &dir]);
+    assert_eq!(srv.store.total_requests(), 0);
+}
