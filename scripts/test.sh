@@ -5,17 +5,27 @@
 # prints one line per binary, names the ones that failed, and ends with one line
 # "tests: N passed, N failed". A binary that does not build or crashes before it
 # reports counts as one failed test, so the total never silently leaves it out.
-# Exit status: 0 only if every binary built and passed.
+# Exit status: 0 only if every binary built and passed. TEST_ONLY="lib admin" runs a subset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh || exit 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# Every test target: the library's unit tests, the binary's, then each tests/*.rs.
+# Every test target: the library's unit tests, the binary's, then each tests/*.rs
+# (TEST_ONLY="lib admin" runs just those).
 targets=("--lib" "--bins")
 for f in tests/*.rs; do
   targets+=("--test $(basename "$f" .rs)")
 done
+if [ -n "${TEST_ONLY:-}" ]; then
+  chosen=()
+  for t in "${targets[@]}"; do
+    n=${t#--test }
+    n=${n#--}
+    case " $TEST_ONLY " in *" $n "*) chosen+=("$t") ;; esac
+  done
+  targets=("${chosen[@]}")
+fi
 total_passed=0 total_failed=0 status=0
 summary=() broken=()
 for t in "${targets[@]}"; do
@@ -23,13 +33,15 @@ for t in "${targets[@]}"; do
   cargo test --locked --no-fail-fast $t -- --test-threads "${TEST_THREADS:-4}" >"$log" 2>&1
   rc=$?
   cat "$log"
-  p=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-  f=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
+  # One line per test ("test name ... ok"), so the tests of a binary that crashes
+  # half-way still count.
+  p=$(grep -Ec '^test .* \.\.\. ok$' "$log")
+  f=$(grep -Ec '^test .* \.\.\. FAILED$' "$log")
   name=${t#--test }
   name=${name#--}
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-    # It failed without a failing test: it did not build, or it crashed.
-    f=1
+  if [ "$rc" -ne 0 ] && ! grep -Eq '^test result: FAILED' "$log"; then
+    # It failed without reporting a failing test: it did not build, or it crashed.
+    f=$((f + 1))
     broken+=("$name")
   fi
   [ "$rc" -ne 0 ] && status=1

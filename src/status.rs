@@ -116,7 +116,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorsLayer {
 }
 
 /// Collects an event's message and fields into one line.
-struct MessageText(String);
+struct MessageText(
+    /// The line so far.
+    String,
+);
 
 impl tracing::field::Visit for MessageText {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
