@@ -270,6 +270,19 @@ mod tests {
         assert_eq!(s.next_free_in, Duration::ZERO);
     }
 
+    #[test]
+    fn the_wait_note_is_appended_to_the_progress_line_once_set() {
+        let l = Limiter::new(1, 1, Duration::from_secs(1));
+        assert_eq!(l.wait_note(), "");
+        l.set_wait_note(Box::new(|| "3 upload(s) queued".to_string()));
+        assert_eq!(l.wait_note(), ", 3 upload(s) queued");
+        l.set_wait_note(Box::new(|| "ignored".to_string()));
+        assert_eq!(l.wait_note(), ", 3 upload(s) queued", "set once");
+        let quiet = Limiter::new(1, 1, Duration::from_secs(1));
+        quiet.set_wait_note(Box::new(String::new));
+        assert_eq!(quiet.wait_note(), "", "nothing queued: no note");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waits_longer_than_max_wait_fail_at_once() {
         let l = Limiter::new(1, 100, Duration::from_secs(10));

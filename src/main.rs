@@ -411,9 +411,34 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
 /// to stop it.
 fn demo_banner(base: &str, mnt: &Path) -> String {
     let m = mnt.display();
-    format!(
-        "intakeq-fs demo: a fake IntakeQ with 5 sample clients ({base}), mounted at {m}\n         \n         Try first:\n         \x20 ls {m}/clients                              the clients, by id\n         \x20 ls -l {m}/clients/1001                      one client's files and folders\n         \x20 cat {m}/clients/1001/session-notes.txt      read a file\n         \x20 getfattr -d {m}/clients/1001/payments.csv   its IntakeQ id, type and date\n         \x20 cp /etc/hostname {m}/clients/1002/          upload a file\n         \x20 intakeq-fs status                           pending uploads and the request budget\n         \n         Writes (cp, editors, mv, rm) work, against the fake server inside this process:\n         they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n         Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n         (or `kill %1`) unmounts it the same way.\n\n"
-    )
+    let exe = std::env::current_exe().unwrap_or_else(|_| "intakeq-fs".into());
+    let try_first = [
+        (format!("ls {m}/clients"), "the clients, by id"),
+        (format!("ls -l {m}/clients/1001"), "one client's files and folders"),
+        (format!("cat {m}/clients/1001/session-notes.txt"), "read a file"),
+        (
+            format!("getfattr -d {m}/clients/1001/payments.csv"),
+            "its IntakeQ id, type and date",
+        ),
+        (format!("cp /etc/hostname {m}/clients/1002/"), "upload a file"),
+        (
+            format!("{} status", exe.display()),
+            "pending uploads and the request budget",
+        ),
+    ];
+    let width = try_first.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut out =
+        format!("intakeq-fs demo: a fake IntakeQ with 5 sample clients ({base}), mounted at {m}\n\nTry first:\n");
+    for (cmd, what) in &try_first {
+        out.push_str(&format!("  {cmd:<width$}   {what}\n"));
+    }
+    out.push_str(&format!(
+        "\nWrites (cp, editors, mv, rm) work, against the fake server inside this process:\n\
+         they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n\
+         Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n\
+         (or `kill %1`) unmounts it the same way.\n\n"
+    ));
+    out
 }
 
 fn cmd_mock(a: MockArgs) -> Result<(), String> {

@@ -677,7 +677,7 @@ fn demo_mounts_sample_data_and_ctrl_c_unmounts_with_exit_zero() {
     let banner = fs::read_to_string(dir.path().join("demo.log")).unwrap();
     for what in [
         "Try first:",
-        &format!("ls {}/clients ", mnt.display()),
+        &format!("\nTry first:\n  ls {}/clients ", mnt.display()),
         "they do NOT survive the demo",
         &format!("fusermount3 -u {}", mnt.display()),
     ] {
