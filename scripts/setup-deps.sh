@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks for intakeq-fs: fuse3 (fusermount3) to
-# mount, and the real tools the FUSE tests drive (rsync; curl for the benchmark).
+# mount, and the real tools the FUSE tests drive (rsync; getfattr/setfattr from attr;
+# gio from libglib2.0-bin; curl for the benchmark).
 # Installs only what is missing; needs root (or sudo) only when something is.
 set -euo pipefail
 missing=()
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v curl >/dev/null || missing+=(curl)
+command -v getfattr >/dev/null || missing+=(attr)
+command -v gio >/dev/null || missing+=(libglib2.0-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   sudo=""

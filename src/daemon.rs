@@ -1,6 +1,7 @@
 //! Going to the background with a readiness handshake: the parent waits on a pipe
 //! until the child reports "mounted" or an error, and exits with that outcome, so a
 //! script that runs `intakeq-fs mount` knows the drive is usable when it returns.
+//! Also systemd's readiness protocol (`Type=notify`): one datagram to `$NOTIFY_SOCKET`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -78,4 +79,73 @@ pub fn daemonize() -> std::io::Result<Readiness> {
     Ok(Readiness {
         pipe: Some(File::from(wr)),
     })
+}
+
+/// Tell systemd (`Type=notify`) how the service stands, e.g. `READY=1`: one datagram to
+/// `$NOTIFY_SOCKET`, as `sd_notify(3)` sends it. Without that variable (not started by
+/// systemd) it does nothing. Best effort: a failure is logged, never fatal.
+pub fn notify_systemd(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = notify_to(&socket, state) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Send `state` to the notify socket at `socket`: a path, or `@name` for an abstract
+/// socket.
+pub fn notify_to(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.first() {
+        #[cfg(target_os = "linux")]
+        Some(b'@') => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(&bytes[1..])?
+        }
+        Some(b'/') => SocketAddr::from_pathname(std::path::Path::new(socket))?,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "NOTIFY_SOCKET is neither a path nor an abstract name",
+            ))
+        }
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn notify_sends_one_datagram_to_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "READY=1\nSTATUS=mounted").unwrap();
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=mounted");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn notify_reaches_an_abstract_socket_and_refuses_nonsense() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("intakeq-fs-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&addr).unwrap();
+        notify_to(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+        let err = notify_to(std::ffi::OsStr::new("relative/path"), "READY=1").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::Instrument;
 
+use crate::core::xattr::XATTR_PREFIX;
 use crate::core::{Attr, Core, CoreError, Kind, OpenMode};
 use crate::remote::Remote;
 
@@ -525,6 +526,66 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         );
     }
 
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("getxattr", ino = ino.0, name = ?name).entered();
+        // The kernel asks for security.capability before writes: answer at once.
+        let Some(name) = name.to_str().filter(|n| n.starts_with(XATTR_PREFIX)) else {
+            return reply.error(Errno::ENODATA);
+        };
+        match self.core.xattrs(ino.0) {
+            Ok(attrs) => match attrs.iter().find(|(k, _)| k == name) {
+                Some((_, v)) => reply_xattr(reply, size, v),
+                None => reply.error(Errno::ENODATA),
+            },
+            Err(e) => {
+                log_err("getxattr", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("listxattr", ino = ino.0).entered();
+        match self.core.xattrs(ino.0) {
+            Ok(attrs) => {
+                let mut names = Vec::new();
+                for (k, _) in &attrs {
+                    names.extend_from_slice(k.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names)
+            }
+            Err(e) => {
+                log_err("listxattr", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    /// Attributes are IntakeQ's metadata, which the API cannot change: ENOTSUP, which
+    /// `cp -a` and file managers take as "this file system keeps no attributes" and go
+    /// on (EPERM would make `cp -a` into the mount fail). docs/SEMANTICS.md.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _s = tracing::debug_span!("setxattr", ino = ino.0, name = ?name).entered();
+        tracing::debug!("setxattr refused: attributes are read-only IntakeQ metadata");
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("removexattr", ino = ino.0, name = ?name).entered();
+        tracing::debug!("removexattr refused: attributes are read-only IntakeQ metadata");
+        reply.error(Errno::ENOTSUP);
+    }
+
     fn create(
         &self,
         _req: &Request,
@@ -556,6 +617,16 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 }
             }
         });
+    }
+}
+
+/// Reply to a getxattr/listxattr with `value`: its size when asked with 0, ERANGE when
+/// it does not fit in `size`.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    match u32::try_from(value.len()) {
+        Ok(n) if size == 0 => reply.size(n),
+        Ok(n) if n <= size => reply.data(value),
+        _ => reply.error(Errno::ERANGE),
     }
 }
 

@@ -9,6 +9,8 @@ pub mod fuse;
 pub mod harden;
 pub mod limiter;
 pub mod mount;
+pub mod mount_helper;
 pub mod phi;
 pub mod private_dir;
 pub mod remote;
+pub mod status;

@@ -23,14 +23,46 @@ struct State {
     granted: u64,
 }
 
+/// Where the budget stands (see [`Limiter::snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimiterSnapshot {
+    /// Requests let through in the last 60 s.
+    pub used_last_minute: u64,
+    /// The per-minute limit.
+    pub per_minute: u64,
+    /// Requests let through in the last 24 h.
+    pub used_last_day: u64,
+    /// The rolling daily limit.
+    pub per_day: u64,
+    /// How long until a request could go (zero: now).
+    pub next_free_in: Duration,
+    /// A pause the server imposed (429) still running.
+    pub paused_for: Option<Duration>,
+    /// User requests waiting for a slot.
+    pub users_waiting: u64,
+    /// Requests let through since the mount started.
+    pub granted: u64,
+}
+
 /// Shared by every request of a mount.
-#[derive(Debug)]
 pub struct Limiter {
     per_minute: usize,
     per_day: usize,
     max_wait: Duration,
     state: Mutex<State>,
     changed: Notify,
+    /// Context for the progress line of long waits (set by the daemon).
+    wait_note: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("per_minute", &self.per_minute)
+            .field("per_day", &self.per_day)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Limiter {
@@ -47,6 +79,7 @@ impl Limiter {
                 granted: 0,
             }),
             changed: Notify::new(),
+            wait_note: std::sync::OnceLock::new(),
         }
     }
 
@@ -57,6 +90,38 @@ impl Limiter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the budget stands now, for `intakeq-fs status`. Read-only: it only drops
+    /// window entries that have expired, as `acquire` would.
+    pub fn snapshot(&self) -> LimiterSnapshot {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let at = self.next_slot(&mut s, now);
+        LimiterSnapshot {
+            used_last_minute: s.minute.len() as u64,
+            per_minute: self.per_minute as u64,
+            used_last_day: s.day.len() as u64,
+            per_day: self.per_day as u64,
+            next_free_in: at.saturating_duration_since(now),
+            paused_for: s.paused_until.map(|p| p.saturating_duration_since(now)),
+            users_waiting: s.users_waiting as u64,
+            granted: s.granted,
+        }
+    }
+
+    /// Add context to the "waiting N s for the rate limit" progress line (e.g. how many
+    /// uploads are queued). Set once, by the daemon; later calls are ignored.
+    pub fn set_wait_note(&self, note: Box<dyn Fn() -> String + Send + Sync>) {
+        let _ = self.wait_note.set(note);
+    }
+
+    /// The note for a progress line: ", 3 uploads queued" or empty.
+    fn wait_note(&self) -> String {
+        match self.wait_note.get().map(|f| f()) {
+            Some(n) if !n.is_empty() => format!(", {n}"),
+            _ => String::new(),
+        }
     }
 
     /// How many requests were let through so far.
@@ -141,7 +206,12 @@ impl Limiter {
                 });
             }
             if !logged && remaining >= Duration::from_secs(1) {
-                tracing::info!("rate limit: waiting {} s for {}", remaining.as_secs().max(1), what);
+                tracing::info!(
+                    "rate limit: waiting {} s for {}{}",
+                    remaining.as_secs().max(1),
+                    what,
+                    self.wait_note()
+                );
                 logged = true;
             }
             if blocked_by_user && at <= now {
@@ -179,6 +249,38 @@ mod tests {
         l.acquire(Priority::User, "c").await.unwrap();
         assert!(t0.elapsed() >= Duration::from_secs(60));
         assert_eq!(l.granted(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshot_counts_the_windows_and_the_next_free_slot() {
+        let l = Limiter::new(2, 100, Duration::from_secs(120));
+        l.acquire(Priority::User, "a").await.unwrap();
+        tokio::time::advance(Duration::from_secs(18)).await;
+        l.acquire(Priority::User, "b").await.unwrap();
+        let s = l.snapshot();
+        assert_eq!(
+            (s.used_last_minute, s.per_minute, s.used_last_day, s.per_day),
+            (2, 2, 2, 100)
+        );
+        assert_eq!(s.next_free_in, Duration::from_secs(42));
+        assert_eq!((s.paused_for, s.users_waiting, s.granted), (None, 0, 2));
+        tokio::time::advance(Duration::from_secs(42)).await;
+        let s = l.snapshot();
+        assert_eq!((s.used_last_minute, s.used_last_day), (1, 2));
+        assert_eq!(s.next_free_in, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_wait_note_is_appended_to_the_progress_line_once_set() {
+        let l = Limiter::new(1, 1, Duration::from_secs(1));
+        assert_eq!(l.wait_note(), "");
+        l.set_wait_note(Box::new(|| "3 upload(s) queued".to_string()));
+        assert_eq!(l.wait_note(), ", 3 upload(s) queued");
+        l.set_wait_note(Box::new(|| "ignored".to_string()));
+        assert_eq!(l.wait_note(), ", 3 upload(s) queued", "set once");
+        let quiet = Limiter::new(1, 1, Duration::from_secs(1));
+        quiet.set_wait_note(Box::new(String::new));
+        assert_eq!(quiet.wait_note(), "", "nothing queued: no note");
     }
 
     #[tokio::test(start_paused = true)]

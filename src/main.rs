@@ -44,6 +44,15 @@ enum Cmd {
     /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
     /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.
     Check(check::CheckArgs),
+    /// Print what the running mounts of this user are doing (no API call).
+    Status(intakeq_fs::status::StatusArgs),
+    /// Print a shell completion script: `intakeq-fs completions bash > /etc/bash_completion.d/intakeq-fs`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `intakeq-fs man | man -l -`.
+    Man,
 }
 
 #[derive(Args, Clone)]
@@ -99,6 +108,9 @@ struct CommonMount {
     /// FUSE session threads.
     #[arg(long, default_value_t = 2, hide = true)]
     fuse_threads: usize,
+    /// Mount over a directory that holds files (they stay hidden until unmount).
+    #[arg(long)]
+    nonempty: bool,
 }
 
 #[derive(Args)]
@@ -145,12 +157,27 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     limit_malloc_retention();
-    let cli = Cli::parse();
+    // `mount -t fuse.intakeq-fs` (fstab) runs us as `intakeq-fs SOURCE DIR -o OPTIONS`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match intakeq_fs::mount_helper::translate(&args) {
+        Some(Ok(ordinary)) => Cli::parse_from(ordinary),
+        Some(Err(msg)) => {
+            eprintln!("intakeq-fs: {msg}");
+            return ExitCode::FAILURE;
+        }
+        None => Cli::parse(),
+    };
     let result = match cli.cmd {
         Cmd::Mount(a) => cmd_mount(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::MockServer(a) => cmd_mock(a),
         Cmd::Check(a) => return cmd_check(a),
+        Cmd::Status(a) => match state_dir() {
+            Ok(dir) => return intakeq_fs::status::run_cli(a, &dir),
+            Err(e) => Err(e),
+        },
+        Cmd::Completions { shell } => cmd_completions(shell),
+        Cmd::Man => cmd_man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,19 +286,25 @@ impl Places {
 }
 
 /// Log lines go to `file` (created 0600, never through a symlink) or stderr; ANSI
-/// colours only when stderr is a terminal.
+/// colours only when stderr is a terminal. Warnings and errors are also remembered for
+/// the status file (`status::ErrorsLayer`).
 fn init_logging(file: Option<&Path>) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKEQ_FS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
             let f = open_private_append(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            let fmt = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).finish();
+            fmt.with(intakeq_fs::status::ErrorsLayer).init();
         }
         None => builder
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
+            .finish()
+            .with(intakeq_fs::status::ErrorsLayer)
             .init(),
     }
     Ok(())
@@ -331,20 +364,12 @@ fn read_key_file(p: &Path) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
-fn check_mountpoint(p: &Path) -> Result<(), String> {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("mountpoint {} is not a directory", p.display())),
-        Err(e) => Err(format!("mountpoint {}: {e}", p.display())),
-    }
-}
-
-fn cmd_mount(a: MountArgs) -> Result<(), String> {
+fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     // Before the key is read: no core file or ptrace can ever hold it.
     let hardened = intakeq_fs::harden::harden_process();
     let key = read_key(a.api_key_file.as_deref())?;
     intakeq_fs::phi::set_show_names(a.common.log_names);
-    check_mountpoint(&a.mountpoint)?;
+    a.mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, a.common.nonempty)?;
     let base = a
         .base_url
         .or_else(|| std::env::var("INTAKEQ_BASE_URL").ok().filter(|s| !s.is_empty()))
@@ -405,7 +430,9 @@ fn run_mount(
         c.daily_limit,
         Duration::from_secs(c.max_wait),
     ));
-    let remote = HttpRemote::new(base, key, limiter, http).map_err(|e| format!("{e}"))?;
+    let remote = HttpRemote::new(base, key, limiter.clone(), http).map_err(|e| format!("{e}"))?;
+    // Held until this function returns: no second daemon may share the spool.
+    let _spool_lock = intakeq_fs::core::spool::lock(&places.spool)?;
     let opts = Options {
         read_only: c.read_only,
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
@@ -420,6 +447,16 @@ fn run_mount(
         Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
     rt.block_on(core.check_access())
         .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
+    let info = intakeq_fs::status::MountInfo {
+        mountpoint: mountpoint.to_path_buf(),
+        account: core.options().account.clone(),
+        base_url: base.to_string(),
+        read_only: c.read_only,
+    };
+    let publisher = publish_status(&rt, &core, limiter, info);
+    if publisher.is_none() {
+        tracing::warn!("no private state directory: `intakeq-fs status` will not see this mount");
+    }
     let cfg = MountConfig {
         mountpoint: mountpoint.to_path_buf(),
         read_only: c.read_only,
@@ -429,12 +466,39 @@ fn run_mount(
         drain_timeout: Duration::from_secs(c.drain_timeout),
         retry_interval: Duration::from_secs(c.retry_interval),
     };
-    serve(&rt, core, &cfg, readiness)
+    let result = serve(&rt, core, &cfg, readiness);
+    if let Some(p) = publisher {
+        p.stop(&rt);
+    }
+    result
+}
+
+/// The status file `intakeq-fs status` reads, and the note on long rate-limit waits
+/// ("3 uploads queued").
+fn publish_status(
+    rt: &tokio::runtime::Runtime,
+    core: &Arc<Core<HttpRemote>>,
+    limiter: Arc<Limiter>,
+    info: intakeq_fs::status::MountInfo,
+) -> Option<intakeq_fs::status::Publisher> {
+    let weak = Arc::downgrade(core);
+    limiter.set_wait_note(Box::new(move || match weak.upgrade().map(|c| c.pending_uploads()) {
+        Some(n) if n > 0 => format!("{n} upload(s) queued"),
+        _ => String::new(),
+    }));
+    let dir = intakeq_fs::status::run_dir(&state_dir().ok()?);
+    Some(intakeq_fs::status::Publisher::start(
+        rt,
+        core.clone(),
+        limiter,
+        info,
+        &dir,
+    ))
 }
 
 fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     init_logging(None)?;
-    check_mountpoint(&a.mountpoint)?;
+    let mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, false)?;
     let key = format!("demo-{}", std::process::id());
     // The fake server runs on its own small runtime beside the mount's.
     let server_rt = runtime()?;
@@ -443,10 +507,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         .block_on(fake::server::spawn(fake::demo::demo_store(), addr, key.clone()))
         .map_err(|e| format!("cannot start the demo server: {e}"))?;
     let base = fake::server::base_url(bound);
-    eprintln!(
-        "intakeq-fs demo: fake IntakeQ at {base}; mounting at {} (Ctrl-C to unmount)",
-        a.mountpoint.display()
-    );
+    eprint!("{}", demo_banner(&base, &mountpoint));
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
     ensure_private_dir(&tmp).map_err(|e| format!("demo directory: {e}"))?;
     let common = CommonMount {
@@ -466,6 +527,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         log_names: true,
         drain_timeout: 10,
         fuse_threads: 2,
+        nonempty: false,
     };
     // Demo data is made up: names in its log are harmless and make it readable.
     intakeq_fs::phi::set_show_names(true);
@@ -473,7 +535,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     let result = run_mount(
         &base,
         key,
-        &a.mountpoint,
+        &mountpoint,
         &common,
         &places,
         HttpOptions::default(),
@@ -481,6 +543,40 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     );
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+/// What the demo prints first: where it is, what to try, whether writes survive, how
+/// to stop it.
+fn demo_banner(base: &str, mnt: &Path) -> String {
+    let m = mnt.display();
+    let exe = std::env::current_exe().unwrap_or_else(|_| "intakeq-fs".into());
+    let try_first = [
+        (format!("ls {m}/clients"), "the clients, by id"),
+        (format!("ls -l {m}/clients/1001"), "one client's files and folders"),
+        (format!("cat {m}/clients/1001/session-notes.txt"), "read a file"),
+        (
+            format!("getfattr -d {m}/clients/1001/payments.csv"),
+            "its IntakeQ id, type and date",
+        ),
+        (format!("cp /etc/hostname {m}/clients/1002/"), "upload a file"),
+        (
+            format!("{} status", exe.display()),
+            "pending uploads and the request budget",
+        ),
+    ];
+    let width = try_first.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut out =
+        format!("intakeq-fs demo: a fake IntakeQ with 5 sample clients ({base}), mounted at {m}\n\nTry first:\n");
+    for (cmd, what) in &try_first {
+        out.push_str(&format!("  {cmd:<width$}   {what}\n"));
+    }
+    out.push_str(&format!(
+        "\nWrites (cp, editors, mv, rm) work, against the fake server inside this process:\n\
+         they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n\
+         Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n\
+         (or `kill %1`) unmounts it the same way.\n\n"
+    ));
+    out
 }
 
 fn cmd_mock(a: MockArgs) -> Result<(), String> {
@@ -509,4 +605,37 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// `completions SHELL`: generated from the clap definition, so it never drifts.
+fn cmd_completions(shell: clap_complete::Shell) -> Result<(), String> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "intakeq-fs", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `man`: the man page, generated from the clap definition: the command, then each
+/// subcommand's options.
+fn cmd_man() -> Result<(), String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let render = |out: &mut Vec<u8>| -> std::io::Result<()> {
+        clap_mangen::Man::new(cmd.clone()).render(out)?;
+        for sub in cmd.get_subcommands() {
+            writeln!(out, ".SH \"INTAKEQ-FS {}\"", sub.get_name().to_uppercase())?;
+            if let Some(about) = sub.get_about() {
+                writeln!(out, "{}", about.to_string().replace('\\', "\\\\"))?;
+            }
+            clap_mangen::Man::new(sub.clone().bin_name(format!("intakeq-fs {}", sub.get_name())))
+                .render_synopsis_section(out)?;
+            clap_mangen::Man::new(sub.clone()).render_options_section(out)?;
+        }
+        Ok(())
+    };
+    render(&mut out).map_err(|e| format!("cannot render the man page: {e}"))?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| format!("cannot write the man page: {e}"))
 }

@@ -674,6 +674,23 @@ fn demo_mounts_sample_data_and_ctrl_c_unmounts_with_exit_zero() {
     assert!(clients >= 3, "demo has several clients");
     let out = ok("find", &[&mnt.join("clients"), &"-type", &"f"]);
     assert!(out.lines().count() >= 10, "demo has files:\n{out}");
+    let banner = fs::read_to_string(dir.path().join("demo.log")).unwrap();
+    for what in [
+        "Try first:",
+        &format!("\nTry first:\n  ls {}/clients ", mnt.display()),
+        "they do NOT survive the demo",
+        &format!("fusermount3 -u {}", mnt.display()),
+    ] {
+        assert!(banner.contains(what), "the demo says {what:?}:\n{banner}");
+    }
+    // Every file the banner names exists in the demo data.
+    for f in [
+        "clients/1001/session-notes.txt",
+        "clients/1001/payments.csv",
+        "clients/1002",
+    ] {
+        assert!(mnt.join(f).exists(), "{f}");
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let st = wait_exit(&mut child, Duration::from_secs(20));
     assert!(

@@ -17,6 +17,8 @@
 //!   background loop.
 //! - `content.rs` (downloaded bytes), `spool.rs` (staged bytes and journal on disk),
 //!   `names.rs` (name mapping), `error.rs` (`CoreError`).
+//! - `xattr.rs`: metadata as extended attributes (`user.intakeq.*`), from memory only.
+//!   `status.rs`: read-only counts for `intakeq-fs status`.
 //!
 //! # Invariants
 //! - An inode number always means the same client, folder or file id (`Key`s are never
@@ -53,9 +55,11 @@ mod resume;
 pub mod spool;
 pub use self::resume::ORPHAN_KEEP;
 mod state;
+pub mod status;
 mod upload;
 mod view;
 mod writer;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -138,8 +138,11 @@ impl<R: Remote> Core<R> {
         self.st().handles.remove(&fh);
     }
 
+    /// Sizes for `df`: the API reports no quota, so a large fixed size; the inode
+    /// count is consistent (`files` = used + free, so `df -i` shows the inodes in use).
     pub fn statfs(&self) -> StatFs {
-        let files = self.st().nodes.len() as u64;
+        let used_inodes = self.st().nodes.len() as u64;
+        let files = u64::from(u32::MAX).max(used_inodes);
         let blocks = 1u64 << 28; // 1 TiB of 4 KiB blocks: the API reports no quota.
         let used = self.cache().used() / 4096;
         StatFs {
@@ -147,7 +150,7 @@ impl<R: Remote> Core<R> {
             bfree: blocks - used,
             bavail: blocks - used,
             files,
-            ffree: u64::from(u32::MAX),
+            ffree: files - used_inodes,
             bsize: 4096,
             namelen: names::NAME_MAX as u32,
         }
