@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -107,7 +108,9 @@ fn two_daemons_never_share_a_spool_and_the_second_names_the_holder() {
     let srv = server(account());
     let m = mount(&srv, &[]);
     let spool = m.dir.path().join("spool");
-    let lock = fs::read_to_string(spool.join("lock")).unwrap();
+    // `--spool-dir DIR` keeps the spool in the private `DIR/intakeq-fs-<uid>`.
+    let private = |d: &std::path::Path| d.join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }));
+    let lock = fs::read_to_string(private(&spool).join("lock")).unwrap();
     assert_eq!(lock.trim(), m.pid().to_string());
     let other = tempfile::tempdir().unwrap();
     srv.store.reset_counts();
@@ -123,7 +126,9 @@ fn two_daemons_never_share_a_spool_and_the_second_names_the_holder() {
     assert!(status.success());
     let m2 = mount_in(dir, &srv, &[]);
     assert_eq!(
-        fs::read_to_string(m2.dir.path().join("spool/lock")).unwrap().trim(),
+        fs::read_to_string(private(&m2.dir.path().join("spool")).join("lock"))
+            .unwrap()
+            .trim(),
         m2.pid().to_string()
     );
 }
@@ -487,6 +492,7 @@ fn mount_t_fuse_intakeq_fs_with_o_options_mounts_like_an_fstab_line() {
     let (mnt, key) = (dir.path().join("mnt"), dir.path().join("key"));
     fs::create_dir(&mnt).unwrap();
     fs::write(&key, format!("{KEY}\n")).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let opts = format!(
         "api_key_file={},base_url={},spool_dir={},cache_dir={},log_file={},rate_limit=1000,daily_limit=1000,_netdev,nofail",
@@ -514,11 +520,10 @@ fn mount_t_fuse_intakeq_fs_with_o_options_mounts_like_an_fstab_line() {
     assert_eq!(fs::read(mnt.join("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
     assert_eq!(srv.store.count(Endpoint::ListFolders), 1, "the mount's access check");
     assert_eq!(srv.store.count(Endpoint::ListClients), 1);
-    let pid: u32 = fs::read_to_string(dir.path().join("spool/lock"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let spool = dir
+        .path()
+        .join(format!("spool/intakeq-fs-{}", unsafe { libc::geteuid() }));
+    let pid: u32 = fs::read_to_string(spool.join("lock")).unwrap().trim().parse().unwrap();
     let st = status(&dir.path().join("state"), &[&mnt]);
     assert_eq!(st.status.code(), Some(0), "{}", stdout_of(&st));
     assert!(stdout_of(&st).contains(&format!("(pid {pid}, ")));
