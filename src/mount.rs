@@ -366,6 +366,8 @@ fn drain<R: Remote>(rt: &tokio::runtime::Runtime, core: &Core<R>, background: Ba
         };
         tokio::time::timeout(timeout, all).await
     });
+    // Scratch files (swap, lock, journal files) never leave the mount.
+    core.drop_scratch();
     let left = core.uploads_in_flight();
     if settled.is_err() || left > 0 {
         tracing::warn!("{left} upload(s) still running at exit; they stay in the spool for the next mount");

@@ -1176,3 +1176,175 @@ async fn renaming_over_a_twin_twice_never_deletes_the_other_twin() {
     held.sort();
     assert_eq!(held, [b"original 1".to_vec(), b"run 2".to_vec()]);
 }
+
+fn trunc() -> OpenMode {
+    OpenMode {
+        write: true,
+        truncate: true,
+    }
+}
+
+/// `cmd > file`: bash opens the file (O_TRUNC), dup2s it onto stdout and closes the
+/// first descriptor before the command writes. That first close must neither upload
+/// nor leave the server holding an empty file; the command's bytes go up once.
+#[tokio::test]
+async fn a_shell_redirect_uploads_once_and_never_an_empty_file() {
+    let t = setup();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    t.store.reset_counts();
+    let o = t.core.open(ino, trunc()).await.unwrap();
+    t.core.flush(o.fh).await.unwrap(); // close(3) after dup2(3, 1)
+    assert_eq!(t.calls(), 0, "nothing written yet: nothing sent");
+    assert_eq!(&t.store.files_named(1001, "notes.txt")[0].data[..], b"hello notes");
+    t.core.write(o.fh, 0, b"command output\n").unwrap();
+    t.core.flush(o.fh).await.unwrap(); // the command exits: close(1)
+    t.core.release(o.fh);
+    let held = t.store.files_named(1001, "notes.txt");
+    assert_eq!(held.len(), 1);
+    assert_eq!(&held[0].data[..], b"command output\n");
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+    assert_eq!(t.store.count(Endpoint::Delete), 1);
+    assert_eq!(t.core.upload_due(true).await, 0, "nothing left over");
+    // A new file the same way.
+    let top = t.path("/clients/1002").await.unwrap();
+    t.store.reset_counts();
+    let (_, o) = t.core.create(top, "report.txt").await.unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    assert!(
+        t.store.files_named(1002, "report.txt").is_empty(),
+        "no empty copy, not even for a moment"
+    );
+    t.core.write(o.fh, 0, b"report").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(&t.store.files_named(1002, "report.txt")[0].data[..], b"report");
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+}
+
+/// `touch new.txt`: created and closed with nothing written; uploaded (empty) once its
+/// last descriptor is released.
+#[tokio::test]
+async fn an_empty_new_file_is_uploaded_at_its_release() {
+    let t = setup();
+    let top = t.path("/clients/1002").await.unwrap();
+    let (_, o) = t.core.create(top, "empty.txt").await.unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    assert!(t.store.files_named(1002, "empty.txt").is_empty());
+    t.core.release(o.fh);
+    assert_eq!(t.core.pending_uploads(), 1);
+    assert_eq!(t.core.upload_due(false).await, 1);
+    assert_eq!(&t.store.files_named(1002, "empty.txt")[0].data[..], b"");
+    assert_eq!(t.core.pending_uploads(), 0);
+}
+
+/// Editors' swap, lock and backup files and databases' journals live in the private
+/// local overlay: visible and usable, 0 calls, never uploaded.
+#[tokio::test]
+async fn scratch_files_stay_home_and_cost_no_call() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    t.cat("/clients/1001/notes.txt").await.unwrap();
+    t.store.reset_counts();
+    for name in [
+        ".notes.txt.swp",
+        "notes.txt~",
+        ".~lock.notes.txt#",
+        "db.sqlite-journal",
+        "4913",
+    ] {
+        assert_eq!(
+            t.core.lookup(top, name).await.unwrap_err(),
+            CoreError::NotFound,
+            "looked up without a call"
+        );
+        let (_, o) = t.core.create(top, name).await.unwrap();
+        t.core.write(o.fh, 0, b"scratch bytes").unwrap();
+        t.core.flush(o.fh).await.unwrap();
+        t.core.release(o.fh);
+        assert_eq!(t.cat(&format!("/clients/1001/{name}")).await.unwrap(), b"scratch bytes");
+    }
+    t.core
+        .rename(top, ".notes.txt.swp", top, ".notes.txt.swx", false)
+        .await
+        .unwrap();
+    t.core.unlink(top, ".notes.txt.swx").await.unwrap();
+    assert_eq!(t.core.upload_due(true).await, 0);
+    assert_eq!(t.core.retry_failed_uploads().await, 0);
+    assert_eq!(t.calls(), 0, "scratch files cost no call");
+    assert!(t.ls("/clients/1001").await.contains(&"notes.txt~".to_string()));
+    assert_eq!(t.core.scratch_files(), 4);
+    assert!(!t
+        .server_names(1001)
+        .iter()
+        .any(|n| n.contains("notes.txt~") || n.contains("swp")));
+    // Renaming one onto a real name is an ordinary save: one upload, one delete.
+    t.core.rename(top, "notes.txt~", top, "notes.txt", false).await.unwrap();
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+    assert_eq!(t.store.count(Endpoint::Delete), 1);
+    assert_eq!(&t.store.files_named(1001, "notes.txt")[0].data[..], b"scratch bytes");
+    // A file on the server cannot become a scratch file (it would vanish at unmount).
+    assert!(matches!(
+        t.core.rename(top, "notes.txt", top, "notes.txt~", false).await,
+        Err(CoreError::NotPermitted(_))
+    ));
+    assert_eq!(t.store.files_named(1001, "notes.txt").len(), 1);
+}
+
+/// `sed -i`, rsync, GIO: write a temp file, then rename it over the real name. The
+/// temp file never reaches the server; the save is one upload and one delete.
+#[tokio::test]
+async fn an_atomic_save_is_one_upload_and_the_temp_file_never_reaches_the_server() {
+    let t = setup();
+    let top = t.path("/clients/1001").await.unwrap();
+    for temp in ["sedX1b2C3", ".notes.txt.Ab12Cd", ".goutputstream-QW12ER"] {
+        t.store.reset_counts();
+        let (_, o) = t.core.create(top, temp).await.unwrap();
+        t.core.write(o.fh, 0, temp.as_bytes()).unwrap();
+        t.core.flush(o.fh).await.unwrap();
+        t.core.release(o.fh);
+        assert_eq!(t.store.count(Endpoint::Upload), 0, "{temp}: not at close");
+        t.core.rename(top, temp, top, "notes.txt", false).await.unwrap();
+        assert_eq!(t.store.count(Endpoint::Upload), 1, "{temp}");
+        assert_eq!(t.store.count(Endpoint::Delete), 1, "{temp}");
+        assert_eq!(t.store.count(Endpoint::ListFiles), 1, "{temp}: one confirming listing");
+        let held = t.store.files_named(1001, "notes.txt");
+        assert_eq!(held.len(), 1);
+        assert_eq!(&held[0].data[..], temp.as_bytes());
+        assert!(t.store.files_named(1001, temp).is_empty());
+        assert_eq!(t.cat("/clients/1001/notes.txt").await.unwrap(), temp.as_bytes());
+    }
+}
+
+/// A file named like a temp file but never renamed is still uploaded under its own name
+/// once it has been closed and left alone: nothing copied in is lost.
+#[tokio::test(start_paused = true)]
+async fn a_temp_file_never_renamed_is_uploaded_once_left_alone() {
+    let t = setup();
+    let top = t.path("/clients/1002").await.unwrap();
+    let (_, o) = t.core.create(top, "scan.tmp").await.unwrap();
+    t.core.write(o.fh, 0, b"kept").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(t.core.upload_due(false).await, 0, "waits for its rename");
+    tokio::time::sleep(intakeq_fs::core::patterns::HOLD_IDLE + Duration::from_millis(10)).await;
+    assert_eq!(t.core.upload_due(false).await, 1);
+    assert_eq!(&t.store.files_named(1002, "scan.tmp")[0].data[..], b"kept");
+}
+
+/// What `stat` shows after close is what it shows after any later listing.
+#[tokio::test]
+async fn a_written_file_keeps_the_mtime_stat_showed_after_later_listings() {
+    let t = setup_with(account(), |o| o.metadata_ttl = Duration::ZERO);
+    let top = t.path("/clients/1002").await.unwrap();
+    let (attr, o) = t.core.create(top, "x.txt").await.unwrap();
+    t.core.write(o.fh, 0, b"bytes").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    let after_close = t.core.getattr(attr.ino).unwrap();
+    t.core.release(o.fh);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    t.ls("/clients/1002").await; // a new listing (TTL 0)
+    let later = t.core.lookup(top, "x.txt").await.unwrap();
+    assert_eq!(later.ino, after_close.ino);
+    assert_eq!(later.size, after_close.size);
+    assert_eq!(later.mtime, after_close.mtime);
+}

@@ -136,7 +136,10 @@ fn cp_in_cp_over_and_echo_overwrite_land_on_the_server() {
     assert_eq!(files.len(), 1);
     assert_eq!(&files[0].data[..], b"replaced\nmore\n");
     // touch makes an empty file; touch of an existing file is a harmless no-op.
+    // It is uploaded at its last release, a moment after touch returns (a close with
+    // nothing written defers: see the shell-redirect test).
     ok("touch", &[&m.p("clients/1002/empty.txt")]);
+    wait_for(|| !srv.store.files_named(1002, "empty.txt").is_empty());
     assert_eq!(srv.store.files_named(1002, "empty.txt")[0].data.len(), 0);
     let uploads = srv.store.count(Endpoint::Upload);
     ok("touch", &[&m.p("clients/1002/empty.txt")]);

@@ -48,6 +48,7 @@ pub mod error;
 mod metadata;
 pub mod names;
 mod namespace;
+mod overlay;
 pub mod patterns;
 mod read;
 mod rename;
@@ -166,6 +167,9 @@ pub struct Core<R: Remote> {
     /// Uploads (with their confirming listing and deletes) running now; drain at
     /// unmount waits for this to reach 0.
     uploads: tokio::sync::watch::Sender<usize>,
+    /// Wakes the background loop when a close deferred an upload to the last release
+    /// (`overlay.rs`).
+    wake: tokio::sync::Notify,
 }
 
 impl<R: Remote> std::fmt::Debug for Core<R> {
@@ -200,9 +204,12 @@ impl<R: Remote> Core<R> {
             spool,
             mounted_at: SystemTime::now(),
             uploads: tokio::sync::watch::Sender::new(0),
+            wake: tokio::sync::Notify::new(),
         };
         core.inherit_owed_deletes();
         core.sweep_orphans();
+        // Scratch files of an earlier run that died: they never had anywhere to go.
+        core.spool.clear_scratch();
         Ok(core)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key, Node, State};
 use super::view::DirKey;
-use super::{names, Attr, Core, DirEntry, Fh, Ino, Kind, StatFs, CLIENTS_DIR, CLIENTS_INO};
+use super::{names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, StatFs, CLIENTS_DIR, CLIENTS_INO};
 use crate::remote::{ClientId, Remote};
 
 impl<R: Remote> Core<R> {
@@ -67,6 +67,12 @@ impl<R: Remote> Core<R> {
                 let ino = self.st().ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir);
                 self.attr(ino)
             }
+            // Scratch files live in the local overlay: looked up without a call (an
+            // editor checks for its swap file on every open).
+            Key::Client(c) if patterns::class(name) == patterns::Class::Scratch => {
+                let ino = self.cached_entry(c, name).ok_or(CoreError::NotFound)?;
+                self.attr(ino)
+            }
             Key::Client(c) | Key::Folder(c, _) => {
                 let (_, dir) = self.client_dir(parent)?;
                 let view = match self.cached_view(c) {
@@ -83,6 +89,19 @@ impl<R: Remote> Core<R> {
             }
             Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
         }
+    }
+
+    /// The entry `name` of client `c`'s own directory if memory knows it: a file created
+    /// through the mount, or an entry of the cached view. No call.
+    pub(super) fn cached_entry(&self, c: ClientId, name: &str) -> Option<Ino> {
+        let local = {
+            let st = self.st();
+            st.locals
+                .values()
+                .find(|(lc, n, _)| *lc == c && n == name)
+                .map(|(_, _, ino)| *ino)
+        };
+        local.or_else(|| self.cached_view(c)?.get(&DirKey::Top)?.by_name.get(name).copied())
     }
 
     /// Attributes from memory: no call (the kernel re-validates names through lookup).

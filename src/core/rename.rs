@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::blocking;
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
+use super::overlay::refuse_server_to_scratch;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
 use super::writer::{lock, refuse_uncarriable, Writer};
@@ -55,6 +56,13 @@ impl<R: Remote> Core<R> {
                 return Err(CoreError::IsDir);
             }
         }
+        // A file not on the server yet (an atomic saver's temp file, a scratch file)
+        // moves without a copy: its rename is its upload.
+        let src_writer = self.st().writers.get(&src.ino).cloned();
+        if let (Key::Local(_), Some(w)) = (self.key_of(src.ino)?.0, src_writer) {
+            return self.rename_local(client, src.ino, w, new_name, dst).await;
+        }
+        refuse_server_to_scratch(new_name)?;
         // Staged bytes that are not on the server yet go up first, under the old name.
         self.upload_writer(src.ino, Priority::User).await?;
         let _g = self.flight(Flight::Mutate(client)).await;

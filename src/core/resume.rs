@@ -70,12 +70,31 @@ impl<R: Remote> Core<R> {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         tick.tick().await;
         loop {
+            // A temp file left alone falls due at a known time; a deferred close at its
+            // release, which wakes us.
+            let next_due = self.next_due();
+            let held = async {
+                match next_due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {
+                    self.upload_due(false).await;
+                    self.retry_failed_uploads().await;
+                }
+                _ = self.wake.notified() => {
+                    self.upload_due(false).await;
+                }
+                _ = held => {
+                    self.upload_due(false).await;
+                }
+                () = async { drop(stop.wait_for(|s| *s).await) } => break,
             }
-            self.retry_failed_uploads().await;
         }
+        // Unmount: what closes deferred goes up now, temp files as they are.
+        self.upload_due(true).await;
     }
 
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed

@@ -95,14 +95,43 @@ impl Spool {
         &self.dir
     }
 
+    /// A new empty file in the scratch overlay (`<spool>/scratch/`, private): never
+    /// journaled, never uploaded, emptied at mount and unmount.
+    pub fn create_scratch(&self) -> std::io::Result<SpoolFile> {
+        let dir = self.dir.join("scratch");
+        crate::private_dir::ensure_private_dir(&dir)?;
+        self.create_in(&dir)
+    }
+
+    /// Remove every scratch file (at unmount, and at mount after a crash).
+    pub fn clear_scratch(&self) {
+        let dir = self.dir.join("scratch");
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                remove_quietly(&e.path());
+            }
+        }
+    }
+
+    /// Move a scratch file into the spool proper (it was renamed onto an ordinary
+    /// name and is due for upload, so its journal must be where resume looks).
+    pub fn adopt(&self, sf: &mut SpoolFile) -> std::io::Result<()> {
+        if sf.path.parent() == Some(self.dir.as_path()) {
+            return Ok(());
+        }
+        let to = self.fresh_path(&self.dir);
+        fs::rename(&sf.path, &to)?;
+        sf.path = to;
+        Ok(())
+    }
+
     /// A new empty staged file.
     pub fn create(&self) -> std::io::Result<SpoolFile> {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("{ms}-{}-{n}.data", std::process::id()));
+        self.create_in(&self.dir)
+    }
+
+    fn create_in(&self, dir: &Path) -> std::io::Result<SpoolFile> {
+        let path = self.fresh_path(dir);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,6 +139,16 @@ impl Spool {
             .mode_0600()
             .open(&path)?;
         Ok(SpoolFile { path, file })
+    }
+
+    /// A name no staged file has: time, pid and a counter.
+    fn fresh_path(&self, dir: &Path) -> PathBuf {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!("{ms}-{}-{n}.data", std::process::id()))
     }
 
     /// Make the staged bytes (`file`, staged at `data`) and their journal entry durable

@@ -56,7 +56,7 @@ impl<R: Remote> Core<R> {
                     Life::Staged => "waiting",
                     Life::Uploading { .. } => "uploading",
                     Life::Failed { .. } => "failed",
-                    Life::Landed { .. } | Life::Discarded => continue,
+                    Life::Landed { .. } | Life::Discarded | Life::Local => continue,
                 };
                 out.uploads.push(UploadStatus {
                     client: w.client,

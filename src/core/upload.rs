@@ -8,7 +8,7 @@ use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal};
 use super::state::Key;
-use super::writer::{lock, Event, Life};
+use super::writer::{lock, Event, Life, Wait};
 use super::{Core, Ino};
 use crate::phi::Name;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
@@ -83,7 +83,8 @@ impl<R: Remote> Core<R> {
                 .iter()
                 .filter(|(_, w)| {
                     let w = lock(w);
-                    w.life().unsent() && w.handles == 0
+                    // Deferred closes are `upload_due`'s, on their own schedule.
+                    w.life().unsent() && w.handles == 0 && w.wait == Wait::No
                 })
                 .map(|(ino, _)| *ino)
                 .collect()
@@ -176,6 +177,16 @@ impl<R: Remote> Core<R> {
             lock(&w).step(Event::NotLanded);
             return Err(e.into());
         }
+        // The name the file shows now, for the new file to keep (read before landing:
+        // landing forgets the file it replaces).
+        let shown = {
+            let st = self.st();
+            match st.nodes.get(&ino).map(|n| &n.key) {
+                Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
+                Some(Key::File(old)) => st.shown.get(old).cloned(),
+                _ => None,
+            }
+        };
         let new_id = match self.land(&path, &j, prior.as_ref(), prio).await {
             Ok(id) => id,
             Err(f) => {
@@ -196,11 +207,6 @@ impl<R: Remote> Core<R> {
             self.cache_staged(id, &path, j.size).await;
             let mut st = self.st();
             // The new file keeps what `stat` and `ls` showed: its name and mtime.
-            let shown = match st.nodes.get(&ino).map(|n| &n.key) {
-                Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
-                Some(Key::File(old)) => st.shown.get(old).cloned(),
-                _ => None,
-            };
             if let Some(name) = shown {
                 st.shown.insert(id.clone(), name);
             }
@@ -298,7 +304,8 @@ impl<R: Remote> Core<R> {
     ) -> Result<(Option<String>, Vec<String>), UploadFailed> {
         let (client, name, size, replaces) = (j.client, j.name.as_str(), j.size, &j.replaces[..]);
         let mut leftovers = Vec::new();
-        if let Some(a) = prior {
+        // A record with no size sent yet (a deferred close's journal) has nothing to find.
+        if let Some(a) = prior.filter(|a| !a.sizes.is_empty()) {
             let mut adopted = None;
             let found = self
                 .find_attempts(client, name, a, replaces, prio)

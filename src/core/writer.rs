@@ -24,7 +24,15 @@ use crate::remote::{ClientId, Priority, Remote};
 /// | `Failed`          | `Failed`   | `Uploading`    | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `Landed`          | `Staged`   | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `Discarded`       | `Discarded`| ·              | `Discarded`             | `Discarded`      | `Discarded`     | `Discarded` | `prev` (`Staged` if it was `Landed` and was written meanwhile) |
+/// | `Local`           | `Local`    | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 ///
+/// Two more events move a file in and out of the local overlay (`overlay.rs`):
+/// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
+/// `Demoted` (a file not on the server renamed onto a scratch name) takes `Staged` or
+/// `Failed` to `Local`.
+///
+/// - A scratch file (`patterns::Class::Scratch`) starts and stays `Local`: kept in the
+///   private overlay, never uploaded, gone at unmount.
 /// - A file created through the mount starts `Staged` (an empty file is uploaded too);
 ///   an existing file opened for writing starts `Landed` (its bytes were copied from
 ///   the server), or `Staged` with `O_TRUNC`.
@@ -69,6 +77,8 @@ pub(super) enum Life {
     /// Unlinked, or renamed over: the staged bytes are never uploaded, by a close, the
     /// background retry or a later mount (the journal entry is removed).
     Discarded,
+    /// A scratch file in the private local overlay: never uploaded, removed at unmount.
+    Local,
 }
 
 /// What happens to a writer; see the table on [`Life`].
@@ -86,6 +96,10 @@ pub(super) enum Event {
     MaybeLanded,
     /// The file was unlinked or renamed over.
     Discarded,
+    /// A scratch file was renamed onto an ordinary name: its bytes are due for upload.
+    Promoted,
+    /// A file not on the server was renamed onto a scratch name: it stays local.
+    Demoted,
     /// An unlink failed: back to `prev`, which was the state at `version`.
     Restored {
         /// The state before the unlink.
@@ -105,9 +119,27 @@ impl Life {
     pub(super) fn attempts(&self) -> Option<&Attempts> {
         match self {
             Life::Failed { attempts } | Life::Uploading { prior: attempts, .. } => attempts.as_ref(),
-            Life::Staged | Life::Landed { .. } | Life::Discarded => None,
+            Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local => None,
         }
     }
+
+    /// The writer holds bytes nobody else has: kept after its last close.
+    pub(super) fn keeps_writer(&self) -> bool {
+        self.unsent() || *self == Life::Local
+    }
+}
+
+/// Why a close does not upload a writer's bytes (yet): see `overlay.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Close uploads.
+    No,
+    /// An atomic saver's temp file: its rename is the save. Uploaded as it is once it
+    /// has been closed and left alone for `patterns::HOLD_IDLE`.
+    Rename,
+    /// Closed before anything was written (a shell redirect closes its first
+    /// descriptor before the command writes; `touch`): uploaded at the last release.
+    Release,
 }
 
 /// A file being written: shared by all its open write handles, kept after they close
@@ -133,6 +165,10 @@ pub(super) struct Writer {
     /// Modification time as shown: the last write or size change (for a file opened
     /// and not changed yet, its listed mtime). Kept for the new file once uploaded.
     pub(super) mtime: SystemTime,
+    /// Why a close does not upload yet (`Wait::No`: it does).
+    pub(super) wait: Wait,
+    /// When the last handle was released (for `Wait::Rename`'s idle time).
+    pub(super) released_at: Option<tokio::time::Instant>,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
 }
@@ -148,8 +184,21 @@ impl Writer {
             replaces,
             handles: 1,
             mtime: SystemTime::now(),
+            wait: Wait::No,
+            released_at: None,
             life,
         }
+    }
+
+    /// The staged bytes changed (a write or a size change).
+    fn changed(&mut self) {
+        self.version += 1;
+        self.mtime = SystemTime::now();
+        if self.wait == Wait::Release {
+            // Written at last: the next close uploads as usual.
+            self.wait = Wait::No;
+        }
+        self.step(Event::Changed);
     }
 
     pub(super) fn life(&self) -> &Life {
@@ -169,6 +218,8 @@ impl Writer {
                 prev => prev,
             },
             (_, Event::Discarded) | (Discarded, _) => Discarded,
+            (Local, Event::Promoted) => Staged,
+            (Staged | Failed { .. }, Event::Demoted) => Local,
             (Landed { .. }, Event::Changed) => Staged,
             (now, Event::Changed) => now,
             (Staged, Event::UploadStarts(attempts)) => Uploading {
@@ -201,9 +252,7 @@ pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
     if w.size != size {
         w.spool.file.set_len(size)?;
         w.size = size;
-        w.version += 1;
-        w.mtime = SystemTime::now();
-        w.step(Event::Changed);
+        w.changed();
     }
     Ok(())
 }
@@ -337,7 +386,12 @@ impl<R: Remote> Core<R> {
             {
                 let mut w = lock(&w);
                 w.handles = w.handles.saturating_sub(1);
-                if w.life.unsent() && w.handles == 0 {
+                if w.handles == 0 && w.wait != Wait::No && w.life.unsent() {
+                    // Its close deferred the upload: the background loop takes it now
+                    // (`Wait::Release`) or once it has been left alone (`Wait::Rename`).
+                    w.released_at = Some(tokio::time::Instant::now());
+                    self.wake.notify_one();
+                } else if w.life.unsent() && w.handles == 0 {
                     tracing::error!(
                         "upload of {} did not succeed; its data is kept in the spool at {} and retried",
                         Name(&w.name),
@@ -354,7 +408,7 @@ impl<R: Remote> Core<R> {
         let mut st = self.st();
         let Some(w) = st.writers.get(&ino).cloned() else { return };
         let w = lock(&w);
-        if w.handles > 0 || w.life.unsent() {
+        if w.handles > 0 || w.life.keeps_writer() {
             return;
         }
         self.spool.remove(&w.spool.path);
@@ -396,11 +450,22 @@ impl<R: Remote> Core<R> {
             );
             return Err(CoreError::NotPermitted("desktop metadata file"));
         }
-        let view = self.view(client).await?;
-        if view.get(&DirKey::Top).is_some_and(|d| d.by_name.contains_key(name)) {
+        let class = patterns::class(name);
+        let taken = match class {
+            // A scratch file costs no call: only what is in memory can clash.
+            patterns::Class::Scratch => self.cached_entry(client, name).is_some(),
+            _ => {
+                let view = self.view(client).await?;
+                view.get(&DirKey::Top).is_some_and(|d| d.by_name.contains_key(name))
+            }
+        };
+        if taken {
             return Err(CoreError::Exists);
         }
-        let spool = self.spool.create()?;
+        let spool = match class {
+            patterns::Class::Scratch => self.spool.create_scratch()?,
+            _ => self.spool.create()?,
+        };
         let mut st = self.st();
         st.next_local += 1;
         let local = st.next_local;
@@ -412,14 +477,16 @@ impl<R: Remote> Core<R> {
         st.writers.insert(
             ino,
             // An empty file is uploaded too.
-            Arc::new(Mutex::new(Writer::new(
-                client,
-                name.to_string(),
-                spool,
-                0,
-                Vec::new(),
-                Life::Staged,
-            ))),
+            Arc::new(Mutex::new({
+                let (life, wait) = match class {
+                    patterns::Class::Scratch => (Life::Local, Wait::No),
+                    patterns::Class::Temp => (Life::Staged, Wait::Rename),
+                    patterns::Class::Ordinary => (Life::Staged, Wait::No),
+                };
+                let mut w = Writer::new(client, name.to_string(), spool, 0, Vec::new(), life);
+                w.wait = wait;
+                w
+            })),
         );
         st.invalidate_view(client);
         let fh = st.add_handle(Handle::Write { ino });
@@ -434,9 +501,7 @@ impl<R: Remote> Core<R> {
         let mut w = lock(&w);
         w.spool.file.write_all_at(data, offset)?;
         w.size = w.size.max(offset + data.len() as u64);
-        w.version += 1;
-        w.mtime = SystemTime::now();
-        w.step(Event::Changed);
+        w.changed();
         Ok(data.len() as u32)
     }
 
@@ -456,6 +521,9 @@ impl<R: Remote> Core<R> {
             Some(_) => return Ok(()),
             None => return Err(CoreError::BadHandle),
         };
+        if self.close_defers(ino).await? {
+            return Ok(());
+        }
         self.upload_writer(ino, Priority::User).await
     }
 
@@ -513,7 +581,8 @@ impl<R: Remote> Core<R> {
         let result = async {
             let w = self.writer_of(opened.fh)?;
             truncate_staged(&w, size)?;
-            self.flush(opened.fh).await
+            // Not a close: never deferred.
+            self.upload_writer(ino, Priority::User).await
         }
         .await;
         self.release(opened.fh);

@@ -188,6 +188,16 @@ pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Wait (at most 20 s) until `cond` holds: for effects that come a moment after the
+/// call that caused them (an upload at a file's last release). Panics if it never does.
+pub fn wait_for(mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "condition never held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A small account most tests start from.
 pub fn account() -> Store {
     let s = Store::new();

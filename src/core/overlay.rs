@@ -1,0 +1,252 @@
+//! What the mount keeps to itself for a while: scratch files in the private local
+//! overlay (never uploaded), atomic savers' temp files waiting for their rename, and
+//! closes deferred to the last release; and the rename of a file that is not on the
+//! server, which is how a temp file becomes a save with one upload.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::error::{CoreError, CoreResult};
+use super::metadata::Flight;
+use super::patterns::{self, Class, HOLD_IDLE};
+use super::spool::{Attempts, Journal};
+use super::state::Key;
+use super::writer::{lock, Event, Life, Wait, Writer};
+use super::{Attr, Core, Ino};
+use crate::phi::Name;
+use crate::remote::{ClientId, Priority, Remote};
+
+impl<R: Remote> Core<R> {
+    /// Whether this close leaves the upload for later. A scratch file is never
+    /// uploaded. A temp file waits for its rename (`Wait::Rename`). A file closed before
+    /// anything was written waits for its last release (`Wait::Release`): a shell
+    /// redirect (`cmd > file`) opens the file, `dup2`s it and closes the first
+    /// descriptor before the command writes, so uploading then would put an empty file
+    /// on the server while the command runs, and upload twice. A deferred upload is
+    /// journaled now, so a crash before it happens loses nothing.
+    pub(super) async fn close_defers(&self, ino: Ino) -> CoreResult<bool> {
+        let Some(w) = self.st().writers.get(&ino).cloned() else {
+            return Ok(false);
+        };
+        let client = lock(&w).client;
+        let known = self.known_ids(client);
+        let (journal, file, path) = {
+            let mut w = lock(&w);
+            if *w.life() == Life::Local {
+                return Ok(true);
+            }
+            if !w.life().unsent() {
+                return Ok(false);
+            }
+            if w.wait == Wait::No && *w.life() == Life::Staged && w.size == 0 && w.version == 0 {
+                w.wait = Wait::Release;
+            }
+            if w.wait == Wait::No {
+                return Ok(false);
+            }
+            let journal = Journal {
+                account: self.opts.account.clone(),
+                client,
+                name: w.name.clone(),
+                replaces: w.replaces.clone(),
+                size: w.size,
+                // Not sent yet: nothing to look for before the first upload.
+                attempts: Some(Attempts {
+                    before: known,
+                    sizes: Vec::new(),
+                }),
+                abandoned: false,
+            };
+            (journal, w.spool.file.try_clone(), w.spool.path.clone())
+        };
+        self.spool.commit(&file?, &path, &journal).await?;
+        Ok(true)
+    }
+
+    /// Upload what closes deferred and is due now: files closed before anything was
+    /// written, once released; temp files never renamed, once left alone for
+    /// [`HOLD_IDLE`] (every one of them with `all`, at unmount). Runs in the background
+    /// loop, woken by the release. Returns how many landed.
+    pub async fn upload_due(&self, all: bool) -> usize {
+        let now = Instant::now();
+        let due: Vec<(Ino, Priority)> = {
+            let st = self.st();
+            st.writers
+                .iter()
+                .filter_map(|(ino, w)| {
+                    let w = lock(w);
+                    if w.handles > 0 || !w.life().unsent() {
+                        return None;
+                    }
+                    match w.wait {
+                        Wait::No => None,
+                        // The user's own close, only later: user priority.
+                        Wait::Release => Some((*ino, Priority::User)),
+                        Wait::Rename => (all || w.released_at.is_some_and(|t| t + HOLD_IDLE <= now))
+                            .then_some((*ino, Priority::Background)),
+                    }
+                })
+                .collect()
+        };
+        let mut landed = 0;
+        for (ino, prio) in due {
+            let Some(w) = self.st().writers.get(&ino).cloned() else {
+                continue;
+            };
+            // From here on it is an ordinary close: a failure is retried with the others.
+            lock(&w).wait = Wait::No;
+            match self.upload_writer(ino, prio).await {
+                Ok(()) => {
+                    landed += 1;
+                    self.retire_writer(ino);
+                }
+                Err(e) => {
+                    let name = lock(&w).name.clone();
+                    tracing::warn!(
+                        "deferred upload of {} failed: {e}; retried in the background",
+                        Name(&name)
+                    );
+                }
+            }
+        }
+        landed
+    }
+
+    /// When the next temp file left alone falls due for upload.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let st = self.st();
+        st.writers
+            .values()
+            .filter_map(|w| {
+                let w = lock(w);
+                (w.wait == Wait::Rename && w.handles == 0 && w.life().unsent())
+                    .then_some(w.released_at?)
+                    .map(|t| t + HOLD_IDLE)
+            })
+            .min()
+    }
+
+    /// Rename a file that is not on the server (a temp file being saved, a scratch
+    /// file, a file whose upload is still due). Nothing is copied: its staged bytes take
+    /// the new name. Onto an ordinary name they replace what the name showed and are
+    /// uploaded now (one upload, one delete), or at their close if still open; onto a
+    /// scratch name they stay local and are never uploaded.
+    pub(super) async fn rename_local(
+        &self,
+        client: ClientId,
+        src: Ino,
+        w: Arc<Mutex<Writer>>,
+        new_name: &str,
+        dst: Option<Attr>,
+    ) -> CoreResult<()> {
+        let to_scratch = patterns::class(new_name) == Class::Scratch;
+        {
+            let _g = self.flight(Flight::Mutate(client)).await;
+            let mut replaced = self.replaced_by_rename(client, dst.as_ref(), new_name).await?;
+            // Copies that failed closes left under the old name go too, once the bytes
+            // land under the new one (or now, if they become a scratch file).
+            let (old_name, attempts) = {
+                let w = lock(&w);
+                (w.name.clone(), w.life().attempts().cloned())
+            };
+            if let Some(a) = attempts {
+                let found = self
+                    .find_attempts(client, &old_name, &a, &replaced, Priority::User)
+                    .await?;
+                replaced.extend(found.into_iter().map(|f| f.id));
+            }
+            if to_scratch && !replaced.is_empty() {
+                // A server file under a scratch name (left by an older version) is
+                // replaced by one that never leaves the mount: it goes.
+                self.delete_files(client, &replaced, Priority::User).await?;
+            }
+            {
+                let mut w = lock(&w);
+                w.name = new_name.to_string();
+                w.wait = Wait::No;
+                if to_scratch {
+                    w.step(Event::Demoted);
+                    w.replaces.clear();
+                    self.spool.drop_journal(&w.spool.path);
+                } else {
+                    if *w.life() == Life::Local {
+                        self.spool.adopt(&mut w.spool)?;
+                        w.step(Event::Promoted);
+                    }
+                    w.replaces.extend(replaced);
+                }
+            }
+            let mut st = self.st();
+            if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
+                if let Some(entry) = st.locals.get_mut(&l) {
+                    entry.1 = new_name.to_string();
+                }
+            }
+            st.invalidate_view(client);
+        }
+        if let Some(d) = dst {
+            self.discard_writer(d.ino);
+            let mut st = self.st();
+            if let Some(Key::Local(l)) = st.nodes.get(&d.ino).map(|n| n.key.clone()) {
+                st.locals.remove(&l);
+            }
+        }
+        if !to_scratch && lock(&w).handles == 0 {
+            self.upload_writer(src, Priority::User).await?;
+            self.retire_writer(src);
+        }
+        Ok(())
+    }
+
+    /// What a rename onto `new_name` replaces on the server: the destination's file
+    /// and the copies its failed closes may have left. The caller holds the client's
+    /// mutation lock.
+    pub(super) async fn replaced_by_rename(
+        &self,
+        client: ClientId,
+        dst: Option<&Attr>,
+        new_name: &str,
+    ) -> CoreResult<Vec<String>> {
+        let Some(d) = dst else { return Ok(Vec::new()) };
+        let mut ids: Vec<String> = match self.st().nodes.get(&d.ino).map(|n| &n.key) {
+            Some(Key::File(id)) => vec![id.clone()],
+            _ => Vec::new(),
+        };
+        let attempts = self
+            .st()
+            .writers
+            .get(&d.ino)
+            .and_then(|w| lock(w).life().attempts().cloned());
+        if let Some(a) = attempts {
+            let found = self.find_attempts(client, new_name, &a, &ids, Priority::User).await?;
+            ids.extend(found.into_iter().map(|f| f.id));
+        }
+        Ok(ids)
+    }
+
+    /// Forget the scratch overlay (at unmount): it never had anywhere to go.
+    pub fn drop_scratch(&self) {
+        self.spool.clear_scratch();
+    }
+
+    /// The files in the local overlay (scratch files) right now, for tests and status.
+    pub fn scratch_files(&self) -> usize {
+        self.st()
+            .writers
+            .values()
+            .filter(|w| *lock(w).life() == Life::Local)
+            .count()
+    }
+}
+
+/// A rename of a server file onto a scratch name is refused: the bytes would leave the
+/// server for an overlay that vanishes at unmount.
+pub(super) fn refuse_server_to_scratch(new_name: &str) -> CoreResult<()> {
+    match patterns::class(new_name) {
+        Class::Scratch => Err(CoreError::NotPermitted(
+            "a file on the server cannot become a scratch file",
+        )),
+        Class::Ordinary | Class::Temp => Ok(()),
+    }
+}
