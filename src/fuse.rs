@@ -231,7 +231,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -241,6 +241,15 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyAttr,
     ) {
         let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
+        if let Some(m) = mtime {
+            self.core.set_mtime(
+                ino.0,
+                match m {
+                    TimeOrNow::SpecificTime(t) => t,
+                    TimeOrNow::Now => SystemTime::now(),
+                },
+            );
+        }
         let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
         self.spawn(span, async move {
             match core.setattr(ino.0, fh.map(|f| f.0), size).await {

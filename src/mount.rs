@@ -124,9 +124,16 @@ pub fn serve<R: Remote>(
         raise_readahead(&mp);
     });
     readiness.ready();
-    let result = session
-        .run()
-        .map_err(|e| format!("FUSE session ended with an error: {e}"));
+    let result = match session.run() {
+        // A lazily detached mount whose kernel connection is torn down as the last
+        // file closes ends with ECONNABORTED instead of ENODEV, depending on timing:
+        // either way the filesystem is gone, which is a normal end.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            tracing::debug!("FUSE connection closed by the kernel ({e})");
+            Ok(())
+        }
+        r => r.map_err(|e| format!("FUSE session ended with an error: {e}")),
+    };
     crate::daemon::notify_systemd("STOPPING=1\nSTATUS=unmounted; finishing uploads");
     drain(rt, &core, background, cfg.drain_timeout);
     tracing::info!("unmounted {}", cfg.mountpoint.display());

@@ -2,10 +2,12 @@
 //! sees them, served from memory wherever possible.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key, Node, State};
 use super::view::DirKey;
+use super::writer::lock;
 use super::{names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, StatFs, CLIENTS_DIR, CLIENTS_INO};
 use crate::remote::{ClientId, Remote};
 
@@ -102,6 +104,31 @@ impl<R: Remote> Core<R> {
                 .map(|(_, _, ino)| *ino)
         };
         local.or_else(|| self.cached_view(c)?.get(&DirKey::Top)?.by_name.get(name).copied())
+    }
+
+    /// `utimes` (`touch -m`, `cp -p`, `rsync -a`): the server keeps no mtime, so the one
+    /// given is shown for the rest of the mount (a second `rsync -a` in the same mount
+    /// then skips files it already sent), and a file being written keeps it for its
+    /// upload. No call; ignored on a read-only mount and on directories.
+    pub fn set_mtime(&self, ino: Ino, mtime: SystemTime) {
+        if self.opts.read_only {
+            return;
+        }
+        let mut st = self.st();
+        let Some(node) = st.nodes.get(&ino) else { return };
+        if node.kind != Kind::File {
+            return;
+        }
+        let key = node.key.clone();
+        if let Some(w) = st.writers.get(&ino) {
+            lock(w).mtime = mtime;
+        }
+        if let Key::File(id) = key {
+            st.mtimes.insert(id, mtime);
+        }
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.mtime = mtime;
+        }
     }
 
     /// Attributes from memory: no call (the kernel re-validates names through lookup).

@@ -1,0 +1,425 @@
+//! FUSE tier, real programs: vim and nano typed into through tmux, `sed -i`, rsync,
+//! shell redirects, sqlite3, `gio save`/`gio copy`, `cp` over twins and an office-style
+//! save, each against a real mount. Every test asserts what the server then holds
+//! (names, bytes, count) and the exact API calls the program's work cost: one upload per
+//! save, scratch files never on the server, no temp-named or empty copy, ever.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use intakeq_fs::fake::store::{Endpoint, Store};
+
+/// The calls a piece of work cost, by endpoint.
+#[derive(Debug, PartialEq, Eq)]
+struct Calls {
+    upload: u64,
+    delete: u64,
+    list_files: u64,
+    download: u64,
+}
+
+fn calls(store: &Store) -> Calls {
+    Calls {
+        upload: store.count(Endpoint::Upload),
+        delete: store.count(Endpoint::Delete),
+        list_files: store.count(Endpoint::ListFiles),
+        download: store.count(Endpoint::Download),
+    }
+}
+
+fn names(store: &Store, client: u64) -> Vec<String> {
+    let mut v: Vec<String> = store.files_of(client).into_iter().map(|f| f.name).collect();
+    v.sort();
+    v
+}
+
+fn bytes_of(store: &Store, client: u64, name: &str) -> Vec<Vec<u8>> {
+    store
+        .files_named(client, name)
+        .into_iter()
+        .map(|f| f.data.to_vec())
+        .collect()
+}
+
+/// A terminal program run in its own tmux server, typed into with send-keys.
+struct Tty {
+    socket: String,
+}
+
+impl Tty {
+    fn start(dir: &Path, home: &Path, cmd: &str) -> Tty {
+        let socket = format!(
+            "intakeq-fs-test-{}-{}",
+            std::process::id(),
+            home.display().to_string().len()
+        );
+        let socket = format!("{socket}-{}", rand_suffix(home));
+        let st = Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-x", "120", "-y", "30", "-c"])
+            .arg(dir)
+            .arg(cmd)
+            .env("HOME", home)
+            .env("TERM", "xterm")
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux could not start {cmd}");
+        Tty { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "0"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_screen(&self, what: &str) {
+        let t0 = std::time::Instant::now();
+        while !self.screen().contains(what) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "never showed {what:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tty {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+fn rand_suffix(p: &Path) -> u64 {
+    intakeq_fs::core::names::fnv1a(p.as_os_str().as_encoded_bytes())
+}
+
+#[test]
+fn vim_saves_twice_with_one_upload_each_no_warning_and_no_swap_file_on_the_server() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let text: String = (0..200).map(|i| format!("line {i} of a ten kilobyte note\n")).collect();
+    let src = home.path().join("note.txt");
+    fs::write(&src, &text).unwrap();
+    let dir = m.p("clients/1002");
+    ok("cp", &[&src, &dir.join("note.txt")]);
+    srv.store.reset_counts();
+    let vim = Tty::start(&dir, home.path(), "vim note.txt");
+    vim.wait_screen("note.txt");
+    assert!(
+        fs::read_dir(&dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == ".note.txt.swp"),
+        "vim's swap file is visible in the directory"
+    );
+    for (k, edit) in ["first edit", "second edit"].iter().enumerate() {
+        vim.keys(&["Go", edit, "Escape"]);
+        vim.keys(&[":w", "Enter"]);
+        let want = format!(
+            "{text}{}",
+            ["first edit\n", "first edit\nsecond edit\n"][..=k].last().unwrap()
+        );
+        wait_for(|| bytes_of(&srv.store, 1002, "note.txt") == [want.as_bytes().to_vec()]);
+        assert!(!vim.screen().contains("WARNING"), "{}", vim.screen());
+    }
+    vim.keys(&[":q", "Enter"]);
+    wait_for(|| {
+        !fs::read_dir(&dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == ".note.txt.swp")
+    });
+    assert_eq!(
+        names(&srv.store, 1002),
+        ["note.txt", "other.txt"],
+        "no swap file ever reached it"
+    );
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 2,
+            delete: 2,
+            list_files: 2,
+            download: 0
+        },
+        "one upload (and the delete of what it replaces, and one confirming listing) per :w"
+    );
+}
+
+#[test]
+fn nano_saves_with_one_upload_and_its_lock_file_stays_home() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let dir = m.p("clients/1001");
+    ok("cat", &[&dir.join("notes.txt")]);
+    srv.store.reset_counts();
+    let nano = Tty::start(&dir, home.path(), "nano notes.txt");
+    nano.wait_screen("notes.txt");
+    nano.keys(&["added by nano "]);
+    nano.keys(&["C-o"]);
+    nano.wait_screen("File Name to Write");
+    nano.keys(&["Enter"]);
+    nano.wait_screen("Wrote");
+    wait_for(|| bytes_of(&srv.store, 1001, "notes.txt") == [b"added by nano hello notes\n".to_vec()]);
+    nano.keys(&["C-x"]);
+    assert!(!names(&srv.store, 1001).iter().any(|n| n.ends_with(".swp")));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 1,
+            delete: 1,
+            list_files: 1,
+            download: 0
+        }
+    );
+}
+
+#[test]
+fn sed_i_is_one_upload_and_its_temp_file_never_reaches_the_server() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let file = m.p("clients/1001/notes.txt");
+    ok("cat", &[&file]);
+    srv.store.reset_counts();
+    ok("sed", &[&"-i", &"s/hello/goodbye/", &file]);
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"goodbye notes\n".to_vec()]);
+    assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with("sed")));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 1,
+            delete: 1,
+            list_files: 1,
+            download: 0
+        }
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"goodbye notes\n");
+}
+
+#[test]
+fn two_rsync_runs_into_twins_replace_only_the_file_shown_under_the_name() {
+    let store = account();
+    let first = store.add_file(1002, "report.pdf", None, &b"original one"[..]);
+    store.add_file(1002, "report.pdf", None, &b"original two"[..]);
+    let srv = server(store);
+    let m = mount(&srv, &[]);
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("report.pdf"), b"from rsync").unwrap();
+    ok("touch", &[&"-d", &"2020-01-01 10:00", &src.path().join("report.pdf")]);
+    let dst = m.p("clients/1002");
+    ok("ls", &[&dst]);
+    srv.store.reset_counts();
+    for _ in 0..2 {
+        ok(
+            "rsync",
+            &[
+                &"-a",
+                &format!("{}/", src.path().display()),
+                &format!("{}/", dst.display()),
+            ],
+        );
+    }
+    assert!(
+        srv.store.file(&first).is_some(),
+        "the twin shown with a tag is never touched"
+    );
+    let mut held = bytes_of(&srv.store, 1002, "report.pdf");
+    held.sort();
+    assert_eq!(held, [b"from rsync".to_vec(), b"original one".to_vec()]);
+    assert_eq!(fs::read(dst.join("report.pdf")).unwrap(), b"from rsync");
+    assert!(!names(&srv.store, 1002).iter().any(|n| n.starts_with(".report")));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 1,
+            delete: 1,
+            list_files: 1,
+            download: 0
+        },
+        "the first run is one upload; the second finds size and mtime unchanged"
+    );
+}
+
+#[test]
+fn a_shell_redirect_uploads_once_and_the_server_never_holds_an_empty_file() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let old = m.p("clients/1001/notes.txt");
+    let new = m.p("clients/1002/out.txt");
+    ok("cat", &[&old]);
+    ok("ls", &[&m.p("clients/1002")]);
+    srv.store.reset_counts();
+    let script = format!(
+        "(sleep 1; echo done) > '{}' & (sleep 1; echo made) > '{}' & wait",
+        old.display(),
+        new.display()
+    );
+    let mut child = Command::new("bash").args(["-c", &script]).spawn().unwrap();
+    // While the commands run, the server holds the old bytes and no new file.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"hello notes\n".to_vec()]);
+    assert!(srv.store.files_named(1002, "out.txt").is_empty());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"done\n".to_vec()]);
+    assert_eq!(bytes_of(&srv.store, 1002, "out.txt"), [b"made\n".to_vec()]);
+    assert_eq!(srv.store.count(Endpoint::Upload), 2, "one upload per redirect");
+    assert_eq!(srv.store.count(Endpoint::Delete), 1);
+    // Appending is one upload too.
+    srv.store.reset_counts();
+    ok("bash", &[&"-c", &format!("echo more >> '{}'", new.display())]);
+    assert_eq!(bytes_of(&srv.store, 1002, "out.txt"), [b"made\nmore\n".to_vec()]);
+    assert_eq!(srv.store.count(Endpoint::Upload), 1);
+}
+
+#[test]
+fn sqlite3_keeps_its_journal_home_and_uploads_once_per_transaction() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let db = m.p("clients/1002/visits.db");
+    ok("ls", &[&m.p("clients/1002")]);
+    srv.store.reset_counts();
+    ok(
+        "sqlite3",
+        &[
+            &db,
+            &"create table visits(day text); insert into visits values ('monday');",
+        ],
+    );
+    assert_eq!(
+        names(&srv.store, 1002),
+        ["other.txt", "visits.db"],
+        "no -journal on the server"
+    );
+    let after_create = calls(&srv.store);
+    assert_eq!(
+        after_create.upload, 2,
+        "two transactions (create, insert), one upload each"
+    );
+    srv.store.reset_counts();
+    ok("sqlite3", &[&db, &"insert into visits values ('tuesday');"]);
+    assert_eq!(srv.store.count(Endpoint::Upload), 1);
+    assert_eq!(srv.store.count(Endpoint::Delete), 1);
+    assert_eq!(ok("sqlite3", &[&db, &"select count(*) from visits;"]).trim(), "2");
+    let on_server = tempfile::tempdir().unwrap();
+    let copy = on_server.path().join("copy.db");
+    fs::write(&copy, &bytes_of(&srv.store, 1002, "visits.db")[0]).unwrap();
+    assert_eq!(ok("sqlite3", &[&copy, &"select count(*) from visits;"]).trim(), "2");
+}
+
+#[test]
+fn gio_save_and_gio_copy_are_one_upload_each() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let file = m.p("clients/1001/notes.txt");
+    ok("cat", &[&file]);
+    srv.store.reset_counts();
+    let out = Command::new("sh")
+        .args(["-c", &format!("echo saved by gio | gio save '{}'", file.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"saved by gio\n".to_vec()]);
+    assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with(".goutputstream")));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 1,
+            delete: 1,
+            list_files: 1,
+            download: 0
+        }
+    );
+    srv.store.reset_counts();
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("scan.txt"), b"copied by gio").unwrap();
+    ok(
+        "gio",
+        &[&"copy", &src.path().join("scan.txt"), &m.p("clients/1001/scan.txt")],
+    );
+    assert_eq!(bytes_of(&srv.store, 1001, "scan.txt"), [b"copied by gio".to_vec()]);
+    assert_eq!(srv.store.count(Endpoint::Upload), 1);
+}
+
+#[test]
+fn cp_over_a_twin_twice_shows_the_users_bytes_and_keeps_the_other_twin() {
+    let store = account();
+    let older = store.add_file(1002, "dup.txt", None, &b"older twin"[..]);
+    store.add_file(1002, "dup.txt", None, &b"newer twin"[..]);
+    let srv = server(store);
+    let m = mount(&srv, &[]);
+    let src = tempfile::tempdir().unwrap();
+    let tagged = m.p(&format!("clients/1002/dup ({older}).txt"));
+    for mine in ["mine", "mine again"] {
+        fs::write(src.path().join("mine.txt"), mine).unwrap();
+        ok("cp", &[&src.path().join("mine.txt"), &m.p("clients/1002/dup.txt")]);
+        assert_eq!(fs::read(m.p("clients/1002/dup.txt")).unwrap(), mine.as_bytes());
+        assert_eq!(fs::read(&tagged).unwrap(), b"older twin");
+    }
+    assert!(srv.store.file(&older).is_some());
+    assert_eq!(srv.store.files_named(1002, "dup.txt").len(), 2);
+}
+
+#[test]
+fn an_office_style_save_is_one_upload_and_its_lock_file_never_reaches_the_server() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1001");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    // LibreOffice: lock file, write a temp file beside the document, rename it over,
+    // drop the lock at close.
+    let script = "echo 'owner' > '.~lock.notes.txt#' && printf 'office bytes' > lu4711abcd.tmp \
+                  && mv lu4711abcd.tmp notes.txt && rm '.~lock.notes.txt#'";
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"office bytes".to_vec()]);
+    assert!(!names(&srv.store, 1001)
+        .iter()
+        .any(|n| n.contains("lock") || n.ends_with(".tmp")));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 1,
+            delete: 1,
+            list_files: 1,
+            download: 0
+        }
+    );
+}
+
+#[test]
+fn names_the_upload_cannot_carry_are_refused_with_einval_and_nothing_is_sent() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("d.txt"), b"data").unwrap();
+    ok("ls", &[&m.p("clients/1002")]);
+    srv.store.reset_counts();
+    for bad in ["new\nline.txt", "Icon\r", " leading.txt"] {
+        let err = fs::copy(src.path().join("d.txt"), m.p("clients/1002").join(bad)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+    }
+    assert_eq!(srv.store.total_requests(), 0);
+    assert_eq!(names(&srv.store, 1002), ["other.txt"]);
+}
