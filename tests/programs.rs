@@ -423,3 +423,44 @@ fn names_the_upload_cannot_carry_are_refused_with_einval_and_nothing_is_sent() {
     assert_eq!(srv.store.total_requests(), 0);
     assert_eq!(names(&srv.store, 1002), ["other.txt"]);
 }
+
+#[test]
+fn scratch_files_are_private_cost_nothing_and_are_gone_after_unmount() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1001");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    fs::write(dir.join(".notes.txt.swp"), b"swap of the text being edited").unwrap();
+    fs::write(dir.join("notes.txt~"), b"backup").unwrap();
+    assert_eq!(
+        fs::read(dir.join(".notes.txt.swp")).unwrap(),
+        b"swap of the text being edited"
+    );
+    let listed: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(listed.contains(&"notes.txt~".to_string()), "{listed:?}");
+    assert_eq!(srv.store.total_requests(), 0, "scratch files cost no call");
+    // In the private overlay, 0600 in a 0700 directory.
+    let scratch = m
+        .dir
+        .path()
+        .join(format!("spool/intakeq-fs-{}/scratch", unsafe { libc::geteuid() }));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&scratch).unwrap().permissions().mode() & 0o777, 0o700);
+    for e in fs::read_dir(&scratch).unwrap() {
+        assert_eq!(e.unwrap().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 2);
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let scratch = dir
+        .path()
+        .join(format!("spool/intakeq-fs-{}/scratch", unsafe { libc::geteuid() }));
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "removed at unmount");
+    let mut want = ["card.png", "consent.pdf", "consent.pdf", "lost.txt", "notes.txt"];
+    want.sort();
+    assert_eq!(names(&srv.store, 1001), want, "no scratch file ever reached the server");
+}
