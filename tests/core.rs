@@ -308,12 +308,16 @@ async fn truncated_downloads_are_never_served_as_complete() {
 }
 
 #[tokio::test]
-async fn create_uploads_on_close_with_one_listing_and_no_re_download() {
+async fn create_uploads_at_close_and_one_listing_later_learns_the_id() {
     let t = setup();
     t.ls("/clients/1002").await;
     let before = t.calls();
     t.put("/clients/1002", "new.txt", b"fresh bytes").await.unwrap();
-    assert_eq!(t.calls() - before, 2, "one upload and one listing to learn the id");
+    assert_eq!(t.calls() - before, 1, "close returns on the upload's 2xx");
+    assert_eq!(t.cat("/clients/1002/new.txt").await.unwrap(), b"fresh bytes");
+    assert_eq!(t.calls() - before, 1, "read back from the staged bytes");
+    assert_eq!(t.core.confirm_due(true).await, 1);
+    assert_eq!(t.calls() - before, 2, "one listing learns the id");
     let f = &t.store.files_named(1002, "new.txt")[0];
     assert_eq!(&f.data[..], b"fresh bytes");
     assert_eq!(f.folder_id, None);
@@ -597,19 +601,21 @@ async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
 async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
-    // Upload lands, then the confirming listing fails: the journal stays.
-    crash_with_staged_upload(
-        &store,
-        dir.path(),
-        "once.txt",
-        b"exactly once",
-        Endpoint::ListFiles,
-        Some(1),
-    )
-    .await;
+    {
+        // The upload is accepted; the process dies before a listing confirms it.
+        let core = core_in(&store, dir.path());
+        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, "once.txt").await.unwrap();
+        core.write(o.fh, 0, b"exactly once").unwrap();
+        core.flush(o.fh).await.unwrap();
+    }
+    store.reset_counts();
     let core = core_in(&store, dir.path());
     assert_eq!(core.resume_pending().await, 1);
     assert_eq!(store.files_named(1002, "once.txt").len(), 1);
+    assert_eq!(store.count(Endpoint::Upload), 0, "found, not sent again");
+    assert_eq!(core.resume_pending().await, 0, "and its journal entry is gone");
 }
 
 #[tokio::test]
@@ -737,7 +743,9 @@ async fn a_background_retry_finds_an_upload_that_landed_unconfirmed() {
     let dir = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
     t.core.write(o.fh, 0, b"landed").unwrap();
-    // The upload lands; the listing that would confirm it fails.
+    // The upload lands but its answer is lost; the listing that would tell fails.
+    t.store
+        .push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     t.store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     assert!(t.core.flush(o.fh).await.is_err());
     t.core.release(o.fh);
@@ -1051,17 +1059,19 @@ async fn names_the_upload_cannot_carry_are_refused_before_anything_is_staged() {
 /// A 2xx is not enough: the new file must show in the listing (new id, same size),
 /// else close fails and the bytes stay staged.
 #[tokio::test]
-async fn an_upload_accepted_but_never_stored_fails_the_close_and_is_kept() {
+async fn an_upload_accepted_but_never_listed_is_reported_and_sent_again() {
     let t = setup();
     t.store.push_fault(Some(Endpoint::Upload), Fault::Discard, Some(1));
-    assert!(matches!(
-        t.put("/clients/1002", "vanished.txt", b"keep me").await,
-        Err(CoreError::Io(_))
-    ));
+    t.put("/clients/1002", "vanished.txt", b"keep me").await.unwrap();
     assert!(t.store.files_named(1002, "vanished.txt").is_empty());
-    assert_eq!(t.core.pending_uploads(), 1, "the bytes stay in the spool");
-    assert_eq!(t.core.retry_failed_uploads().await, 1);
+    assert_eq!(t.core.confirm_due(true).await, 1, "the confirming listing");
+    assert_eq!(t.core.pending_uploads(), 1, "not dropped: due again");
+    assert_eq!(t.cat("/clients/1002/vanished.txt").await.unwrap(), b"keep me");
+    assert_eq!(t.core.upload_due(false).await, 1, "sent again");
+    assert_eq!(t.core.confirm_due(true).await, 1);
     assert_eq!(&t.store.files_named(1002, "vanished.txt")[0].data[..], b"keep me");
+    assert_eq!(t.store.count(Endpoint::Upload), 2);
+    assert_eq!(t.core.pending_uploads(), 0);
 }
 
 /// A client holding two `dup.txt` (IntakeQ allows it): every write, overwrite, rename
@@ -1075,6 +1085,10 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     let t = setup_with(store, |_| {});
     let tagged = format!("dup ({older}).txt");
     let dirs = [".", "..", "Intake Forms", "Insurance"];
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
     assert_eq!(
         t.ls("/clients/1002").await,
         [&dirs[..], &["other.txt", &tagged, "dup.txt"]].concat()
@@ -1123,8 +1137,14 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(
-        t.ls("/clients/1002").await,
-        [&dirs[..], &["other.txt", "dup.txt", &tagged]].concat()
+        sorted(t.ls("/clients/1002").await),
+        sorted(
+            [&dirs[..], &["other.txt", "dup.txt", &tagged]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        )
     );
     assert_eq!(t.cat("/clients/1002/dup.txt").await.unwrap(), b"mine again");
     assert_eq!(t.cat(&format!("/clients/1002/{tagged}")).await.unwrap(), b"edited twin");
@@ -1306,7 +1326,12 @@ async fn an_atomic_save_is_one_upload_and_the_temp_file_never_reaches_the_server
         t.core.rename(top, temp, top, "notes.txt", false).await.unwrap();
         assert_eq!(t.store.count(Endpoint::Upload), 1, "{temp}");
         assert_eq!(t.store.count(Endpoint::Delete), 1, "{temp}");
-        assert_eq!(t.store.count(Endpoint::ListFiles), 1, "{temp}: one confirming listing");
+        assert_eq!(
+            t.store.count(Endpoint::ListFiles),
+            0,
+            "{temp}: the rename returns on the 2xx"
+        );
+        assert_eq!(t.core.confirm_due(true).await, 1, "{temp}: one listing learns the id");
         let held = t.store.files_named(1001, "notes.txt");
         assert_eq!(held.len(), 1);
         assert_eq!(&held[0].data[..], temp.as_bytes());

@@ -96,6 +96,8 @@ enum Op {
     },
     /// The mount's background retry of uploads whose close failed.
     Retry,
+    /// The background listing that confirms accepted uploads (`confirm_due`).
+    Confirm,
     /// create, or rename an existing name, to a name the upload cannot carry: refused
     /// with EINVAL before anything is staged or sent.
     Refused {
@@ -148,6 +150,7 @@ fn op(clients: usize, names: usize) -> impl Strategy<Value = Op> {
         1 => c.clone().prop_map(|c| Op::List { c }),
         1 => (c.clone(), n(), 0u64..6).prop_map(|(c, n, len)| Op::Truncate { c, n, len }),
         1 => Just(Op::Retry),
+        1 => Just(Op::Confirm),
         1 => (c, 0..REFUSED.len(), proptest::option::of(n())).prop_map(|(c, bad, from)| Op::Refused { c, bad, from }),
     ]
 }
@@ -354,6 +357,10 @@ impl H {
                 }
             }
             Op::Retry => Out::Retried(self.core.retry_failed_uploads().await),
+            Op::Confirm => {
+                self.core.confirm_due(true).await;
+                Out::Done
+            }
             Op::Refused { c, bad, from } => {
                 let dir = tri!(self.dir(*c).await);
                 let r = match from {
@@ -614,6 +621,8 @@ fn expect(m: &[Slot], op: &Op, out: &Out, may_fail: bool, delete_failed: bool) -
                 _ => bad(),
             }
         }
+        // Learning ids changes nothing on the server, whatever the fault.
+        Op::Confirm => nothing(),
         // Refused before anything happens, whatever the state and whatever the fault.
         Op::Refused { .. } => match out {
             Out::Early(CoreError::Invalid(_)) => nothing(),
@@ -1118,6 +1127,9 @@ async fn regression_close_retried_after_an_unconfirmed_upload() {
     let (attr, o) = h.core.create(dir, "a.txt").await.unwrap();
     h.core.write(o.fh, 0, b"first").unwrap();
     // The upload lands, the listing that would confirm it fails.
+    // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
+    // an upload landed but unconfirmed.
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     assert!(h.core.flush(o.fh).await.is_err());
     assert_eq!(h.core.pending_uploads(), 1);
@@ -1125,6 +1137,9 @@ async fn regression_close_retried_after_an_unconfirmed_upload() {
     h.core.flush(o.fh).await.unwrap();
     assert_eq!(bytes_of(&store, "a.txt"), [b"first".to_vec()]);
     // New bytes after another unconfirmed upload: the stale copy must not survive.
+    // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
+    // an upload landed but unconfirmed.
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     h.core.write(o.fh, 0, b"again").unwrap();
     assert!(h.core.flush(o.fh).await.is_err());
@@ -1143,6 +1158,9 @@ async fn regression_resume_after_two_failed_closes() {
     let dir = h.dir(0).await.unwrap();
     let (_, o) = h.core.create(dir, "a.txt").await.unwrap();
     h.core.write(o.fh, 0, b"one").unwrap();
+    // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
+    // an upload landed but unconfirmed.
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     assert!(h.core.flush(o.fh).await.is_err(), "landed, unconfirmed");
     h.core.write(o.fh, 0, b"two").unwrap();
@@ -1204,6 +1222,9 @@ async fn regression_unlinked_file_with_an_unconfirmed_copy_comes_back() {
     let store = account(&[]);
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
+    // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
+    // an upload landed but unconfirmed.
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     let out = h
         .run(&Op::Create {

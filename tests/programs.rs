@@ -31,6 +31,18 @@ fn calls(store: &Store) -> Calls {
     }
 }
 
+/// The calls once the mount is done: the listing that learns an upload's id comes a
+/// moment after the save returned (one per batch, `CONFIRM_SETTLE` after the last
+/// upload), so wait for the counts to reach `want`, then check they stay there.
+fn settled(store: &Store, want: Calls) {
+    let t0 = std::time::Instant::now();
+    while calls(store) != want && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(calls(store), want);
+}
+
 fn names(store: &Store, client: u64) -> Vec<String> {
     let mut v: Vec<String> = store.files_of(client).into_iter().map(|f| f.name).collect();
     v.sort();
@@ -150,15 +162,14 @@ fn vim_saves_twice_with_one_upload_each_no_warning_and_no_swap_file_on_the_serve
         ["note.txt", "other.txt"],
         "no swap file ever reached it"
     );
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 2,
             delete: 2,
             list_files: 2,
-            download: 0
+            download: 0,
         },
-        "one upload (and the delete of what it replaces, and one confirming listing) per :w"
     );
 }
 
@@ -180,14 +191,14 @@ fn nano_saves_with_one_upload_and_its_lock_file_stays_home() {
     wait_for(|| bytes_of(&srv.store, 1001, "notes.txt") == [b"added by nano hello notes\n".to_vec()]);
     nano.keys(&["C-x"]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.ends_with(".swp")));
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 1,
             delete: 1,
             list_files: 1,
-            download: 0
-        }
+            download: 0,
+        },
     );
 }
 
@@ -201,14 +212,14 @@ fn sed_i_is_one_upload_and_its_temp_file_never_reaches_the_server() {
     ok("sed", &[&"-i", &"s/hello/goodbye/", &file]);
     assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"goodbye notes\n".to_vec()]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with("sed")));
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 1,
             delete: 1,
             list_files: 1,
-            download: 0
-        }
+            download: 0,
+        },
     );
     assert_eq!(fs::read(&file).unwrap(), b"goodbye notes\n");
 }
@@ -245,15 +256,14 @@ fn two_rsync_runs_into_twins_replace_only_the_file_shown_under_the_name() {
     assert_eq!(held, [b"from rsync".to_vec(), b"original one".to_vec()]);
     assert_eq!(fs::read(dst.join("report.pdf")).unwrap(), b"from rsync");
     assert!(!names(&srv.store, 1002).iter().any(|n| n.starts_with(".report")));
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 1,
             delete: 1,
             list_files: 1,
-            download: 0
+            download: 0,
         },
-        "the first run is one upload; the second finds size and mtime unchanged"
     );
 }
 
@@ -337,14 +347,14 @@ fn gio_save_and_gio_copy_are_one_upload_each() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"saved by gio\n".to_vec()]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with(".goutputstream")));
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 1,
             delete: 1,
             list_files: 1,
-            download: 0
-        }
+            download: 0,
+        },
     );
     srv.store.reset_counts();
     let src = tempfile::tempdir().unwrap();
@@ -397,14 +407,14 @@ fn an_office_style_save_is_one_upload_and_its_lock_file_never_reaches_the_server
     assert!(!names(&srv.store, 1001)
         .iter()
         .any(|n| n.contains("lock") || n.ends_with(".tmp")));
-    assert_eq!(
-        calls(&srv.store),
+    settled(
+        &srv.store,
         Calls {
             upload: 1,
             delete: 1,
             list_files: 1,
-            download: 0
-        }
+            download: 0,
+        },
     );
 }
 

@@ -283,6 +283,14 @@ impl ContentCache {
         Ok(entry)
     }
 
+    /// Cache a file's bytes that we hold in an open file (staged bytes just confirmed
+    /// as this file): the entry reads them from it, nothing is copied.
+    pub fn put_file(&mut self, id: &str, file: File, size: u64) {
+        let e = Entry::new(size, Backing::Disk(file));
+        e.progress.send_replace(Progress::Done);
+        self.insert(id, Arc::new(e));
+    }
+
     /// Cache bytes we already hold (what was just uploaded), if they fit in memory.
     pub fn put_complete(&mut self, id: &str, data: Vec<u8>) {
         if self.fits_memory(data.len() as u64) {

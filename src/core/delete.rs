@@ -14,18 +14,9 @@ use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
 impl<R: Remote> Core<R> {
-    /// Delete files replaced by a confirmed upload. Failures leave both files (never
+    /// Delete files replaced by an upload the server has. Failures leave both files (never
     /// neither) and are logged; the user's new data is already safe.
-    pub(super) async fn delete_replaced(
-        &self,
-        client: ClientId,
-        replaces: &[String],
-        new_id: Option<&str>,
-        prio: Priority,
-    ) {
-        if new_id.is_none() {
-            return;
-        }
+    pub(super) async fn delete_replaced(&self, client: ClientId, replaces: &[String], prio: Priority) {
         for old in replaces {
             match self.remote.delete(old, prio).await {
                 Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
@@ -84,10 +75,11 @@ impl<R: Remote> Core<R> {
         if !e.is_ambiguous() {
             return false;
         }
+        let started = tokio::time::Instant::now();
         match self.remote.list_files(client, prio).await {
             Ok(files) => {
                 let gone = !files.iter().any(|f| f.id == id);
-                self.store_listing(client, files);
+                self.store_listing(client, files, started);
                 gone
             }
             Err(_) => false,

@@ -99,6 +99,7 @@ impl<R: Remote> Core<R> {
         if is_fresh(&self.st(), Some(since)) {
             return Ok(());
         }
+        let started = Instant::now();
         let files = match self.remote.list_files(c, Priority::User).await {
             Ok(f) => f,
             Err(RemoteError::NotFound) => {
@@ -107,11 +108,14 @@ impl<R: Remote> Core<R> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.store_listing(c, files);
+        self.store_listing(c, files, started);
         Ok(())
     }
 
-    pub(super) fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>) {
+    /// Keep a listing of client `c` that was requested at `started` (or later); it also
+    /// confirms the client's accepted uploads (`confirm_from_listing`).
+    pub(super) fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>, started: Instant) {
+        self.confirm_from_listing(c, &files, started);
         let mut st = self.st();
         let cs = st.client(c);
         let changed = cs.listing.as_ref().is_none_or(|l| l.files != files);

@@ -113,18 +113,23 @@ impl<R: Remote> Core<R> {
         landed
     }
 
-    /// When the next temp file left alone falls due for upload.
+    /// When the background loop next has something to do: a temp file left alone falls
+    /// due for upload, or a client's accepted uploads for their confirming listing.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        let st = self.st();
-        st.writers
-            .values()
-            .filter_map(|w| {
-                let w = lock(w);
-                (w.wait == Wait::Rename && w.handles == 0 && w.life().unsent())
-                    .then_some(w.released_at?)
-                    .map(|t| t + HOLD_IDLE)
-            })
-            .min()
+        let held = {
+            let st = self.st();
+            st.writers
+                .values()
+                .filter_map(|w| {
+                    let w = lock(w);
+                    (w.wait == Wait::Rename && w.handles == 0 && w.life().unsent())
+                        .then_some(w.released_at?)
+                        .map(|t| t + HOLD_IDLE)
+                })
+                .min()
+        };
+        let confirm = self.confirm_times().into_values().min();
+        held.into_iter().chain(confirm).min()
     }
 
     /// Rename a file that is not on the server (a temp file being saved, a scratch

@@ -9,7 +9,7 @@ use super::metadata::Flight;
 use super::overlay::refuse_server_to_scratch;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
-use super::writer::{lock, refuse_uncarriable, Writer};
+use super::writer::{lock, refuse_uncarriable, Life, Writer};
 use super::{names, Core, Ino, Kind};
 use crate::remote::{ClientId, Priority, Remote};
 
@@ -58,13 +58,32 @@ impl<R: Remote> Core<R> {
         }
         // A file not on the server yet (an atomic saver's temp file, a scratch file)
         // moves without a copy: its rename is its upload.
-        let src_writer = self.st().writers.get(&src.ino).cloned();
-        if let (Key::Local(_), Some(w)) = (self.key_of(src.ino)?.0, src_writer) {
+        let is_local = |core: &Self| -> CoreResult<Option<Arc<Mutex<Writer>>>> {
+            let w = core.st().writers.get(&src.ino).cloned();
+            Ok(match (core.key_of(src.ino)?.0, w) {
+                (Key::Local(_), Some(w)) if !matches!(lock(&w).life(), Life::Unconfirmed { .. }) => Some(w),
+                _ => None,
+            })
+        };
+        if let Some(w) = is_local(self)? {
             return self.rename_local(client, src.ino, w, new_name, dst).await;
         }
         refuse_server_to_scratch(new_name)?;
         // Staged bytes that are not on the server yet go up first, under the old name.
         self.upload_writer(src.ino, Priority::User).await?;
+        let accepted = self
+            .st()
+            .writers
+            .get(&src.ino)
+            .is_some_and(|w| matches!(lock(w).life(), Life::Unconfirmed { .. }));
+        if accepted {
+            // On the server but not listed yet: one listing learns its id, and it moves
+            // like any file on the server (or, if the listing lacks it, like a local one).
+            self.confirm_now(client, Priority::User).await?;
+            if let Some(w) = is_local(self)? {
+                return self.rename_local(client, src.ino, w, new_name, dst).await;
+            }
+        }
         let _g = self.flight(Flight::Mutate(client)).await;
         let (src_file, dst_file) = {
             let st = self.st();
@@ -164,8 +183,8 @@ impl<R: Remote> Core<R> {
             .commit(&staged.file, &staged.path, &journal)
             .await
             .map_err(|e| fail(e.into()))?;
-        let new_id = match self.land(&staged.path, &journal, None, Priority::User).await {
-            Ok(id) => id,
+        let new_id = match self.land(&staged.path, &journal, None, Priority::User, false).await {
+            Ok(up) => up.id,
             // The listing showed that the copy did not land: nothing changed.
             Err(f) if !f.maybe_landed => return Err(fail(f.error)),
             Err(f) => {
@@ -187,8 +206,7 @@ impl<R: Remote> Core<R> {
                             .max_by_key(|f| (f.created_ms, f.id.clone()))
                             .map(|f| f.id);
                         // It did: the rest of the protocol as for any landed upload.
-                        self.settle(&staged.path, &journal, id.as_deref(), &[], Priority::User)
-                            .await;
+                        self.settle(&staged.path, &journal, &[], Priority::User, true).await;
                         id
                     }
                     Ok(_) => return Err(fail(f.error)),

@@ -83,18 +83,22 @@ impl<R: Remote> Core<R> {
                 _ = tick.tick() => {
                     self.upload_due(false).await;
                     self.retry_failed_uploads().await;
+                    self.confirm_due(false).await;
                 }
                 _ = self.wake.notified() => {
                     self.upload_due(false).await;
                 }
                 _ = held => {
                     self.upload_due(false).await;
+                    self.confirm_due(false).await;
                 }
                 () = async { drop(stop.wait_for(|s| *s).await) } => break,
             }
         }
-        // Unmount: what closes deferred goes up now, temp files as they are.
+        // Unmount: what closes deferred goes up now, temp files as they are; accepted
+        // uploads are confirmed so their journal entries can go.
         self.upload_due(true).await;
+        self.confirm_due(true).await;
     }
 
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
@@ -111,6 +115,10 @@ impl<R: Remote> Core<R> {
                 // deleted before anything else goes up under that name.
                 self.st().abandoned.insert(path, j);
             } else if let Some(ino) = self.writer_staged_at(&path) {
+                if !self.st().writers.get(&ino).is_some_and(|w| lock(w).life().unsent()) {
+                    // Accepted and waiting for its listing, or deferred: not resume's.
+                    continue;
+                }
                 // This run's own failed close: its writer uploads it, so the writer's
                 // state stays true (a journal is never sent twice).
                 ours.push(ino);
@@ -162,8 +170,8 @@ impl<R: Remote> Core<R> {
         // the copies of its attempts itself.
         if j.attempts.is_none() {
             match self.landed_before(path, j).await {
-                Ok(Some(id)) => {
-                    self.settle(path, j, Some(&id), &[], Priority::Background).await;
+                Ok(Some(_)) => {
+                    self.settle(path, j, &[], Priority::Background, true).await;
                     self.spool.remove(path);
                     return true;
                 }
@@ -174,7 +182,10 @@ impl<R: Remote> Core<R> {
                 }
             }
         }
-        match self.land(path, j, j.attempts.as_ref(), Priority::Background).await {
+        match self
+            .land(path, j, j.attempts.as_ref(), Priority::Background, false)
+            .await
+        {
             Ok(_) => {
                 self.spool.remove(path);
                 true
@@ -192,13 +203,14 @@ impl<R: Remote> Core<R> {
 
     /// A file in the listing with exactly the staged bytes at `path`, if there is one.
     async fn landed_before(&self, path: &Path, j: &Journal) -> CoreResult<Option<String>> {
+        let started = tokio::time::Instant::now();
         let files = self.remote.list_files(j.client, Priority::Background).await?;
         let candidates: Vec<(String, u64)> = files
             .iter()
             .filter(|f| f.name == j.name && f.size == j.size && !j.replaces.contains(&f.id))
             .map(|f| (f.id.clone(), f.size))
             .collect();
-        self.store_listing(j.client, files);
+        self.store_listing(j.client, files, started);
         for (id, size) in candidates {
             if self.same_bytes(&id, size, path).await {
                 return Ok(Some(id));

@@ -56,6 +56,7 @@ impl<R: Remote> Core<R> {
                     Life::Staged => "waiting",
                     Life::Uploading { .. } => "uploading",
                     Life::Failed { .. } => "failed",
+                    Life::Unconfirmed { .. } => "uploaded, id not yet listed",
                     Life::Landed { .. } | Life::Discarded | Life::Local => continue,
                 };
                 out.uploads.push(UploadStatus {

@@ -1,14 +1,18 @@
 //! Uploads: staged bytes to the server, confirmed by a listing, never blindly repeated; the
 //! background retry of failed closes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal};
 use super::state::Key;
-use super::writer::{lock, Event, Life, Wait};
+use super::writer::{lock, Event, Life, Wait, Writer};
 use super::{Core, Ino};
 use crate::phi::Name;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
@@ -59,6 +63,20 @@ fn new_file_of(
         .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
         .max_by_key(|f| (f.created_ms, f.id.clone()))
         .map(|f| f.id.clone())
+}
+
+/// How long after the last accepted upload of a client its confirming listing waits,
+/// so that a batch (`cp -r`, `tar -x`, rsync) is confirmed by one listing.
+pub const CONFIRM_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an upload came to.
+#[derive(Debug)]
+pub(super) struct Uploaded {
+    /// The new file's id, if a listing showed it (`None`: the server's 2xx was trusted
+    /// and the id is learned from a later listing).
+    pub(super) id: Option<String>,
+    /// Copies that earlier unconfirmed attempts left: deleted with what it replaces.
+    pub(super) leftovers: Vec<String>,
 }
 
 /// One running upload in `Core::uploads`, counted down when dropped.
@@ -187,8 +205,8 @@ impl<R: Remote> Core<R> {
                 _ => None,
             }
         };
-        let new_id = match self.land(&path, &j, prior.as_ref(), prio).await {
-            Ok(id) => id,
+        let up = match self.land(&path, &j, prior.as_ref(), prio, true).await {
+            Ok(up) => up,
             Err(f) => {
                 lock(&w).step(match f.maybe_landed {
                     true => Event::MaybeLanded,
@@ -197,35 +215,180 @@ impl<R: Remote> Core<R> {
                 return Err(f.error);
             }
         };
+        let Some(id) = up.id else {
+            // Accepted (2xx): what it replaced is deleted; its id comes from the next
+            // listing of the client, one per batch (`confirm_due`, `confirm_from_listing`).
+            {
+                let mut w = lock(&w);
+                w.replaces.clear();
+                w.step(Event::Accepted);
+            }
+            self.await_listing(ino, client, shown);
+            self.wake.notify_one();
+            return Ok(());
+        };
         let mtime = {
             let mut w = lock(&w);
-            w.replaces = new_id.iter().cloned().collect();
-            w.step(Event::Landed(new_id.clone()));
+            w.replaces = vec![id.clone()];
+            w.step(Event::Landed(Some(id.clone())));
             w.mtime
         };
-        if let Some(id) = &new_id {
-            self.cache_staged(id, &path, j.size).await;
-            let mut st = self.st();
-            // The new file keeps what `stat` and `ls` showed: its name and mtime.
-            if let Some(name) = shown {
-                st.shown.insert(id.clone(), name);
-            }
-            st.mtimes.insert(id.clone(), mtime);
-            let local = st
-                .nodes
-                .get(&ino)
-                .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
-            if let Some(l) = local {
-                st.locals.remove(&l);
-            }
-            st.rekey(ino, Key::File(id.clone()));
-            if let Some(n) = st.nodes.get_mut(&ino) {
-                n.size = j.size;
-                n.mtime = mtime;
-            }
-            st.invalidate_view(client);
-        }
+        self.cache_staged(&id, &path, j.size).await;
+        self.became(ino, client, &id, shown, j.size, mtime);
         Ok(())
+    }
+
+    /// The file behind `ino` is now server file `id`: it keeps what `stat` and `ls`
+    /// showed (its name and mtime) and its inode.
+    fn became(&self, ino: Ino, client: ClientId, id: &str, shown: Option<String>, size: u64, mtime: SystemTime) {
+        let mut st = self.st();
+        if let Some(name) = shown {
+            st.shown.insert(id.to_string(), name);
+        }
+        st.mtimes.insert(id.to_string(), mtime);
+        let local = st
+            .nodes
+            .get(&ino)
+            .and_then(|n| if let Key::Local(l) = n.key { Some(l) } else { None });
+        if let Some(l) = local {
+            st.locals.remove(&l);
+        }
+        st.rekey(ino, Key::File(id.to_string()));
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.size = size;
+            n.mtime = mtime;
+        }
+        st.invalidate_view(client);
+    }
+
+    /// An accepted upload whose id is not known yet: the file it replaced is gone from
+    /// the server, so the inode is shown as a local file under its name until a listing
+    /// names the new file.
+    fn await_listing(&self, ino: Ino, client: ClientId, shown: Option<String>) {
+        let mut st = self.st();
+        let Some(Key::File(_)) = st.nodes.get(&ino).map(|n| &n.key) else {
+            return;
+        };
+        let Some(name) = shown.or_else(|| st.writers.get(&ino).map(|w| lock(w).name.clone())) else {
+            return;
+        };
+        st.next_local += 1;
+        let l = st.next_local;
+        st.locals.insert(l, (client, name, ino));
+        st.rekey(ino, Key::Local(l));
+        st.invalidate_view(client);
+    }
+
+    /// Accepted uploads of client `c` that this listing, started at `started`, can
+    /// confirm: a file of the same name and size whose id was not listed before the
+    /// upload. Each becomes that file (its journal entry goes, its staged bytes become
+    /// the cache entry). One that a listing started after it does not show is reported
+    /// and sent again, never dropped. No call: it runs on every listing stored.
+    pub(super) fn confirm_from_listing(&self, c: ClientId, files: &[RemoteFile], started: Instant) {
+        let waiting: Vec<(Ino, Arc<Mutex<Writer>>)> = {
+            let st = self.st();
+            st.writers
+                .iter()
+                .filter(|(_, w)| {
+                    let w = lock(w);
+                    w.client == c && matches!(w.life(), Life::Unconfirmed { at, .. } if *at <= started)
+                })
+                .map(|(ino, w)| (*ino, w.clone()))
+                .collect()
+        };
+        let mut claimed: HashSet<String> = HashSet::new();
+        for (ino, w) in waiting {
+            let (name, size, before) = {
+                let w = lock(&w);
+                let before = w.life().attempts().map(|a| a.before.clone()).unwrap_or_default();
+                (w.name.clone(), w.size, before)
+            };
+            let hit = files
+                .iter()
+                .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !claimed.contains(&f.id))
+                .max_by_key(|f| (f.created_ms, f.id.clone()));
+            let Some(f) = hit else {
+                tracing::warn!(
+                    "upload of {} was accepted but the listing does not show it; sending it again",
+                    Name(&name)
+                );
+                let mut w = lock(&w);
+                w.step(Event::Missing);
+                w.wait = Wait::Release;
+                self.wake.notify_one();
+                continue;
+            };
+            claimed.insert(f.id.clone());
+            let (mtime, path, file) = {
+                let mut w = lock(&w);
+                w.step(Event::Confirmed(f.id.clone()));
+                w.replaces = vec![f.id.clone()];
+                (w.mtime, w.spool.path.clone(), w.spool.file.try_clone())
+            };
+            self.spool.drop_journal(&path);
+            let shown = {
+                let st = self.st();
+                match st.nodes.get(&ino).map(|n| &n.key) {
+                    Some(Key::Local(l)) => st.locals.get(l).map(|(_, n, _)| n.clone()),
+                    _ => None,
+                }
+            };
+            self.became(ino, c, &f.id, shown, size, mtime);
+            // The staged bytes are the new file's bytes: reading it back costs no call.
+            if let Ok(file) = file {
+                self.cache().put_file(&f.id, file, size);
+            }
+            self.retire_writer(ino);
+        }
+    }
+
+    /// One listing per client whose accepted uploads have settled (none accepted for
+    /// [`CONFIRM_SETTLE`]), to learn their ids: a batch of N uploads costs one listing.
+    /// With `all` (unmount), every such client now. Returns how many listings it took.
+    pub async fn confirm_due(&self, all: bool) -> usize {
+        let now = Instant::now();
+        let due: Vec<ClientId> = self
+            .confirm_times()
+            .into_iter()
+            .filter(|(_, t)| all || *t <= now)
+            .map(|(c, _)| c)
+            .collect();
+        let mut listed = 0;
+        for c in due {
+            let started = Instant::now();
+            match self.remote.list_files(c, Priority::Background).await {
+                Ok(files) => {
+                    listed += 1;
+                    self.store_listing(c, files, started);
+                }
+                Err(e) => tracing::debug!("confirming listing of client {c} failed: {e}; tried again later"),
+            }
+        }
+        listed
+    }
+
+    /// One listing of client `c` now, which confirms its accepted uploads.
+    pub(super) async fn confirm_now(&self, c: ClientId, prio: Priority) -> CoreResult<()> {
+        let started = Instant::now();
+        let files = self.remote.list_files(c, prio).await?;
+        self.store_listing(c, files, started);
+        Ok(())
+    }
+
+    /// Per client with accepted uploads, when its confirming listing is due: the last
+    /// acceptance plus [`CONFIRM_SETTLE`].
+    pub(super) fn confirm_times(&self) -> BTreeMap<ClientId, Instant> {
+        let st = self.st();
+        let mut out: BTreeMap<ClientId, Instant> = BTreeMap::new();
+        for w in st.writers.values() {
+            let w = lock(w);
+            if let Life::Unconfirmed { at, .. } = w.life() {
+                let due = *at + CONFIRM_SETTLE;
+                let e = out.entry(w.client).or_insert(due);
+                *e = (*e).max(due);
+            }
+        }
+        out
     }
 
     /// Keep the bytes just uploaded as the new file's cache entry (small files only), so
@@ -246,42 +409,40 @@ impl<R: Remote> Core<R> {
     /// The caller has journaled `j` beside the staged bytes at `path` (`Spool::commit`):
     /// from then on a crash is finished by the next mount. Then:
     ///
-    /// 1. upload, confirmed by one listing (`upload_confirmed`: never blindly repeated;
-    ///    copies of earlier unconfirmed attempts, `prior`, are looked for first);
+    /// 1. upload (`upload_confirmed`: never blindly repeated; copies of earlier
+    ///    unconfirmed attempts, `prior`, are looked for first). With `trust_2xx` (a
+    ///    close) the server's 2xx is final; else one listing confirms the new file;
     /// 2. delete what it replaces, and those copies ([`Core::settle`]);
-    /// 3. drop the journal entry ([`Core::settle`]).
+    /// 3. drop the journal entry once a listing has shown the new file ([`Core::settle`],
+    ///    or later, `confirm_from_listing`).
     ///
     /// The journal goes last on purpose: a crash between 1 and 3 leaves it, and the
     /// next mount finds the landed copy (by the attempt record and the exact bytes),
     /// adopts it instead of uploading again and deletes what it replaces, so exactly
-    /// one file remains under the name. `Ok(None)`: uploaded, but the listing could not
-    /// tell which file it is; what it replaces is kept.
+    /// one file remains under the name.
     pub(super) async fn land(
         &self,
         path: &Path,
         j: &Journal,
         prior: Option<&Attempts>,
         prio: Priority,
-    ) -> Result<Option<String>, UploadFailed> {
-        let (id, leftovers) = self.upload_confirmed(j, path, prior, prio).await?;
-        self.settle(path, j, id.as_deref(), &leftovers, prio).await;
-        Ok(id)
+        trust_2xx: bool,
+    ) -> Result<Uploaded, UploadFailed> {
+        let up = self.upload_confirmed(j, path, prior, prio, trust_2xx).await?;
+        self.settle(path, j, &up.leftovers, prio, up.id.is_some()).await;
+        Ok(up)
     }
 
-    /// Steps 2 and 3 of [`Core::land`], for an upload known to have landed as `id`:
-    /// delete what it replaces and the `leftovers` of earlier attempts (a failed delete
-    /// is hidden and owed, journaled on its own), then drop the journal entry.
-    pub(super) async fn settle(
-        &self,
-        path: &Path,
-        j: &Journal,
-        id: Option<&str>,
-        leftovers: &[String],
-        prio: Priority,
-    ) {
+    /// Steps 2 and 3 of [`Core::land`], for an upload the server has (confirmed by a
+    /// listing, or accepted with a 2xx): delete what it replaces and the `leftovers` of
+    /// earlier attempts (a failed delete is hidden and owed, journaled on its own); drop
+    /// the journal entry if a listing `confirmed` the new file.
+    pub(super) async fn settle(&self, path: &Path, j: &Journal, leftovers: &[String], prio: Priority, confirmed: bool) {
         let doomed: Vec<String> = j.replaces.iter().chain(leftovers).cloned().collect();
-        self.delete_replaced(j.client, &doomed, id, prio).await;
-        self.spool.drop_journal(path);
+        self.delete_replaced(j.client, &doomed, prio).await;
+        if confirmed {
+            self.spool.drop_journal(path);
+        }
     }
 
     /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
@@ -301,7 +462,8 @@ impl<R: Remote> Core<R> {
         path: &Path,
         prior: Option<&Attempts>,
         prio: Priority,
-    ) -> Result<(Option<String>, Vec<String>), UploadFailed> {
+        trust_2xx: bool,
+    ) -> Result<Uploaded, UploadFailed> {
         let (client, name, size, replaces) = (j.client, j.name.as_str(), j.size, &j.replaces[..]);
         let mut leftovers = Vec::new();
         // A record with no size sent yet (a deferred close's journal) has nothing to find.
@@ -320,13 +482,17 @@ impl<R: Remote> Core<R> {
                 }
             }
             if adopted.is_some() {
-                return Ok((adopted, leftovers));
+                return Ok(Uploaded { id: adopted, leftovers });
             }
         }
         let before: HashSet<String> = self.known_ids(client).into_iter().collect();
         let ct = content_type_for(name);
         for attempt in 1..=2 {
             let uploaded = self.remote.upload(client, name, ct, path, prio).await;
+            if uploaded.is_ok() && trust_2xx {
+                // The server has it; a later listing learns its id.
+                return Ok(Uploaded { id: None, leftovers });
+            }
             if let Err(e) = &uploaded {
                 if !e.is_ambiguous() {
                     tracing::warn!("upload of {} failed: {e}", Name(name));
@@ -335,14 +501,20 @@ impl<R: Remote> Core<R> {
                 tracing::warn!("upload of {} may have failed ({e}); checking the listing", Name(name));
             }
             // Whatever the upload answered, it may have landed until a listing says.
+            let started = Instant::now();
             let files = match self.remote.list_files(client, prio).await {
                 Ok(files) => files,
                 Err(e) => return Err(UploadFailed::maybe_landed(e.into())),
             };
             let found = new_file_of(&files, name, size, &before, replaces);
-            self.store_listing(client, files);
+            self.store_listing(client, files, started);
             match (uploaded, found) {
-                (Ok(()), Some(id)) => return Ok((Some(id), leftovers)),
+                (Ok(()), Some(id)) => {
+                    return Ok(Uploaded {
+                        id: Some(id),
+                        leftovers,
+                    })
+                }
                 (Ok(()), None) => {
                     // The server said yes, but no new file of that size is listed: it
                     // may still appear (the next attempt looks first), so close fails
@@ -357,7 +529,10 @@ impl<R: Remote> Core<R> {
                 }
                 (Err(_), Some(id)) => {
                     tracing::info!("upload of {} had landed after all", Name(name));
-                    return Ok((Some(id), leftovers));
+                    return Ok(Uploaded {
+                        id: Some(id),
+                        leftovers,
+                    });
                 }
                 (Err(e), None) if attempt == 2 => {
                     tracing::warn!("upload of {} failed: {e}", Name(name));
@@ -382,6 +557,7 @@ impl<R: Remote> Core<R> {
         exclude: &[String],
         prio: Priority,
     ) -> CoreResult<Vec<RemoteFile>> {
+        let started = Instant::now();
         let files = self.remote.list_files(client, prio).await?;
         let ours = files
             .iter()
@@ -390,7 +566,7 @@ impl<R: Remote> Core<R> {
             })
             .cloned()
             .collect();
-        self.store_listing(client, files);
+        self.store_listing(client, files, started);
         Ok(ours)
     }
 

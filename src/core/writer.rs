@@ -25,6 +25,14 @@ use crate::remote::{ClientId, Priority, Remote};
 /// | `Landed`          | `Staged`   | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `Discarded`       | `Discarded`| ·              | `Discarded`             | `Discarded`      | `Discarded`     | `Discarded` | `prev` (`Staged` if it was `Landed` and was written meanwhile) |
 /// | `Local`           | `Local`    | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `Unconfirmed`     | `Failed` (look first) | ·   | ·                       | ·                | ·               | `Discarded` | ·                |
+///
+/// A close trusts the server's 2xx (`Accepted`: `Uploading` → `Unconfirmed`, or
+/// `Failed` with this attempt's record if written meanwhile): `close()` returns, what
+/// the upload replaces is deleted, and the staged bytes and journal entry stay until a
+/// listing of the client (one per batch, `metadata.rs`) shows the new file:
+/// `Confirmed(id)` → `Landed { id }`; a listing taken after the upload that does not
+/// show it is reported and the bytes are sent again (`Missing` → `Staged`).
 ///
 /// Two more events move a file in and out of the local overlay (`overlay.rs`):
 /// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
@@ -79,6 +87,14 @@ pub(super) enum Life {
     Discarded,
     /// A scratch file in the private local overlay: never uploaded, removed at unmount.
     Local,
+    /// The server accepted the upload (2xx) but no listing has shown the new file yet:
+    /// its id is unknown. The staged bytes and the journal entry stay until one does.
+    Unconfirmed {
+        /// The accepted upload (and earlier unconfirmed ones): how to find its file.
+        attempts: Attempts,
+        /// When the server accepted it: only a listing started later can confirm it.
+        at: tokio::time::Instant,
+    },
 }
 
 /// What happens to a writer; see the table on [`Life`].
@@ -96,6 +112,12 @@ pub(super) enum Event {
     MaybeLanded,
     /// The file was unlinked or renamed over.
     Discarded,
+    /// The server answered the upload with a 2xx (the close trusts it).
+    Accepted,
+    /// A listing shows the accepted upload as this file.
+    Confirmed(String),
+    /// A listing taken after the accepted upload does not show it.
+    Missing,
     /// A scratch file was renamed onto an ordinary name: its bytes are due for upload.
     Promoted,
     /// A file not on the server was renamed onto a scratch name: it stays local.
@@ -119,13 +141,14 @@ impl Life {
     pub(super) fn attempts(&self) -> Option<&Attempts> {
         match self {
             Life::Failed { attempts } | Life::Uploading { prior: attempts, .. } => attempts.as_ref(),
+            Life::Unconfirmed { attempts, .. } => Some(attempts),
             Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local => None,
         }
     }
 
     /// The writer holds bytes nobody else has: kept after its last close.
     pub(super) fn keeps_writer(&self) -> bool {
-        self.unsent() || *self == Life::Local
+        self.unsent() || matches!(self, Life::Local | Life::Unconfirmed { .. })
     }
 }
 
@@ -219,6 +242,18 @@ impl Writer {
             },
             (_, Event::Discarded) | (Discarded, _) => Discarded,
             (Local, Event::Promoted) => Staged,
+            (Uploading { version, attempts, .. }, Event::Accepted) if version == self.version => Unconfirmed {
+                attempts,
+                at: tokio::time::Instant::now(),
+            },
+            (Uploading { attempts, .. }, Event::Accepted) => Failed {
+                attempts: Some(attempts),
+            },
+            (Unconfirmed { .. }, Event::Confirmed(id)) => Landed { id: Some(id) },
+            (Unconfirmed { .. }, Event::Missing) => Staged,
+            (Unconfirmed { attempts, .. }, Event::Changed) => Failed {
+                attempts: Some(attempts),
+            },
             (Staged | Failed { .. }, Event::Demoted) => Local,
             (Landed { .. }, Event::Changed) => Staged,
             (now, Event::Changed) => now,
