@@ -1373,3 +1373,65 @@ async fn a_written_file_keeps_the_mtime_stat_showed_after_later_listings() {
     assert_eq!(later.size, after_close.size);
     assert_eq!(later.mtime, after_close.mtime);
 }
+
+/// Issue 10's minimums: N new files cost N uploads and one listing for the batch; an
+/// overwrite and a mv cost one upload and one delete on the user's path; reading back
+/// what was written costs nothing.
+#[tokio::test(start_paused = true)]
+async fn a_batch_costs_one_upload_per_file_and_one_listing() {
+    let t = setup();
+    t.ls("/clients/1002").await;
+    t.store.reset_counts();
+    for i in 0..30 {
+        t.put(
+            "/clients/1002",
+            &format!("scan{i:02}.pdf"),
+            format!("scan {i}").as_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(t.store.count(Endpoint::Upload), 30);
+    assert_eq!(t.calls(), 30, "no listing on the close path");
+    assert_eq!(t.core.confirm_due(false).await, 0, "not while the batch is running");
+    tokio::time::sleep(intakeq_fs::core::CONFIRM_SETTLE).await;
+    assert_eq!(t.core.confirm_due(false).await, 1);
+    assert_eq!(t.calls(), 31, "30 uploads + 1 listing");
+    for i in 0..30 {
+        assert_eq!(
+            t.cat(&format!("/clients/1002/scan{i:02}.pdf")).await.unwrap(),
+            format!("scan {i}").as_bytes()
+        );
+    }
+    assert!(t.ls("/clients/1002").await.contains(&"scan29.pdf".to_string()));
+    assert_eq!(t.calls(), 31, "read back and listed from memory");
+    assert_eq!(t.core.resume_pending().await, 0, "every journal entry is gone");
+    // Overwrite of a listed file, and mv: one upload and one delete each.
+    let top = t.path("/clients/1002").await.unwrap();
+    let ino = t.path("/clients/1002/other.txt").await.unwrap();
+    t.store.reset_counts();
+    let o = t.core.open(ino, trunc()).await.unwrap();
+    t.core.write(o.fh, 0, b"over").unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(
+        (t.store.count(Endpoint::Upload), t.store.count(Endpoint::Delete)),
+        (1, 1)
+    );
+    assert_eq!(t.calls(), 2);
+    t.store.reset_counts();
+    t.core
+        .rename(top, "scan00.pdf", top, "renamed.pdf", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.store.count(Endpoint::Upload), t.store.count(Endpoint::Delete)),
+        (1, 1)
+    );
+    assert_eq!(t.calls(), 2, "the content was cached: no download");
+    assert_eq!(t.cat("/clients/1002/renamed.pdf").await.unwrap(), b"scan 0");
+    tokio::time::sleep(intakeq_fs::core::CONFIRM_SETTLE).await;
+    assert_eq!(t.core.confirm_due(false).await, 1, "one listing for both");
+    assert_eq!(t.store.files_named(1002, "renamed.pdf").len(), 1);
+    assert!(t.store.files_named(1002, "scan00.pdf").is_empty());
+}

@@ -1325,7 +1325,9 @@ async fn regression_rename_unconfirmable_is_cleaned_up_by_resume() {
     let store = one_file("b.txt", b"x");
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
-    // Every listing fails for a while: the copy's fate cannot be learnt now.
+    // The copy lands but its answer is lost, and every listing fails for a while: the
+    // copy's fate cannot be learnt now (a 2xx would be final).
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(503), Some(2));
     assert!(h.core.rename(dir, "b.txt", dir, "a.txt", false).await.is_err());
     assert_eq!(bytes_of(&store, "b.txt"), [b"x".to_vec()], "the original stays");
@@ -1340,7 +1342,9 @@ async fn regression_a_rename_given_up_does_not_take_a_later_one_with_it() {
     let store = one_file("b.txt", b"x");
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
-    // The copy lands but its fate cannot be learnt: the rename is given up.
+    // The copy lands, its answer is lost and its fate cannot be learnt: the rename is
+    // given up.
+    store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(503), Some(2));
     assert!(h.core.rename(dir, "b.txt", dir, "a.txt", false).await.is_err());
     // Tried again with the network back: the stray copy of the first try goes first,

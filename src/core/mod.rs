@@ -55,6 +55,7 @@ mod rename;
 mod resume;
 pub mod spool;
 pub use self::resume::ORPHAN_KEEP;
+pub use self::upload::CONFIRM_SETTLE;
 mod state;
 pub mod status;
 mod upload;

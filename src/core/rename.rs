@@ -9,9 +9,18 @@ use super::metadata::Flight;
 use super::overlay::refuse_server_to_scratch;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
+use super::upload::Uploaded;
 use super::writer::{lock, refuse_uncarriable, Life, Writer};
 use super::{names, Core, Ino, Kind};
 use crate::remote::{ClientId, Priority, Remote};
+
+/// What became of a renamed file's copy.
+enum Copied {
+    /// A listing showed it as this file.
+    Landed(String),
+    /// The server accepted it (2xx); a later listing learns its id.
+    Accepted(Attempts),
+}
 
 impl<R: Remote> Core<R> {
     pub async fn rename(
@@ -126,22 +135,85 @@ impl<R: Remote> Core<R> {
             attempts: None,
             abandoned: false,
         };
-        let (result, keep_staged) = match self.upload_copy(&staged, journal).await {
-            Ok(new_id) => {
+        // A closed file's copy is trusted on the server's 2xx (its id comes from a later
+        // listing); an open one's is confirmed at once, since its writer carries on.
+        let trust = writer.is_none();
+        match self.upload_copy(&staged, journal, trust).await {
+            Ok(Copied::Landed(new_id)) => {
                 self.renamed(client, src.ino, &src_id, &new_id, new_name, dst.map(|d| d.ino));
                 if let Some(w) = writer {
                     let mut w = lock(&w);
                     w.name = new_name.to_string();
                     w.replaces = vec![new_id];
                 }
-                (Ok(()), false)
+                self.spool.remove(&staged.path);
+                Ok(())
             }
-            Err(e) => e,
-        };
-        if !keep_staged {
-            self.spool.remove(&staged.path);
+            Ok(Copied::Accepted(attempts)) => {
+                self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
+                Ok(())
+            }
+            Err((e, keep_staged)) => {
+                if !keep_staged {
+                    self.spool.remove(&staged.path);
+                }
+                e
+            }
         }
-        result
+    }
+
+    /// The copy was accepted (2xx) and what it replaced is gone, but its id is not known
+    /// yet: the source inode shows it as a local file under the new name, its staged
+    /// copy kept by an unconfirmed writer until a listing names it (`upload.rs`).
+    fn renamed_unconfirmed(
+        &self,
+        client: ClientId,
+        src: Ino,
+        staged: SpoolFile,
+        attempts: Attempts,
+        new_name: &str,
+        dst: Option<Ino>,
+    ) {
+        let size = attempts.sizes.last().copied().unwrap_or(0);
+        let mut w = Writer::new(
+            client,
+            new_name.to_string(),
+            staged,
+            size,
+            Vec::new(),
+            Life::Unconfirmed {
+                attempts,
+                at: tokio::time::Instant::now(),
+            },
+        );
+        w.handles = 0;
+        let mut st = self.st();
+        if let Some(m) = st.nodes.get(&src).map(|n| self.attr_of(src, n, &st).mtime) {
+            w.mtime = m;
+        }
+        st.next_local += 1;
+        let l = st.next_local;
+        st.locals.insert(l, (client, new_name.to_string(), src));
+        st.rekey(src, Key::Local(l));
+        if let Some(n) = st.nodes.get_mut(&src) {
+            n.content_changed = false; // same bytes
+        }
+        st.writers.insert(src, Arc::new(Mutex::new(w)));
+        st.invalidate_view(client);
+        drop(st);
+        self.drop_destination(dst);
+        self.wake.notify_one();
+    }
+
+    /// A destination that had staged bytes or never reached the server is dropped.
+    fn drop_destination(&self, dst: Option<Ino>) {
+        if let Some(d) = dst {
+            self.discard_writer(d);
+            let mut st = self.st();
+            if let Some(Key::Local(l)) = st.nodes.get(&d).map(|n| n.key.clone()) {
+                st.locals.remove(&l);
+            }
+        }
     }
 
     /// Stage the bytes to rename: a copy of the writer's staged bytes if it has any,
@@ -171,7 +243,12 @@ impl<R: Remote> Core<R> {
     /// new file's id. On failure, the error and whether the staged copy must stay in
     /// the spool (a rename given up whose copy may have landed: `clean_abandoned`
     /// deletes that copy before anything else of the name is uploaded).
-    async fn upload_copy(&self, staged: &SpoolFile, mut journal: Journal) -> Result<String, (CoreResult<()>, bool)> {
+    async fn upload_copy(
+        &self,
+        staged: &SpoolFile,
+        mut journal: Journal,
+        trust: bool,
+    ) -> Result<Copied, (CoreResult<()>, bool)> {
         let fail = |e: CoreError| (Err(e), false);
         let size = staged.file.metadata().map_err(|e| fail(e.into()))?.len();
         journal.size = size;
@@ -183,7 +260,10 @@ impl<R: Remote> Core<R> {
             .commit(&staged.file, &staged.path, &journal)
             .await
             .map_err(|e| fail(e.into()))?;
-        let new_id = match self.land(&staged.path, &journal, None, Priority::User, false).await {
+        let new_id = match self.land(&staged.path, &journal, None, Priority::User, trust).await {
+            Ok(Uploaded { id: None, .. }) if trust => {
+                return Ok(Copied::Accepted(journal.attempts.clone().unwrap_or_default()));
+            }
             Ok(up) => up.id,
             // The listing showed that the copy did not land: nothing changed.
             Err(f) if !f.maybe_landed => return Err(fail(f.error)),
@@ -221,7 +301,7 @@ impl<R: Remote> Core<R> {
                 }
             }
         };
-        new_id.ok_or_else(|| {
+        new_id.map(Copied::Landed).ok_or_else(|| {
             fail(CoreError::Io(
                 "renamed copy uploaded but not found; the original is kept".into(),
             ))
@@ -245,13 +325,6 @@ impl<R: Remote> Core<R> {
         }
         st.invalidate_view(client);
         drop(st);
-        if let Some(d) = dst {
-            self.discard_writer(d);
-            // A destination that never reached the server leaves the directory.
-            let mut st = self.st();
-            if let Some(Key::Local(l)) = st.nodes.get(&d).map(|n| n.key.clone()) {
-                st.locals.remove(&l);
-            }
-        }
+        self.drop_destination(dst);
     }
 }

@@ -296,7 +296,8 @@ impl<R: Remote> Core<R> {
                 .map(|(ino, w)| (*ino, w.clone()))
                 .collect()
         };
-        let mut claimed: HashSet<String> = HashSet::new();
+        // Files whose delete is still owed are nobody's new file.
+        let mut claimed: HashSet<String> = self.st().owed_deletes.keys().cloned().collect();
         for (ino, w) in waiting {
             let (name, size, before) = {
                 let w = lock(&w);
@@ -559,10 +560,16 @@ impl<R: Remote> Core<R> {
     ) -> CoreResult<Vec<RemoteFile>> {
         let started = Instant::now();
         let files = self.remote.list_files(client, prio).await?;
+        // A replaced file whose delete is still owed is nobody's copy: never adopted.
+        let owed: HashSet<String> = self.st().owed_deletes.keys().cloned().collect();
         let ours = files
             .iter()
             .filter(|f| {
-                f.name == name && !a.before.contains(&f.id) && !exclude.contains(&f.id) && a.sizes.contains(&f.size)
+                f.name == name
+                    && !a.before.contains(&f.id)
+                    && !exclude.contains(&f.id)
+                    && !owed.contains(&f.id)
+                    && a.sizes.contains(&f.size)
             })
             .cloned()
             .collect();

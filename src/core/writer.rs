@@ -197,7 +197,14 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    fn new(client: ClientId, name: String, spool: SpoolFile, size: u64, replaces: Vec<String>, life: Life) -> Writer {
+    pub(super) fn new(
+        client: ClientId,
+        name: String,
+        spool: SpoolFile,
+        size: u64,
+        replaces: Vec<String>,
+        life: Life,
+    ) -> Writer {
         Writer {
             client,
             name,
