@@ -35,6 +35,7 @@ use reqwest::Url;
 use probe::Prober;
 pub use report::{Finding, Report, Severity, Step, EXIT_ERROR, EXIT_SAFE, EXIT_UNSAFE};
 
+use crate::remote::http::is_loopback;
 use crate::remote::ClientId;
 
 /// The marker file's name: a double-quoted word (multipart and `Content-Disposition`
@@ -269,15 +270,6 @@ fn parse_base(s: &str) -> Result<Url, CheckError> {
         base.set_path(&path);
     }
     Ok(base)
-}
-
-fn is_loopback(u: &Url) -> bool {
-    let Some(host) = u.host_str() else { return false };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
 }
 
 /// `host` or `host:port`.

@@ -148,8 +148,9 @@ pub fn check_base_url(base_url: &str, opts: &HttpOptions) -> Result<Url, RemoteE
     Ok(base)
 }
 
-/// 127.0.0.0/8, ::1 (also as ::ffff:127.x) and `localhost`.
-fn is_loopback(u: &Url) -> bool {
+/// 127.0.0.0/8, ::1 (also as ::ffff:127.x) and `localhost`: the only hosts plain http
+/// may reach (also used by `check`).
+pub(crate) fn is_loopback(u: &Url) -> bool {
     let Some(host) = u.host_str() else { return false };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<std::net::IpAddr>() {
