@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key, Node, State};
 use super::view::DirKey;
-use super::writer::lock;
-use super::{names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, StatFs, CLIENTS_DIR, CLIENTS_INO};
-use crate::remote::{ClientId, Remote};
+use super::writer::{lock, truncate_staged};
+use super::{names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, OpenMode, StatFs, CLIENTS_DIR, CLIENTS_INO};
+use crate::remote::{ClientId, Priority, Remote};
 
 impl<R: Remote> Core<R> {
     pub(super) fn attr_of(&self, ino: Ino, node: &Node, st: &State) -> Attr {
@@ -129,6 +129,54 @@ impl<R: Remote> Core<R> {
         if let Some(n) = st.nodes.get_mut(&ino) {
             n.mtime = mtime;
         }
+    }
+
+    /// `truncate`/`ftruncate` and the no-op attribute changes (`chmod`, `chown`,
+    /// `utimes`) that `cp -p`, `rsync -a` and `touch` make.
+    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, size: Option<u64>) -> CoreResult<Attr> {
+        let Some(size) = size else { return self.attr(ino) };
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        let writer = match fh {
+            Some(fh) => self.writer_of(fh).ok(),
+            None => None,
+        }
+        .or_else(|| self.st().writers.get(&ino).cloned());
+        if let Some(w) = writer {
+            truncate_staged(&w, size)?;
+            let idle = lock(&w).handles == 0;
+            if idle {
+                // Nobody has it open (its last close failed): like any truncate of a
+                // file that is not open, it is uploaded at once.
+                self.upload_writer(ino, Priority::User).await?;
+                self.retire_writer(ino);
+            }
+            return self.attr(ino);
+        }
+        if self.attr(ino)?.kind == Kind::Dir {
+            return Err(CoreError::IsDir);
+        }
+        // Truncating a file that is not open: stage, truncate, upload, done.
+        let opened = self
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: size == 0,
+                },
+            )
+            .await?;
+        let result = async {
+            let w = self.writer_of(opened.fh)?;
+            truncate_staged(&w, size)?;
+            // Not a close: never deferred.
+            self.upload_writer(ino, Priority::User).await
+        }
+        .await;
+        self.release(opened.fh);
+        result?;
+        self.attr(ino)
     }
 
     /// Attributes from memory: no call (the kernel re-validates names through lookup).

@@ -11,7 +11,7 @@ use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
 use super::upload::Uploaded;
 use super::writer::{lock, refuse_uncarriable, Life, Writer};
-use super::{names, Core, Ino, Kind};
+use super::{names, Attr, Core, Ino, Kind};
 use crate::remote::{ClientId, Priority, Remote};
 
 /// What became of a renamed file's copy.
@@ -31,40 +31,9 @@ impl<R: Remote> Core<R> {
         new_name: &str,
         no_replace: bool,
     ) -> CoreResult<()> {
-        if self.opts.read_only {
-            return Err(CoreError::ReadOnly);
-        }
-        if new_name.len() > names::NAME_MAX {
-            return Err(CoreError::NameTooLong);
-        }
-        refuse_uncarriable(new_name)?;
-        let src = self.lookup(parent, name).await?;
-        if src.kind == Kind::Dir {
-            return Err(CoreError::NotPermitted("renaming directories"));
-        }
-        let (src_key, _) = self.key_of(parent)?;
-        let (dst_key, _) = self.key_of(new_parent)?;
-        let client = match (&src_key, &dst_key) {
-            (Key::Client(a), Key::Client(b)) if a == b => *a,
-            _ => return Err(CoreError::CrossDevice),
-        };
-
-        if parent == new_parent && name == new_name {
+        let Some((client, src, dst)) = self.rename_ends(parent, name, new_parent, new_name, no_replace).await? else {
             return Ok(());
-        }
-        let dst = match self.lookup(new_parent, new_name).await {
-            Ok(a) => Some(a),
-            Err(CoreError::NotFound) => None,
-            Err(e) => return Err(e),
         };
-        if let Some(d) = &dst {
-            if no_replace {
-                return Err(CoreError::Exists);
-            }
-            if d.kind == Kind::Dir {
-                return Err(CoreError::IsDir);
-            }
-        }
         // A file not on the server yet (an atomic saver's temp file, a scratch file)
         // moves without a copy: its rename is its upload.
         let is_local = |core: &Self| -> CoreResult<Option<Arc<Mutex<Writer>>>> {
@@ -214,6 +183,52 @@ impl<R: Remote> Core<R> {
                 st.locals.remove(&l);
             }
         }
+    }
+
+    /// The checks before a rename touches anything: the client, the source and the
+    /// destination it would replace (`None`: nothing to do, same name).
+    async fn rename_ends(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> CoreResult<Option<(ClientId, Attr, Option<Attr>)>> {
+        if self.opts.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        if new_name.len() > names::NAME_MAX {
+            return Err(CoreError::NameTooLong);
+        }
+        refuse_uncarriable(new_name)?;
+        let src = self.lookup(parent, name).await?;
+        if src.kind == Kind::Dir {
+            return Err(CoreError::NotPermitted("renaming directories"));
+        }
+        let (src_key, _) = self.key_of(parent)?;
+        let (dst_key, _) = self.key_of(new_parent)?;
+        let client = match (&src_key, &dst_key) {
+            (Key::Client(a), Key::Client(b)) if a == b => *a,
+            _ => return Err(CoreError::CrossDevice),
+        };
+        if parent == new_parent && name == new_name {
+            return Ok(None);
+        }
+        let dst = match self.lookup(new_parent, new_name).await {
+            Ok(a) => Some(a),
+            Err(CoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if no_replace {
+                return Err(CoreError::Exists);
+            }
+            if d.kind == Kind::Dir {
+                return Err(CoreError::IsDir);
+            }
+        }
+        Ok(Some((client, src, dst)))
     }
 
     /// Stage the bytes to rename: a copy of the writer's staged bytes if it has any,
