@@ -7,7 +7,10 @@
 //! One file per question a maintainer asks; each holds one `impl Core` block.
 //! - `state.rs`: what an inode or a handle stands for (`Key`, `Node`, `Handle`, `State`).
 //! - `metadata.rs`: listings (folders, a client's files, the client list), their TTL and
-//!   single flight. `view.rs`: the names a directory shows, computed from them.
+//!   single flight, and which priority they go at. `view.rs`: the names a directory
+//!   shows, computed from them. `refresh.rs`: stale listings served at once and
+//!   refreshed behind, at `Priority::Refresh`. `persist.rs`: listings kept on disk
+//!   across mounts. `byname.rs`: `/by-name/`, one symlink per client.
 //! - `namespace.rs`: lookup, getattr, readdir, statfs. `read.rs`: open and read.
 //! - `writer.rs`: a written file's staged bytes and its life cycle (`writer::Life`,
 //!   with the transition table). `upload.rs`: the one upload protocol (journal, upload,
@@ -39,14 +42,19 @@
 //! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
 //!    (cache → entry). The state and content locks are never held together.
 //! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
+//!
+//! Listing files on disk (`persist.rs`) are written after the state lock is released.
 
+mod byname;
 pub mod content;
 mod delete;
 pub mod error;
 mod metadata;
 pub mod names;
 mod namespace;
+mod persist;
 mod read;
+mod refresh;
 mod rename;
 mod resume;
 pub mod spool;
@@ -71,13 +79,18 @@ pub type Ino = u64;
 pub type Fh = u64;
 pub const ROOT_INO: Ino = 1;
 const CLIENTS_INO: Ino = 2;
-/// The one name under the root.
+const BY_NAME_INO: Ino = 3;
+/// The client directories, by id, under the root.
 pub const CLIENTS_DIR: &str = "clients";
+/// One symlink per client, `<Name> (<id>)` -> `../clients/<id>`, under the root.
+pub const BY_NAME_DIR: &str = "by-name";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Dir,
     File,
+    /// A `/by-name/` entry: a symlink to a client directory.
+    Symlink,
 }
 
 /// Attributes as the core knows them; the adapter adds owner and block counts.
@@ -101,6 +114,20 @@ pub struct DirEntry {
 pub struct OpenMode {
     pub write: bool,
     pub truncate: bool,
+}
+
+/// Who is reading, as far as the adapter can tell (from the calling process): decides
+/// the priority of the download and whether `Options::previews` refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// Anyone else: an application the user opened the file with, `cp`, a script.
+    User,
+    /// A file manager's own process (its previews and type sniffing, but also its
+    /// copies, which cannot be told apart): `Priority::Preview`, never refused.
+    FileManager,
+    /// A thumbnailer (tumblerd, gnome and ffmpeg thumbnailers, ...): `Priority::Preview`,
+    /// refused at once when previews are off.
+    Thumbnailer,
 }
 
 /// What `open`/`create` hand back.
@@ -136,6 +163,14 @@ pub struct Options {
     /// Identifies the account (see [`account_id`]); journal entries of other
     /// accounts are left alone.
     pub account: String,
+    /// How long the client list (`/clients`, `/by-name`) is served before it is
+    /// refreshed behind the answer, at `Priority::Refresh`.
+    pub client_list_ttl: Duration,
+    /// Private directory (0700, files 0600) where listings and the client list are kept
+    /// across mounts; `None`: kept in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Serve reads by thumbnailers (`Priority::Preview`); false: they fail at once.
+    pub previews: bool,
 }
 
 /// A stable, non-reversible tag for an account: FNV-1a of base URL and key. It names
@@ -160,6 +195,10 @@ pub struct Core<R: Remote> {
     /// Uploads (with their confirming listing and deletes) running now; drain at
     /// unmount waits for this to reach 0.
     uploads: tokio::sync::watch::Sender<usize>,
+    /// Wakes the refresher (`run_refresh`) when a stale listing was served.
+    refresh_due: tokio::sync::Notify,
+    /// Listings kept on disk across mounts, if `Options::state_dir` is set.
+    disk: Option<persist::Disk>,
 }
 
 impl<R: Remote> std::fmt::Debug for Core<R> {
@@ -180,7 +219,12 @@ impl<R: Remote> Core<R> {
         };
         let root = st.ino_for(Key::Root, ROOT_INO, Kind::Dir);
         let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
-        debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
+        let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);
+        debug_assert_eq!((root, clients, by_name), (ROOT_INO, CLIENTS_INO, BY_NAME_INO));
+        let disk = match &opts.state_dir {
+            Some(dir) => Some(persist::Disk::open(dir)?),
+            None => None,
+        };
         let core = Core {
             remote: Arc::new(remote),
             content: Mutex::new(ContentCache::new(
@@ -194,8 +238,11 @@ impl<R: Remote> Core<R> {
             spool,
             mounted_at: SystemTime::now(),
             uploads: tokio::sync::watch::Sender::new(0),
+            refresh_due: tokio::sync::Notify::new(),
+            disk,
         };
         core.inherit_owed_deletes();
+        core.load_saved();
         Ok(core)
     }
 

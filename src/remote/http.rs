@@ -482,6 +482,10 @@ struct ClientRow {
 }
 
 impl Remote for HttpRemote {
+    fn limiter(&self) -> Option<&Limiter> {
+        Some(&self.limiter)
+    }
+
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
         let url = self.url("folders", None)?;
         let rows: Vec<FolderRow> = self.get_json(url, "GET folders", prio).await?;

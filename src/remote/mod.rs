@@ -156,6 +156,13 @@ pub trait Remote: Send + Sync + 'static {
 
     /// `DELETE files/<id>`.
     fn delete(&self, file_id: &str, prio: Priority) -> impl Future<Output = Result<(), RemoteError>> + Send;
+
+    /// The limiter this remote's requests wait at, if any: the core asks it whether a
+    /// listing would have to wait (then it serves a stale one) and a status display
+    /// reads the budget from it. No call.
+    fn limiter(&self) -> Option<&crate::limiter::Limiter> {
+        None
+    }
 }
 
 /// Rows per page of the Clients API.
