@@ -10,10 +10,10 @@
 //! - Newest first, and only one waits: a listing that arrives while an older one waits
 //!   for a slot displaces it (the older answers [`RemoteError::WouldWait`] at once), so
 //!   a burst of counts leaves at most one waiter and a later click takes its place.
-//! - A sequential crawl (`find`) fails fast: once `per_minute` listings arrived within
-//!   the last minute, a listing that would have to wait and follows the previous one
-//!   within [`CRAWL_GAP`] answers at once. A listing after a pause (a person's click)
-//!   still waits for its slot.
+//! - A sequential crawl (`find`) fails fast: once half the per-minute limit of listings
+//!   arrived within the last minute, a listing that would have to wait and follows the
+//!   previous one within [`CRAWL_GAP`] answers at once. A listing after a pause (a
+//!   person's click) still waits for its slot.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -257,7 +257,7 @@ impl Limiter {
         {
             s.browse_arrivals.pop_front();
         }
-        let busy = s.browse_arrivals.len() >= self.per_minute;
+        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(1);
         let close = s
             .browse_arrivals
             .back()

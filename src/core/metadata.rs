@@ -82,29 +82,29 @@ impl<R: Remote> Core<R> {
         lock.lock_owned().await
     }
 
+    /// Make sure the account's folders are known. While browsing, folders of any age
+    /// serve (they are account settings and change rarely; a file in a folder not yet
+    /// known shows under `_folder-<id>`), refreshed behind once older than
+    /// `client_list_ttl`; a change (`User`) wants them younger than the metadata TTL.
     pub(super) async fn ensure_folders(&self) -> CoreResult<()> {
         let since = Instant::now();
-        if matches!(&self.st().folders, Some((_, at)) if at.elapsed() < self.opts.metadata_ttl) {
-            return Ok(());
-        }
         let prio = listing_priority();
-        let have = self.st().folders.is_some();
-        if have && prio != Priority::User && self.under_pressure() {
-            self.due(Due::Folders);
-            return Ok(());
+        let age = self.st().folders.as_ref().map(|(_, at)| at.elapsed());
+        match age {
+            Some(age) if age < self.opts.metadata_ttl => return Ok(()),
+            Some(age) if prio != Priority::User => {
+                if age >= self.opts.client_list_ttl {
+                    self.due(Due::Folders);
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let _g = self.flight(Flight::Folders).await;
         if matches!(&self.st().folders, Some((_, at)) if fresh(*at, self.opts.metadata_ttl, Some(since))) {
             return Ok(());
         }
-        let folders = match self.remote.list_folders(prio).await {
-            Ok(f) => f,
-            Err(RemoteError::WouldWait { .. }) if have && prio != Priority::User => {
-                self.due(Due::Folders);
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let folders = self.remote.list_folders(prio).await?;
         self.store_folders(folders);
         Ok(())
     }
@@ -265,7 +265,9 @@ impl<R: Remote> Core<R> {
     /// is known at all does the caller wait for it (all pages, at `Priority::Refresh`:
     /// its pages are not a crawl, and never spend the reserve).
     pub(super) async fn client_list(&self) -> CoreResult<Arc<Vec<Client>>> {
-        if let Some((list, at)) = self.st().client_list.clone() {
+        // Bound first: the state guard must be gone before `due` takes the lock again.
+        let known = self.st().client_list.clone();
+        if let Some((list, at)) = known {
             if at.elapsed() >= self.opts.client_list_ttl {
                 self.due(Due::ClientList);
             }
@@ -283,7 +285,8 @@ impl<R: Remote> Core<R> {
     ) -> Result<Arc<Vec<Client>>, RemoteError> {
         let since = since.unwrap_or_else(Instant::now);
         let _g = self.flight(Flight::Clients).await;
-        if let Some((list, at)) = self.st().client_list.clone() {
+        let known = self.st().client_list.clone();
+        if let Some((list, at)) = known {
             if at >= since {
                 return Ok(list);
             }
