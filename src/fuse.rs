@@ -111,8 +111,8 @@ fn file_type(k: Kind) -> FileType {
     }
 }
 
-/// Thumbnailers, by the start of their process or thread name (`/proc/<pid>/comm`,
-/// at most 15 bytes): their reads are previews (`Reader::Thumbnailer`).
+/// Thumbnailers, by the start of their process name (`/proc/<pid>/comm`, at most 15
+/// bytes): their reads are previews (`Reader::Thumbnailer`).
 const THUMBNAILERS: &[&str] = &["tumbler", "ffmpegthumbnail", "totem-video-thu", "kioworker"];
 /// File managers that read files for their own previews and type sniffing
 /// (`Reader::FileManager`).
@@ -128,14 +128,14 @@ const FILE_MANAGERS: &[&str] = &[
     "spacefm",
 ];
 
-/// Who is reading, from the calling thread's and its process's names. Thumbnailers
-/// are also recognised by "thumb" anywhere in the name (gnome-thumbnail-*,
-/// gdk-pixbuf-thumbnailer, evince-thumbnailer, ...).
+/// Who is reading, from the name of the calling thread's process (thread names are
+/// the application's own choice, so they are not trusted). Thumbnailers are also
+/// recognised by "thumb" in the name, or a name cut to 15 bytes ending in "-thum"
+/// (gnome-thumbnail-*, gdk-pixbuf-thumbnailer, evince-thumbnailer, ...).
 fn reader_of(tid: u32) -> Reader {
     if tid == 0 {
-        return Reader::User;
+        return Reader::User; // outside our pid namespace: cannot tell
     }
-    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
         .and_then(|s| {
@@ -143,18 +143,15 @@ fn reader_of(tid: u32) -> Reader {
                 .find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().to_string()))
         })
         .unwrap_or_else(|| tid.to_string());
-    let names = [comm(&tid.to_string()), comm(&tgid)];
-    let names = names.iter().map(|n| n.trim());
-    let mut reader = Reader::User;
-    for n in names {
-        if n.contains("thumb") || THUMBNAILERS.iter().any(|t| n.starts_with(t)) {
-            return Reader::Thumbnailer;
-        }
-        if FILE_MANAGERS.contains(&n) {
-            reader = Reader::FileManager;
-        }
+    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+    let name = comm.trim();
+    if name.contains("thumb") || name.ends_with("-thum") || THUMBNAILERS.iter().any(|t| name.starts_with(t)) {
+        Reader::Thumbnailer
+    } else if FILE_MANAGERS.contains(&name) {
+        Reader::FileManager
+    } else {
+        Reader::User
     }
-    reader
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
