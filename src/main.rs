@@ -58,8 +58,8 @@ struct CommonMount {
     #[arg(long, default_value_t = 60)]
     metadata_ttl: u64,
     /// How long the client list (/clients, /by-name) is served before it is refreshed in
-    /// the background, in seconds (20 calls per refresh for 2,000 clients).
-    #[arg(long, default_value_t = 3600)]
+    /// the background, in seconds (21 calls per refresh for 2,000 clients).
+    #[arg(long, default_value_t = 4 * 3600)]
     client_list_ttl: u64,
     /// Share of the daily limit, in percent, that only reading, uploads, deletes and
     /// renames may spend: listings and previews are refused once only this is left.
