@@ -410,3 +410,39 @@ async fn by_name_holds_one_symlink_per_client_named_like_files() {
     assert_eq!(t.ls("/").await.unwrap(), vec!["clients", "by-name"]);
     assert_eq!(t.store.total_requests(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_double_click_on_a_file_whose_thumbnail_is_queued_takes_over_its_download() {
+    let t = mount(&account(3));
+    mounted(&t).await; // 2
+    t.ls("/clients/1001").await.unwrap(); // 3
+    let t0 = Instant::now();
+    let thumbs: Vec<_> = (1..=30)
+        .map(|i| {
+            let core = t.core.clone();
+            tokio::spawn(async move {
+                let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+                let c = core.lookup(c, "1001").await.unwrap().ino;
+                let f = core.lookup(c, &format!("scan-{i:02}.jpg")).await.unwrap().ino;
+                let o = core.open_for(f, OpenMode::default(), Reader::Thumbnailer).await?;
+                let r = core.read(o.fh, 0, 4096).await;
+                core.release(o.fh);
+                r
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // scan-20's thumbnail is queued behind 12 others: the user does not wait for them.
+    let data = t.cat_as("/clients/1001/scan-20.jpg", Reader::User).await.unwrap();
+    assert_eq!(data, vec![20u8; 1000]);
+    assert_eq!(t0.elapsed(), Duration::from_secs(60), "one limiter slot");
+    let mut results = Vec::new();
+    for th in thumbs {
+        results.push(th.await.unwrap());
+    }
+    assert!(matches!(results[19], Err(CoreError::Again(_))), "{:?}", results[19]);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 26);
+    // 7 previews at once, the user's and 9 previews a minute later, 10 more at 120 s:
+    // scan-20's queued preview was never sent.
+    assert_eq!(t.calls(Endpoint::Download), 27);
+}

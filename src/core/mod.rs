@@ -42,6 +42,7 @@
 //! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
 //!    (cache → entry). The state and content locks are never held together.
 //! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
+//!    `Core::queued_previews` (std mutex) likewise: only to insert, take or remove.
 //!
 //! Listing files on disk (`persist.rs`) are written after the state lock is released.
 
@@ -195,6 +196,9 @@ pub struct Core<R: Remote> {
     /// Uploads (with their confirming listing and deletes) running now; drain at
     /// unmount waits for this to reach 0.
     uploads: tokio::sync::watch::Sender<usize>,
+    /// Preview downloads still waiting for their answer (file id -> their task): a
+    /// user's read of the same file cancels one and downloads at its own priority.
+    queued_previews: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
     /// Wakes the refresher (`run_refresh`) when a stale listing was served.
     refresh_due: tokio::sync::Notify,
     /// Listings kept on disk across mounts, if `Options::state_dir` is set.
@@ -238,6 +242,7 @@ impl<R: Remote> Core<R> {
             spool,
             mounted_at: SystemTime::now(),
             uploads: tokio::sync::watch::Sender::new(0),
+            queued_previews: Arc::new(Mutex::new(HashMap::new())),
             refresh_due: tokio::sync::Notify::new(),
             disk,
         };

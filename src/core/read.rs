@@ -67,8 +67,25 @@ impl<R: Remote> Core<R> {
         self.content_entry_at(id, size, Priority::User).await
     }
 
-    /// `content_entry`, downloading at `prio` if a download starts.
+    /// `content_entry`, downloading at `prio` if a download starts. A read that is not
+    /// a preview and finds the file's preview download still waiting for its answer
+    /// cancels it (its readers get EAGAIN) and downloads at its own priority, so a
+    /// double-click never waits behind the thumbnails queued before it.
     pub(super) async fn content_entry_at(&self, id: &str, size: u64, prio: Priority) -> CoreResult<Arc<Entry>> {
+        if prio != Priority::Preview {
+            let queued = self.previews_lock().remove(id);
+            if let Some(task) = queued {
+                task.abort();
+                let old = self.cache().get(id);
+                if let Some(old) = old {
+                    if !old.is_done() {
+                        old.fail(RemoteError::WouldWait { wait_secs: 0 });
+                        self.cache().remove(id);
+                        tracing::debug!(file = id, "a user's read takes over a queued preview download");
+                    }
+                }
+            }
+        }
         let entry = {
             let mut cache = self.cache();
             if let Some(e) = cache.get(id) {
@@ -82,8 +99,19 @@ impl<R: Remote> Core<R> {
             return Ok(entry);
         }
         let (remote, e, file) = (self.remote.clone(), entry.clone(), id.to_string());
-        tokio::spawn(async move {
-            match remote.download(&file, size, prio).await {
+        let queued = self.queued_previews.clone();
+        // Held until the task is registered, so it cannot deregister before that.
+        let mut previews = self.previews_lock();
+        let task = tokio::spawn(async move {
+            let answer = remote.download(&file, size, prio).await;
+            if prio == Priority::Preview {
+                // Answered: from here on a user's read shares this download.
+                let mut q = queued.lock().unwrap_or_else(|p| p.into_inner());
+                if q.get(&file).is_some_and(|h| h.id() == tokio::task::id()) {
+                    q.remove(&file);
+                }
+            }
+            match answer {
                 Ok(stream) => e.fill(stream).await,
                 Err(err) => {
                     if err == RemoteError::NotFound {
@@ -93,7 +121,15 @@ impl<R: Remote> Core<R> {
                 }
             }
         });
+        if prio == Priority::Preview {
+            previews.insert(id.to_string(), task.abort_handle());
+        }
+        drop(previews);
         Ok(entry)
+    }
+
+    fn previews_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>> {
+        self.queued_previews.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
