@@ -126,6 +126,12 @@ impl<R: Remote> Core<R> {
         }
     }
 
+    /// What the limiter has spent and holds back (used this minute and today, the
+    /// reserve, whether listings are refused to protect it), for a status display; no call.
+    pub fn budget(&self) -> Option<crate::limiter::Budget> {
+        self.remote.limiter().map(|l| l.budget())
+    }
+
     /// Would a listing wait for the limiter now? Then a stale one is served instead.
     pub(super) fn under_pressure(&self) -> bool {
         self.remote.limiter().is_some_and(|l| l.under_pressure())
