@@ -254,7 +254,7 @@ impl<R: Remote> Core<R> {
         }
         let rows = self
             .remote
-            .list_clients(Some(&c.to_string()), 1, Priority::User)
+            .list_clients(Some(&c.to_string()), 1, listing_priority())
             .await?;
         let exists = rows.iter().any(|r| r.id == c);
         self.st().client(c).known = Some((exists, Instant::now()));
