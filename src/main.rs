@@ -323,8 +323,9 @@ fn run_mount(
         previews: !c.no_previews,
         account,
     };
-    let core =
-        Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
+    let core = Arc::new(
+        Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,
+    );
     rt.block_on(core.check_access())
         .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
     let cfg = MountConfig {

@@ -446,3 +446,44 @@ async fn a_double_click_on_a_file_whose_thumbnail_is_queued_takes_over_its_downl
     // scan-20's queued preview was never sent.
     assert_eq!(t.calls(Endpoint::Download), 27);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_refresher_fetches_what_was_served_stale_and_stops_when_told() {
+    let t = mount(&account(250));
+    mounted(&t).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let refresher = {
+        let core = t.core.clone();
+        tokio::spawn(async move { core.run_refresh(stopped).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+    t.store.add_client(5000, "New", "Client");
+    t.store.reset_counts();
+    assert_eq!(t.ls("/by-name").await.unwrap().len(), 250, "the stale list, at once");
+    assert_eq!(t.store.total_requests(), 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.calls(Endpoint::ListClients), 3, "refreshed behind, 3 pages");
+    assert_eq!(t.core.refreshes_due(), 0);
+    assert_eq!(t.ls("/by-name").await.unwrap().last().unwrap(), "New Client (5000)");
+    stop.send_replace(true);
+    refresher.await.unwrap();
+    assert_eq!(t.store.total_requests(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_deleted_through_the_mount_stays_gone_after_a_remount() {
+    let store = account(3);
+    let t = mount(&store);
+    mounted(&t).await;
+    t.ls("/clients/1001").await.unwrap();
+    let dir = t.ino("/clients/1001").await.unwrap();
+    t.core.unlink(dir, "scan-01.jpg").await.unwrap();
+    let tmp = t.dir;
+    drop(t.core);
+    store.reset_counts();
+    let t = mount_with(&store, tmp, 10, 500, |_| {});
+    let names = t.ls("/clients/1001").await.unwrap();
+    assert_eq!(names.len(), 31, "{names:?}");
+    assert!(!names.contains(&"scan-01.jpg".to_string()));
+    assert_eq!(t.store.total_requests(), 0, "from the kept listing");
+}

@@ -187,7 +187,10 @@ impl<R: Remote> Core<R> {
     }
 
     pub(super) fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>) {
-        let saved = self.disk.as_ref().map(|_| super::persist::files_record(&files));
+        let saved = self
+            .disk
+            .as_ref()
+            .map(|_| super::persist::files_record(&files, Instant::now()));
         {
             let mut st = self.st();
             let cs = st.client(c);
@@ -352,11 +355,20 @@ impl<R: Remote> Core<R> {
     /// Drop a deleted file from the cached listing and content cache.
     pub(super) fn forget_file(&self, client: ClientId, id: &str) {
         self.cache().remove(id);
-        let mut st = self.st();
-        let cs = st.client(client);
-        if let Some(l) = cs.listing.as_mut() {
-            l.files.retain(|f| f.id != id);
+        let saved = {
+            let mut st = self.st();
+            let cs = st.client(client);
+            let mut saved = None;
+            if let Some(l) = cs.listing.as_mut() {
+                l.files.retain(|f| f.id != id);
+                // The kept copy must not bring the file back at the next mount.
+                saved = self.disk.as_ref().map(|_| super::persist::files_record(&l.files, l.at));
+            }
+            cs.view = None;
+            saved
+        };
+        if let (Some(disk), Some(rec)) = (&self.disk, saved) {
+            disk.save(&super::persist::files_name(client), &rec);
         }
-        cs.view = None;
     }
 }

@@ -131,7 +131,8 @@ pub(super) fn folders_record(rows: &[Folder]) -> Value {
     json!({"fetched_ms": now_ms(), "folders": rows})
 }
 
-pub(super) fn files_record(rows: &[RemoteFile]) -> Value {
+/// A client's listing as fetched at `at` (its age is kept, not reset by the save).
+pub(super) fn files_record(rows: &[RemoteFile], at: Instant) -> Value {
     let rows: Vec<Value> = rows
         .iter()
         .map(|f| {
@@ -139,7 +140,8 @@ pub(super) fn files_record(rows: &[RemoteFile]) -> Value {
                    "content_type": f.content_type, "folder_id": f.folder_id})
         })
         .collect();
-    json!({"fetched_ms": now_ms(), "files": rows})
+    let fetched = now_ms().saturating_sub(at.elapsed().as_millis() as i64);
+    json!({"fetched_ms": fetched, "files": rows})
 }
 
 /// The instant a record fetched at `fetched_ms` (wall clock) corresponds to, so its
