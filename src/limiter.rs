@@ -610,4 +610,22 @@ mod tests {
         l.acquire(Priority::Background, "bg").await.unwrap();
         assert_eq!(t0.elapsed(), Duration::from_secs(59));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_and_pressure_show_what_is_spent_without_taking_anything() {
+        let l = Limiter::new(2, 10, Duration::from_secs(120));
+        assert!(!l.under_pressure());
+        l.acquire(Priority::User, "a").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        l.acquire(Priority::User, "b").await.unwrap();
+        assert!(l.under_pressure(), "the minute is spent");
+        let b = l.budget();
+        assert_eq!(
+            (b.used_minute, b.used_day, b.per_minute, b.per_day, b.reserve),
+            (2, 2, 2, 10, 2)
+        );
+        assert_eq!(b.next_slot_in, Duration::from_secs(40));
+        assert!(!b.listings_held_back);
+        assert_eq!(l.granted(), 2, "looking took nothing");
+    }
 }
