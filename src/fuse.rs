@@ -113,9 +113,10 @@ fn file_type(k: Kind) -> FileType {
 
 /// Thumbnailers, by the start of their process name (`/proc/<pid>/comm`, at most 15
 /// bytes): their reads are previews (`Reader::Thumbnailer`).
-const THUMBNAILERS: &[&str] = &["tumbler", "ffmpegthumbnail", "totem-video-thu", "kioworker"];
+const THUMBNAILERS: &[&str] = &["tumbler", "ffmpegthumbnail", "totem-video-thu"];
 /// File managers that read files for their own previews and type sniffing
-/// (`Reader::FileManager`).
+/// (`Reader::FileManager`). KDE's `kioworker` is here, not among the thumbnailers: the
+/// same binary makes Dolphin's thumbnails and its copies.
 const FILE_MANAGERS: &[&str] = &[
     "pcmanfm",
     "pcmanfm-qt",
@@ -126,6 +127,7 @@ const FILE_MANAGERS: &[&str] = &[
     "caja",
     "dolphin",
     "spacefm",
+    "kioworker",
 ];
 
 /// Who is reading, from the name of the calling thread's process (thread names are
