@@ -15,7 +15,7 @@ use fuser::{
 use tracing::Instrument;
 
 use crate::core::xattr::XATTR_PREFIX;
-use crate::core::{Attr, Core, CoreError, Kind, OpenMode};
+use crate::core::{Attr, Core, CoreError, Kind, OpenMode, Reader};
 use crate::remote::Remote;
 
 /// The errno for each core error: the only place this mapping is made.
@@ -35,6 +35,7 @@ pub fn errno(e: &CoreError) -> Errno {
         CoreError::Io(_) => Errno::EIO,
         CoreError::NameTooLong => Errno::ENAMETOOLONG,
         CoreError::Interrupted => Errno::EINTR,
+        CoreError::PreviewsOff => Errno::EACCES,
     }
 }
 
@@ -92,10 +93,7 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         mtime: a.mtime,
         ctime: a.mtime,
         crtime: a.mtime,
-        kind: match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: if a.kind == Kind::Dir { 2 } else { 1 },
         uid,
@@ -103,6 +101,59 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         rdev: 0,
         blksize: 1 << 20,
         flags: 0,
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// Thumbnailers, by the start of their process name (`/proc/<pid>/comm`, at most 15
+/// bytes): their reads are previews (`Reader::Thumbnailer`).
+const THUMBNAILERS: &[&str] = &["tumbler", "ffmpegthumbnail", "totem-video-thu"];
+/// File managers that read files for their own previews and type sniffing
+/// (`Reader::FileManager`). KDE's `kioworker` is here, not among the thumbnailers: the
+/// same binary makes Dolphin's thumbnails and its copies.
+const FILE_MANAGERS: &[&str] = &[
+    "pcmanfm",
+    "pcmanfm-qt",
+    "thunar",
+    "Thunar",
+    "nautilus",
+    "nemo",
+    "caja",
+    "dolphin",
+    "spacefm",
+    "kioworker",
+];
+
+/// Who is reading, from the name of the calling thread's process (thread names are
+/// the application's own choice, so they are not trusted). Thumbnailers are also
+/// recognised by "thumb" in the name, or a name cut to 15 bytes ending in "-thum"
+/// (gnome-thumbnail-*, gdk-pixbuf-thumbnailer, evince-thumbnailer, ...).
+fn reader_of(tid: u32) -> Reader {
+    if tid == 0 {
+        return Reader::User; // outside our pid namespace: cannot tell
+    }
+    let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| tid.to_string());
+    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+    let name = comm.trim();
+    if name.contains("thumb") || name.ends_with("-thum") || THUMBNAILERS.iter().any(|t| name.starts_with(t)) {
+        Reader::Thumbnailer
+    } else if FILE_MANAGERS.contains(&name) {
+        Reader::FileManager
+    } else {
+        Reader::User
     }
 }
 
@@ -354,7 +405,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let core = self.core.clone();
         self.spawn(span, async move {
-            match unless_killed(pid, core.open(ino.0, mode)).await {
+            // Who reads decides the download's priority (reading /proc: off the session thread).
+            let reader = if mode.write { Reader::User } else { reader_of(pid) };
+            match unless_killed(pid, core.open_for(ino.0, mode, reader)).await {
                 Ok(o) => {
                     let mut f = FopenFlags::empty();
                     if o.keep_cache {
@@ -460,6 +513,17 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply.ok();
     }
 
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _s = tracing::debug_span!("readlink", ino = ino.0).entered();
+        match self.core.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => {
+                log_err("readlink", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let pid = req.pid();
         let span = tracing::debug_span!("opendir", ino = ino.0);
@@ -480,10 +544,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         match self.core.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
-                    let kind = match e.attr.kind {
-                        Kind::Dir => FileType::Directory,
-                        Kind::File => FileType::RegularFile,
-                    };
+                    let kind = file_type(e.attr.kind);
                     if reply.add(INodeNo(e.attr.ino), offset + i as u64 + 1, kind, &e.name) {
                         break;
                     }

@@ -1,8 +1,21 @@
 //! The one request limiter every API call passes through: a sliding per-minute window,
-//! a rolling daily budget, server-imposed pauses (429), user work before background
-//! work, and a bound on how long any caller may be made to wait.
+//! a rolling daily budget with a reserve that listings and previews may not spend,
+//! server-imposed pauses (429), an order among waiters (see [`Priority`]: user work
+//! first, the newest listing before older ones, previews last), crawls that fail at
+//! once instead of queueing, and a bound on how long any caller may be made to wait.
+//!
+//! # Listings (`Priority::Browse`)
+//! A file manager that counts the items of 30 folders and the user who double-clicks
+//! one of them look the same to the kernel: an opendir. Two rules keep the click first:
+//! - Newest first, and only one waits: a listing that arrives while an older one waits
+//!   for a slot displaces it (the older answers [`RemoteError::WouldWait`] at once), so
+//!   a burst of counts leaves at most one waiter and a later click takes its place.
+//! - A sequential crawl (`find`) fails fast: once half the per-minute limit of listings
+//!   arrived within the last minute, a listing that would have to wait and follows the
+//!   previous one within [`CRAWL_GAP`] answers at once. A listing after a pause (a
+//!   person's click) still waits for its slot.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,14 +26,57 @@ use crate::remote::{Priority, RemoteError};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// A listing that follows the previous one more closely than this, while the minute's
+/// budget is spent on listings, belongs to a crawl (module doc).
+pub const CRAWL_GAP: Duration = Duration::from_secs(2);
+/// Share of the daily budget kept for real work unless set otherwise.
+pub const DEFAULT_RESERVE_PERCENT: u32 = 20;
 
 #[derive(Debug)]
 struct State {
+    /// Grants within the last minute, oldest first.
     minute: VecDeque<Instant>,
+    /// Grants within the last 24 hours, oldest first.
     day: VecDeque<Instant>,
+    /// Nobody goes before this (the server said 429).
     paused_until: Option<Instant>,
-    users_waiting: usize,
+    /// Requests waiting now: ticket -> priority (tickets grow, so the map is in arrival order).
+    waiting: BTreeMap<u64, Priority>,
+    /// Next ticket to hand out.
+    next_ticket: u64,
+    /// Waiting listings displaced by a newer one: they answer `WouldWait` at their next look.
+    displaced: HashSet<u64>,
+    /// When listings (`Browse`) arrived within the last minute, oldest first.
+    browse_arrivals: VecDeque<Instant>,
+    /// Requests let through so far.
     granted: u64,
+    /// Listings and previews refused because only the reserve was left.
+    reserve_refusals: u64,
+    /// Listings refused at once as part of a crawl or displaced by a newer one.
+    crawl_refusals: u64,
+}
+
+/// What the limiter has spent and holds back, for a status display. Costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests granted within the last minute.
+    pub used_minute: usize,
+    /// Requests granted within the last 24 hours.
+    pub used_day: usize,
+    /// The per-minute limit.
+    pub per_minute: usize,
+    /// The daily limit.
+    pub per_day: usize,
+    /// How much of the daily limit only real work (contents, uploads, deletes, renames) may spend.
+    pub reserve: usize,
+    /// True while listings and previews are refused to protect the reserve.
+    pub listings_held_back: bool,
+    /// Listings and previews refused so far to protect the reserve.
+    pub reserve_refusals: u64,
+    /// Listings refused at once so far as part of a crawl.
+    pub crawl_refusals: u64,
+    /// How long until the next request could go (zero: now).
+    pub next_slot_in: Duration,
 }
 
 /// Where the budget stands (see [`Limiter::snapshot`]).
@@ -46,10 +102,17 @@ pub struct LimiterSnapshot {
 
 /// Shared by every request of a mount.
 pub struct Limiter {
+    /// Requests per sliding minute.
     per_minute: usize,
+    /// Requests per rolling 24 hours.
     per_day: usize,
+    /// The part of `per_day` that listings and previews may not spend.
+    reserve: usize,
+    /// Longest any caller waits before `WouldWait`.
     max_wait: Duration,
+    /// Everything that changes, behind a std mutex never held across `.await`.
     state: Mutex<State>,
+    /// Woken whenever a slot was taken, a waiter left or a pause was set.
     changed: Notify,
     /// Context for the progress line of long waits (set by the daemon).
     wait_note: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
@@ -65,27 +128,71 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+impl Priority {
+    /// Rank in the queue: lower goes first.
+    fn rank(self) -> u8 {
+        match self {
+            Priority::User => 0,
+            Priority::Browse => 1,
+            Priority::Background => 2,
+            Priority::Refresh => 3,
+            Priority::Preview => 4,
+        }
+    }
+
+    /// May this request spend the daily reserve? Only real work may.
+    pub fn may_spend_reserve(self) -> bool {
+        match self {
+            Priority::User | Priority::Background => true,
+            Priority::Browse | Priority::Refresh | Priority::Preview => false,
+        }
+    }
+}
+
+/// Queue order of a waiter: by rank; listings newest first, everything else oldest first.
+fn order(ticket: u64, prio: Priority) -> (u8, u64) {
+    let tie = if prio == Priority::Browse {
+        u64::MAX - ticket
+    } else {
+        ticket
+    };
+    (prio.rank(), tie)
+}
+
 impl Limiter {
     pub fn new(per_minute: u32, per_day: u32, max_wait: Duration) -> Limiter {
+        let per_day = per_day.max(1) as usize;
         Limiter {
             per_minute: per_minute.max(1) as usize,
-            per_day: per_day.max(1) as usize,
+            per_day,
+            reserve: reserve_of(per_day, DEFAULT_RESERVE_PERCENT),
             max_wait,
             state: Mutex::new(State {
                 minute: VecDeque::new(),
                 day: VecDeque::new(),
                 paused_until: None,
-                users_waiting: 0,
+                waiting: BTreeMap::new(),
+                next_ticket: 0,
+                displaced: HashSet::new(),
+                browse_arrivals: VecDeque::new(),
                 granted: 0,
+                reserve_refusals: 0,
+                crawl_refusals: 0,
             }),
             changed: Notify::new(),
             wait_note: std::sync::OnceLock::new(),
         }
     }
 
+    /// Keep `percent` of the daily budget (0–100) for real work.
+    pub fn with_reserve_percent(mut self, percent: u32) -> Limiter {
+        self.reserve = reserve_of(self.per_day, percent.min(100));
+        self
+    }
+
     /// A limiter that never makes anyone wait (tests of other layers).
     pub fn unlimited() -> Limiter {
-        Limiter::new(u32::MAX, u32::MAX, Duration::from_secs(3600))
+        Limiter::new(u32::MAX, u32::MAX, Duration::from_secs(3600)).with_reserve_percent(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -105,7 +212,7 @@ impl Limiter {
             per_day: self.per_day as u64,
             next_free_in: at.saturating_duration_since(now),
             paused_for: s.paused_until.map(|p| p.saturating_duration_since(now)),
-            users_waiting: s.users_waiting as u64,
+            users_waiting: s.waiting.values().filter(|p| **p == Priority::User).count() as u64,
             granted: s.granted,
         }
     }
@@ -127,6 +234,38 @@ impl Limiter {
     /// How many requests were let through so far.
     pub fn granted(&self) -> u64 {
         self.lock().granted
+    }
+
+    /// What is spent and held back now (for `status` and the log); no call.
+    pub fn budget(&self) -> Budget {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let at = self.next_slot(&mut s, now);
+        Budget {
+            used_minute: s.minute.len(),
+            used_day: s.day.len(),
+            per_minute: self.per_minute,
+            per_day: self.per_day,
+            reserve: self.reserve,
+            listings_held_back: self.in_reserve(&s),
+            reserve_refusals: s.reserve_refusals,
+            crawl_refusals: s.crawl_refusals,
+            next_slot_in: at.saturating_duration_since(now),
+        }
+    }
+
+    /// Would a listing have to wait for a slot now (the minute's budget is spent, a
+    /// pause is on, or only the reserve is left)? Lets the core serve a stale listing
+    /// instead of queueing for a fresh one. No call, nothing taken.
+    pub fn under_pressure(&self) -> bool {
+        let now = Instant::now();
+        let mut s = self.lock();
+        self.next_slot(&mut s, now) > now || self.in_reserve(&s)
+    }
+
+    /// True when what is left of the day is the reserve.
+    fn in_reserve(&self, s: &State) -> bool {
+        s.day.len() + self.reserve >= self.per_day
     }
 
     /// The server said "slow down" (429): nobody goes before `until`.
@@ -166,37 +305,109 @@ impl Limiter {
         at
     }
 
+    /// When the reserve stops being all that is left (the oldest grant that must age
+    /// out has aged out).
+    fn reserve_frees_at(&self, s: &State, now: Instant) -> Instant {
+        let idx = s.day.len().saturating_sub(self.per_day - self.reserve);
+        s.day.get(idx).map_or(now, |t| *t + DAY)
+    }
+
+    /// A listing arrives: note it for crawl detection, displace the listings already
+    /// waiting if it has to wait itself. Returns whether it belongs to a crawl.
+    fn browse_arrives(&self, s: &mut State, ticket: u64, now: Instant) -> bool {
+        while s
+            .browse_arrivals
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+        {
+            s.browse_arrivals.pop_front();
+        }
+        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(1);
+        let close = s
+            .browse_arrivals
+            .back()
+            .is_some_and(|t| now.duration_since(*t) < CRAWL_GAP);
+        s.browse_arrivals.push_back(now);
+        if self.next_slot(s, now) > now {
+            let older: Vec<u64> = s
+                .waiting
+                .iter()
+                .filter(|(t, p)| **p == Priority::Browse && **t != ticket)
+                .map(|(t, _)| *t)
+                .collect();
+            s.displaced.extend(older);
+        }
+        busy && close
+    }
+
+    /// Is `ticket` first in the queue?
+    fn first(s: &State, ticket: u64) -> bool {
+        s.waiting.iter().map(|(t, p)| (order(*t, *p), *t)).min().map(|(_, t)| t) == Some(ticket)
+    }
+
     /// Wait for permission to send one request. `what` names it for the log line
     /// ("GET files"). Fails with [`RemoteError::WouldWait`] instead of waiting longer
-    /// than `--max-wait` in total.
+    /// than `--max-wait` in total, at once for a listing or preview when only the
+    /// reserve is left, and at once for a listing of a crawl (module doc).
     pub async fn acquire(&self, prio: Priority, what: &str) -> Result<(), RemoteError> {
         let start = Instant::now();
+        let (ticket, crawl) = {
+            let mut s = self.lock();
+            let ticket = s.next_ticket;
+            s.next_ticket += 1;
+            s.waiting.insert(ticket, prio);
+            let crawl = prio == Priority::Browse && self.browse_arrives(&mut s, ticket, start);
+            (ticket, crawl)
+        };
+        // Leaves the queue however this future ends, dropped (a killed caller) included.
+        let _queued = Queued { limiter: self, ticket };
+        // Displaced listings must hear about it now, not at their slot.
+        self.changed.notify_waiters();
         let mut logged = false;
-        let mut counted_as_user = false;
         let result = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let (at, blocked_by_user) = {
+            let (at, first) = {
                 let mut s = self.lock();
-                if prio == Priority::User && !counted_as_user {
-                    s.users_waiting += 1;
-                    counted_as_user = true;
-                }
                 let at = self.next_slot(&mut s, now);
-                let blocked = prio == Priority::Background && s.users_waiting > 0;
-                if at <= now && !blocked {
+                if s.displaced.remove(&ticket) {
+                    s.crawl_refusals += 1;
+                    tracing::debug!("{what}: a newer listing takes this one's place in the queue");
+                    break Err(RemoteError::WouldWait {
+                        wait_secs: at.saturating_duration_since(now).as_secs().max(1),
+                    });
+                }
+                if !prio.may_spend_reserve() && self.in_reserve(&s) {
+                    s.reserve_refusals += 1;
+                    if s.reserve_refusals == 1 || s.reserve_refusals % 100 == 0 {
+                        tracing::info!(
+                            "{what} refused: the last {} requests of the day are kept for reading, uploads, deletes and renames ({} refused so far)",
+                            self.reserve,
+                            s.reserve_refusals
+                        );
+                    }
+                    let free = self.reserve_frees_at(&s, now);
+                    break Err(RemoteError::WouldWait {
+                        wait_secs: free.saturating_duration_since(now).as_secs().max(1),
+                    });
+                }
+                let first = Self::first(&s, ticket);
+                if at <= now && first {
                     s.minute.push_back(now);
                     s.day.push_back(now);
                     s.granted += 1;
-                    if counted_as_user {
-                        s.users_waiting -= 1;
-                        counted_as_user = false;
-                    }
                     break Ok(());
                 }
-                (at, blocked)
+                if crawl && at > now {
+                    s.crawl_refusals += 1;
+                    tracing::debug!("{what}: part of a crawl while the minute's budget is spent; not queued");
+                    break Err(RemoteError::WouldWait {
+                        wait_secs: at.saturating_duration_since(now).as_secs().max(1),
+                    });
+                }
+                (at, first)
             };
             let waited = now.duration_since(start);
             let remaining = at.saturating_duration_since(now);
@@ -214,8 +425,8 @@ impl Limiter {
                 );
                 logged = true;
             }
-            if blocked_by_user && at <= now {
-                // Only user work is ahead of us: wait for it to be served.
+            if at <= now && !first {
+                // Someone ahead of us takes this slot: wait for them to be served.
                 tokio::select! {
                     _ = &mut notified => {}
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -227,12 +438,32 @@ impl Limiter {
                 }
             }
         };
-        if counted_as_user {
-            self.lock().users_waiting -= 1;
-        }
-        self.changed.notify_waiters();
         result
     }
+}
+
+/// A place in the limiter's queue, given up when dropped.
+struct Queued<'a> {
+    /// The limiter queued at.
+    limiter: &'a Limiter,
+    /// Our ticket.
+    ticket: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        {
+            let mut s = self.limiter.lock();
+            s.waiting.remove(&self.ticket);
+            s.displaced.remove(&self.ticket);
+        }
+        self.limiter.changed.notify_waiters();
+    }
+}
+
+/// The reserve for `percent` of `per_day`.
+fn reserve_of(per_day: usize, percent: u32) -> usize {
+    per_day.saturating_mul(percent as usize) / 100
 }
 
 #[cfg(test)]
@@ -338,5 +569,165 @@ mod tests {
         user.await.unwrap();
         bg.await.unwrap();
         assert_eq!(*order.lock().unwrap(), vec!["user", "bg"]);
+    }
+
+    /// `n` requests of one priority started together; the results in start order.
+    async fn burst(l: &std::sync::Arc<Limiter>, prio: Priority, n: usize) -> Vec<Result<(), RemoteError>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let l = l.clone();
+                tokio::spawn(async move { l.acquire(prio, "x").await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_click_after_a_burst_of_listings_goes_in_the_next_slot_and_the_burst_fails_at_once() {
+        use std::sync::Arc;
+        let l = Arc::new(Limiter::new(10, 500, Duration::from_secs(120)));
+        let t0 = Instant::now();
+        let counts = burst(&l, Priority::Browse, 30).await;
+        assert_eq!(counts.iter().filter(|r| r.is_ok()).count(), 10);
+        assert_eq!(counts.iter().filter(|r| r.is_err()).count(), 20);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "the crawl's extra listings answered at once"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        l.acquire(Priority::Browse, "click").await.unwrap();
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(60),
+            "the click took the very next slot"
+        );
+        assert_eq!(l.granted(), 11);
+        assert_eq!(l.budget().crawl_refusals, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_listing_displaces_an_older_waiting_one() {
+        use std::sync::Arc;
+        let l = Arc::new(Limiter::new(1, 500, Duration::from_secs(120)));
+        l.acquire(Priority::User, "first").await.unwrap();
+        let old = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Priority::Browse, "old").await })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let t1 = Instant::now();
+        let new = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Priority::Browse, "new").await })
+        };
+        assert!(matches!(old.await.unwrap(), Err(RemoteError::WouldWait { .. })));
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+        new.await.unwrap().unwrap();
+        assert_eq!(t1.elapsed(), Duration::from_secs(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sequential_crawl_fails_fast_once_the_minute_is_spent_but_a_later_click_waits() {
+        let l = Limiter::new(10, 500, Duration::from_secs(120));
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            l.acquire(Priority::Browse, "find").await.unwrap();
+        }
+        for _ in 0..100 {
+            assert!(matches!(
+                l.acquire(Priority::Browse, "find").await,
+                Err(RemoteError::WouldWait { .. })
+            ));
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        tokio::time::sleep(CRAWL_GAP).await;
+        l.acquire(Priority::Browse, "click").await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(60));
+        assert_eq!(l.granted(), 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn listings_and_previews_never_spend_the_reserve() {
+        let l = Limiter::new(1000, 10, Duration::from_secs(120)).with_reserve_percent(20);
+        for _ in 0..8 {
+            l.acquire(Priority::Refresh, "GET files").await.unwrap();
+        }
+        for p in [Priority::Browse, Priority::Refresh, Priority::Preview] {
+            assert!(matches!(
+                l.acquire(p, "x").await,
+                Err(RemoteError::WouldWait { wait_secs }) if wait_secs > 23 * 3600
+            ));
+        }
+        let b = l.budget();
+        assert!(b.listings_held_back);
+        assert_eq!((b.used_day, b.reserve, b.reserve_refusals), (8, 2, 3));
+        l.acquire(Priority::User, "GET file").await.unwrap();
+        l.acquire(Priority::Background, "POST files").await.unwrap();
+        assert_eq!(l.granted(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn previews_go_after_everything_a_user_asked_for() {
+        use std::sync::Arc;
+        let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
+        l.acquire(Priority::User, "first").await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (p, name) in [
+            (Priority::Preview, "preview"),
+            (Priority::Refresh, "refresh"),
+            (Priority::Background, "bg"),
+            (Priority::User, "user"),
+        ] {
+            let (l, o) = (l.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                l.acquire(p, name).await.unwrap();
+                o.lock().unwrap().push(name);
+            }));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["user", "bg", "refresh", "preview"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gives_up_leaves_the_queue() {
+        use std::sync::Arc;
+        let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
+        l.acquire(Priority::User, "first").await.unwrap();
+        let gone = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(Priority::User, "killed").await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gone.abort();
+        let t0 = Instant::now();
+        l.acquire(Priority::Background, "bg").await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(59));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_and_pressure_show_what_is_spent_without_taking_anything() {
+        let l = Limiter::new(2, 10, Duration::from_secs(120));
+        assert!(!l.under_pressure());
+        l.acquire(Priority::User, "a").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        l.acquire(Priority::User, "b").await.unwrap();
+        assert!(l.under_pressure(), "the minute is spent");
+        let b = l.budget();
+        assert_eq!(
+            (b.used_minute, b.used_day, b.per_minute, b.per_day, b.reserve),
+            (2, 2, 2, 10, 2)
+        );
+        assert_eq!(b.next_slot_in, Duration::from_secs(40));
+        assert!(!b.listings_held_back);
+        assert_eq!(l.granted(), 2, "looking took nothing");
     }
 }

@@ -69,6 +69,22 @@ struct CommonMount {
     /// How long a listing is trusted, in seconds.
     #[arg(long, default_value_t = 60)]
     metadata_ttl: u64,
+    /// How long the client list (/clients, /by-name) is served before it is refreshed in
+    /// the background, in seconds (21 calls per refresh for 2,000 clients).
+    #[arg(long, default_value_t = 4 * 3600)]
+    client_list_ttl: u64,
+    /// Share of the daily limit, in percent, that only reading, uploads, deletes and
+    /// renames may spend: listings and previews are refused once only this is left.
+    #[arg(long, default_value_t = intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    reserve_percent: u32,
+    /// Refuse reads by thumbnailers (tumblerd, *thumbnailer*) with EACCES instead of
+    /// downloading for them; file managers' own reads still work, below everything else.
+    #[arg(long)]
+    no_previews: bool,
+    /// Private directory (0700) where listings are kept across mounts
+    /// (default $XDG_STATE_HOME/intakeq-fs/listings/<account>).
+    #[arg(long)]
+    listings_dir: Option<PathBuf>,
     /// Memory budget of the content cache, in MiB.
     #[arg(long, default_value_t = 256)]
     cache_size: u64,
@@ -425,11 +441,10 @@ fn run_mount(
 ) -> Result<(), String> {
     let rt = runtime()?;
     let account = intakeq_fs::core::account_id(base, &key);
-    let limiter = Arc::new(Limiter::new(
-        c.rate_limit,
-        c.daily_limit,
-        Duration::from_secs(c.max_wait),
-    ));
+    let limiter = Arc::new(
+        Limiter::new(c.rate_limit, c.daily_limit, Duration::from_secs(c.max_wait))
+            .with_reserve_percent(c.reserve_percent),
+    );
     let remote = HttpRemote::new(base, key, limiter.clone(), http).map_err(|e| format!("{e}"))?;
     // Held until this function returns: no second daemon may share the spool.
     let _spool_lock = intakeq_fs::core::spool::lock(&places.spool)?;
@@ -441,10 +456,18 @@ fn run_mount(
         spool_dir: places.spool.clone(),
         cache_dir: places.cache.clone(),
         disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
+        client_list_ttl: Duration::from_secs(c.client_list_ttl),
+        // Listings are kept beside the rest of the private state (or where told).
+        state_dir: c
+            .listings_dir
+            .clone()
+            .or_else(|| state_dir().ok().map(|s| s.join("listings").join(&account))),
+        previews: !c.no_previews,
         account,
     };
-    let core =
-        Arc::new(Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool or cache directory: {e}"))?);
+    let core = Arc::new(
+        Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,
+    );
     rt.block_on(core.check_access())
         .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
     let info = intakeq_fs::status::MountInfo {
@@ -515,6 +538,10 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         read_only: false,
         allow_other: false,
         metadata_ttl: 60,
+        client_list_ttl: 3600,
+        reserve_percent: intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT,
+        no_previews: false,
+        listings_dir: Some(tmp.join("listings")),
         cache_size: 256,
         rate_limit: a.rate_limit,
         daily_limit: u32::MAX,

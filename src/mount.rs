@@ -110,7 +110,10 @@ pub fn serve<R: Remote>(
     let background = {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (core, every) = (core.clone(), cfg.retry_interval);
-        let task = rt.spawn(async move { core.run_background(every, stopped).await });
+        let task = rt.spawn(async move {
+            // Listings served stale are refreshed beside the upload work (`run_refresh`).
+            tokio::join!(core.run_background(every, stopped.clone()), core.run_refresh(stopped));
+        });
         Background { stop, task }
     };
     tracing::info!("mounted at {}", cfg.mountpoint.display());

@@ -24,6 +24,9 @@ fn opts(dir: &std::path::Path) -> Options {
         cache_dir: dir.join("cache"),
         disk_cache_bytes: 1 << 30,
         account: "test-account".into(),
+        client_list_ttl: Duration::from_secs(3600),
+        state_dir: None,
+        previews: true,
     }
 }
 

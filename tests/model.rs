@@ -266,6 +266,9 @@ impl H {
             cache_dir: dir.path().join("cache"),
             disk_cache_bytes: 1 << 30,
             account: "model-account".into(),
+            client_list_ttl: Duration::from_secs(3600),
+            state_dir: None,
+            previews: true,
         };
         let core = Core::new(MemRemote::new(store.clone()), opts).unwrap();
         H { store, core, _dir: dir }

@@ -33,6 +33,8 @@ pub enum CoreError {
     NameTooLong,
     #[error("interrupted: the caller is gone")]
     Interrupted,
+    #[error("previews are switched off (--no-previews)")]
+    PreviewsOff,
 }
 
 impl From<RemoteError> for CoreError {

@@ -1,17 +1,38 @@
 //! Listings and their freshness: folders, a client's files, the client list, with the TTL
-//! and single flight (concurrent callers share one request).
+//! and single flight (concurrent callers share one request), and the priority they go
+//! at: `Browse` on a user's lookup or opendir, `User` when a change needs them,
+//! `Refresh` behind a stale answer. A stale listing is served rather than queued for
+//! when the budget is under pressure, and refreshed behind (`refresh.rs`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
+use super::refresh::Due;
 use super::state::State;
 use super::view::{DirKey, DirView};
 use super::Core;
-use crate::remote::{ClientId, Priority, Remote, RemoteError, RemoteFile};
+use crate::remote::{Client, ClientId, Priority, Remote, RemoteError, RemoteFile};
+
+tokio::task_local! {
+    /// The priority of listings fetched on this task's behalf: `Browse` inside lookup
+    /// and opendir ([`browsing`]), `User` elsewhere (a change that needs the listing).
+    static LISTING_PRIORITY: Priority;
+}
+
+/// Run `fut` (a lookup or opendir) with its listings at `Priority::Browse`.
+pub(super) async fn browsing<T>(fut: impl Future<Output = T>) -> T {
+    LISTING_PRIORITY.scope(Priority::Browse, fut).await
+}
+
+/// The priority listings of the current task go at.
+pub(super) fn listing_priority() -> Priority {
+    LISTING_PRIORITY.try_with(|p| *p).unwrap_or(Priority::User)
+}
 
 #[derive(Debug)]
 pub(super) struct Listing {
@@ -61,25 +82,67 @@ impl<R: Remote> Core<R> {
         lock.lock_owned().await
     }
 
+    /// Make sure the account's folders are known. While browsing, folders of any age
+    /// serve (they are account settings and change rarely; a file in a folder not yet
+    /// known shows under `_folder-<id>`), refreshed behind once older than
+    /// `client_list_ttl`; a change (`User`) wants them younger than the metadata TTL.
     pub(super) async fn ensure_folders(&self) -> CoreResult<()> {
         let since = Instant::now();
-        if matches!(&self.st().folders, Some((_, at)) if at.elapsed() < self.opts.metadata_ttl) {
-            return Ok(());
+        let prio = listing_priority();
+        let age = self.st().folders.as_ref().map(|(_, at)| at.elapsed());
+        match age {
+            Some(age) if age < self.opts.metadata_ttl => return Ok(()),
+            Some(age) if prio != Priority::User => {
+                if age >= self.opts.client_list_ttl {
+                    self.due(Due::Folders);
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let _g = self.flight(Flight::Folders).await;
         if matches!(&self.st().folders, Some((_, at)) if fresh(*at, self.opts.metadata_ttl, Some(since))) {
             return Ok(());
         }
-        let folders = self.remote.list_folders(Priority::User).await?;
-        let mut st = self.st();
-        let changed = st.folders.as_ref().is_none_or(|(old, _)| *old != folders);
-        st.folders = Some((folders, Instant::now()));
-        if changed {
-            for c in st.clients.values_mut() {
-                c.view = None;
+        let folders = self.remote.list_folders(prio).await?;
+        self.store_folders(folders);
+        Ok(())
+    }
+
+    pub(super) fn store_folders(&self, folders: Vec<crate::remote::Folder>) {
+        let saved = self.disk.as_ref().map(|_| super::persist::folders_record(&folders));
+        {
+            let mut st = self.st();
+            let changed = st.folders.as_ref().is_none_or(|(old, _)| *old != folders);
+            st.folders = Some((folders, Instant::now()));
+            if changed {
+                for c in st.clients.values_mut() {
+                    c.view = None;
+                }
             }
         }
-        Ok(())
+        if let (Some(disk), Some(rec)) = (&self.disk, saved) {
+            disk.save(super::persist::FOLDERS, &rec);
+        }
+    }
+
+    /// What the limiter has spent and holds back (used this minute and today, the
+    /// reserve, whether listings are refused to protect it), for a status display; no call.
+    pub fn budget(&self) -> Option<crate::limiter::Budget> {
+        self.remote.limiter().map(|l| l.budget())
+    }
+
+    /// Would a listing wait for the limiter now? Then a stale one is served instead.
+    pub(super) fn under_pressure(&self) -> bool {
+        self.remote.limiter().is_some_and(|l| l.under_pressure())
+    }
+
+    /// True if some listing of `c` is in memory (loading the saved one if there is one).
+    fn has_listing(&self, c: ClientId) -> bool {
+        if self.st().clients.get(&c).is_some_and(|cs| cs.listing.is_some()) {
+            return true;
+        }
+        self.load_listing(c)
     }
 
     /// Make sure the client's file listing is fresh; `Ok(false)` if the remote says
@@ -92,7 +155,14 @@ impl<R: Remote> Core<R> {
                 .and_then(|cs| cs.listing.as_ref())
                 .is_some_and(|l| fresh(l.at, self.opts.metadata_ttl, since))
         };
+        let have = self.has_listing(c);
         if is_fresh(&self.st(), None) {
+            return Ok(());
+        }
+        let prio = listing_priority();
+        if have && prio != Priority::User && self.under_pressure() {
+            tracing::debug!(client = c, "budget under pressure: serving the stale listing");
+            self.due(Due::Files(c));
             return Ok(());
         }
         let _g = self.flight(Flight::Files(c)).await;
@@ -100,11 +170,16 @@ impl<R: Remote> Core<R> {
             return Ok(());
         }
         let started = Instant::now();
-        let files = match self.remote.list_files(c, Priority::User).await {
+        let files = match self.remote.list_files(c, prio).await {
             Ok(f) => f,
             Err(RemoteError::NotFound) => {
                 self.st().client(c).known = Some((false, Instant::now()));
                 return Err(CoreError::NotFound);
+            }
+            Err(RemoteError::WouldWait { .. }) if have && prio != Priority::User => {
+                tracing::debug!(client = c, "no slot for a fresh listing: serving the stale one");
+                self.due(Due::Files(c));
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
@@ -112,28 +187,39 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    /// Keep a listing of client `c` that was requested at `started` (or later); it also
-    /// confirms the client's accepted uploads (`confirm_from_listing`).
+    /// Keep a listing of client `c` that was requested at `started` (or later): it
+    /// confirms the client's accepted uploads (`confirm_from_listing`), and is kept on
+    /// disk when listings are.
     pub(super) fn store_listing(&self, c: ClientId, files: Vec<RemoteFile>, started: Instant) {
         self.confirm_from_listing(c, &files, started);
-        let mut st = self.st();
-        let cs = st.client(c);
-        let changed = cs.listing.as_ref().is_none_or(|l| l.files != files);
-        if !files.is_empty() {
-            cs.known = Some((true, Instant::now()));
+        let saved = self
+            .disk
+            .as_ref()
+            .map(|_| super::persist::files_record(&files, Instant::now()));
+        {
+            let mut st = self.st();
+            let cs = st.client(c);
+            let changed = cs.listing.as_ref().is_none_or(|l| l.files != files);
+            if !files.is_empty() {
+                cs.known = Some((true, Instant::now()));
+            }
+            cs.listing = Some(Listing {
+                files,
+                at: Instant::now(),
+            });
+            if changed {
+                cs.view = None;
+            }
         }
-        cs.listing = Some(Listing {
-            files,
-            at: Instant::now(),
-        });
-        if changed {
-            cs.view = None;
+        if let (Some(disk), Some(rec)) = (&self.disk, saved) {
+            disk.save(&super::persist::files_name(c), &rec);
         }
     }
 
-    /// Does the account have client `c`? Costs no call when anything is known, else
-    /// one listing of its files (needed next anyway) and, only if that is empty, one
-    /// exact search of the Clients API.
+    /// Does the account have client `c`? Never fetches the client list: costs no call
+    /// when anything is known (the list of any age names it, a listing had files),
+    /// else one listing of its files (needed next anyway) and, only if that is empty,
+    /// one exact search of the Clients API.
     pub(super) async fn ensure_client(&self, c: ClientId) -> CoreResult<()> {
         {
             let st = self.st();
@@ -145,15 +231,24 @@ impl<R: Remote> Core<R> {
                     }
                 }
             }
-            if let Some((ids, at)) = &st.client_list {
+            if let Some((list, at)) = &st.client_list {
+                if list.binary_search_by_key(&c, |r| r.id).is_ok() {
+                    return Ok(());
+                }
                 if at.elapsed() < ttl {
-                    return if ids.contains(&c) {
-                        Ok(())
-                    } else {
-                        Err(CoreError::NotFound)
-                    };
+                    return Err(CoreError::NotFound);
                 }
             }
+        }
+        if self.has_listing(c)
+            && self
+                .st()
+                .clients
+                .get(&c)
+                .is_some_and(|cs| cs.listing.as_ref().is_some_and(|l| !l.files.is_empty()))
+        {
+            // A listing kept from an earlier mount had files: the client existed.
+            return Ok(());
         }
         self.ensure_listing(c).await?;
         let has_files = self
@@ -167,7 +262,7 @@ impl<R: Remote> Core<R> {
         }
         let rows = self
             .remote
-            .list_clients(Some(&c.to_string()), 1, Priority::User)
+            .list_clients(Some(&c.to_string()), 1, listing_priority())
             .await?;
         let exists = rows.iter().any(|r| r.id == c);
         self.st().client(c).known = Some((exists, Instant::now()));
@@ -179,44 +274,76 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    pub(super) async fn ensure_client_list(&self) -> CoreResult<Vec<ClientId>> {
-        let since = Instant::now();
-        let cached = |st: &State, since: Option<Instant>| match &st.client_list {
-            Some((ids, at)) if fresh(*at, self.opts.metadata_ttl, since) => Some(ids.clone()),
-            _ => None,
-        };
-        if let Some(ids) = cached(&self.st(), None) {
-            return Ok(ids);
+    /// The client list for `/clients` and `/by-name`: whatever is known, of any age;
+    /// one older than `client_list_ttl` is refreshed behind the answer. Only when none
+    /// is known at all does the caller wait for it (all pages, at `Priority::Refresh`:
+    /// its pages are not a crawl, and never spend the reserve).
+    pub(super) async fn client_list(&self) -> CoreResult<Arc<Vec<Client>>> {
+        // Bound first: the state guard must be gone before `due` takes the lock again.
+        let known = self.st().client_list.clone();
+        if let Some((list, at)) = known {
+            if at.elapsed() >= self.opts.client_list_ttl {
+                self.due(Due::ClientList);
+            }
+            return Ok(list);
         }
+        Ok(self.fetch_client_list(Priority::Refresh, None).await?)
+    }
+
+    /// Fetch the whole client list (100 a page) unless someone else fetched it since
+    /// `since` (or, with `since` None, while we waited for the flight).
+    pub(super) async fn fetch_client_list(
+        &self,
+        prio: Priority,
+        since: Option<Instant>,
+    ) -> Result<Arc<Vec<Client>>, RemoteError> {
+        let since = since.unwrap_or_else(Instant::now);
         let _g = self.flight(Flight::Clients).await;
-        if let Some(ids) = cached(&self.st(), Some(since)) {
-            return Ok(ids);
+        let known = self.st().client_list.clone();
+        if let Some((list, at)) = known {
+            if at >= since {
+                return Ok(list);
+            }
         }
-        let mut ids = Vec::new();
+        let mut rows = Vec::new();
         for page in 1.. {
-            let rows = self.remote.list_clients(None, page, Priority::User).await?;
-            let n = rows.len();
-            ids.extend(rows.into_iter().map(|r| r.id));
+            let got = self.remote.list_clients(None, page, prio).await?;
+            let n = got.len();
+            rows.extend(got);
             if n < crate::remote::CLIENT_PAGE_SIZE {
                 break;
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        let mut st = self.st();
-        let now = Instant::now();
-        for id in &ids {
-            st.client(*id).known = Some((true, now));
+        Ok(self.store_client_list(rows))
+    }
+
+    pub(super) fn store_client_list(&self, mut rows: Vec<Client>) -> Arc<Vec<Client>> {
+        rows.sort_by_key(|r| r.id);
+        rows.dedup_by_key(|r| r.id);
+        let saved = self.disk.as_ref().map(|_| super::persist::clients_record(&rows));
+        let list = Arc::new(rows);
+        {
+            let mut st = self.st();
+            let now = Instant::now();
+            for r in list.iter() {
+                st.client(r.id).known = Some((true, now));
+            }
+            if st.client_list.as_ref().is_none_or(|(old, _)| *old != list) {
+                st.by_name = None;
+            }
+            st.client_list = Some((list.clone(), now));
         }
-        st.client_list = Some((ids.clone(), now));
-        Ok(ids)
+        if let (Some(disk), Some(rec)) = (&self.disk, saved) {
+            disk.save(super::persist::CLIENTS, &rec);
+        }
+        list
     }
 
     /// One call at mount time that proves the key and the address work; its answer
     /// (the folders) is kept, since every client directory needs it anyway.
     pub async fn check_access(&self) -> Result<(), RemoteError> {
         let folders = self.remote.list_folders(Priority::User).await?;
-        self.st().folders = Some((folders, Instant::now()));
+        self.store_folders(folders);
         Ok(())
     }
 
@@ -233,13 +360,22 @@ impl<R: Remote> Core<R> {
     /// Drop a deleted file from the cached listing and content cache.
     pub(super) fn forget_file(&self, client: ClientId, id: &str) {
         self.cache().remove(id);
-        let mut st = self.st();
-        st.shown.remove(id);
-        st.mtimes.remove(id);
-        let cs = st.client(client);
-        if let Some(l) = cs.listing.as_mut() {
-            l.files.retain(|f| f.id != id);
+        let saved = {
+            let mut st = self.st();
+            st.shown.remove(id);
+            st.mtimes.remove(id);
+            let cs = st.client(client);
+            let mut saved = None;
+            if let Some(l) = cs.listing.as_mut() {
+                l.files.retain(|f| f.id != id);
+                // The kept copy must not bring the file back at the next mount.
+                saved = self.disk.as_ref().map(|_| super::persist::files_record(&l.files, l.at));
+            }
+            cs.view = None;
+            saved
+        };
+        if let (Some(disk), Some(rec)) = (&self.disk, saved) {
+            disk.save(&super::persist::files_name(client), &rec);
         }
-        cs.view = None;
     }
 }

@@ -7,7 +7,10 @@
 //! One file per question a maintainer asks; each holds one `impl Core` block.
 //! - `state.rs`: what an inode or a handle stands for (`Key`, `Node`, `Handle`, `State`).
 //! - `metadata.rs`: listings (folders, a client's files, the client list), their TTL and
-//!   single flight. `view.rs`: the names a directory shows, computed from them.
+//!   single flight, and which priority they go at. `view.rs`: the names a directory
+//!   shows, computed from them. `refresh.rs`: stale listings served at once and
+//!   refreshed behind, at `Priority::Refresh`. `persist.rs`: listings kept on disk
+//!   across mounts. `byname.rs`: `/by-name/`, one symlink per client.
 //! - `namespace.rs`: lookup, getattr, readdir, statfs. `read.rs`: open and read.
 //! - `writer.rs`: a written file's staged bytes and its life cycle (`writer::Life`,
 //!   with the transition table). `upload.rs`: the one upload protocol (journal, upload,
@@ -41,7 +44,11 @@
 //! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
 //!    (cache → entry). The state and content locks are never held together.
 //! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
+//!    `Core::queued_previews` (std mutex) likewise: only to insert, take or remove.
+//!
+//! Listing files on disk (`persist.rs`) are written after the state lock is released.
 
+mod byname;
 pub mod content;
 mod delete;
 pub mod error;
@@ -50,7 +57,9 @@ pub mod names;
 mod namespace;
 mod overlay;
 pub mod patterns;
+mod persist;
 mod read;
+mod refresh;
 mod rename;
 mod resume;
 pub mod spool;
@@ -79,13 +88,18 @@ pub type Ino = u64;
 pub type Fh = u64;
 pub const ROOT_INO: Ino = 1;
 const CLIENTS_INO: Ino = 2;
-/// The one name under the root.
+const BY_NAME_INO: Ino = 3;
+/// The client directories, by id, under the root.
 pub const CLIENTS_DIR: &str = "clients";
+/// One symlink per client, `<Name> (<id>)` -> `../clients/<id>`, under the root.
+pub const BY_NAME_DIR: &str = "by-name";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Dir,
     File,
+    /// A `/by-name/` entry: a symlink to a client directory.
+    Symlink,
 }
 
 /// Attributes as the core knows them; the adapter adds owner and block counts.
@@ -109,6 +123,20 @@ pub struct DirEntry {
 pub struct OpenMode {
     pub write: bool,
     pub truncate: bool,
+}
+
+/// Who is reading, as far as the adapter can tell (from the calling process): decides
+/// the priority of the download and whether `Options::previews` refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// Anyone else: an application the user opened the file with, `cp`, a script.
+    User,
+    /// A file manager's own process (its previews and type sniffing, but also its
+    /// copies, which cannot be told apart): `Priority::Preview`, never refused.
+    FileManager,
+    /// A thumbnailer (tumblerd, gnome and ffmpeg thumbnailers, ...): `Priority::Preview`,
+    /// refused at once when previews are off.
+    Thumbnailer,
 }
 
 /// What `open`/`create` hand back.
@@ -144,6 +172,14 @@ pub struct Options {
     /// Identifies the account (see [`account_id`]); journal entries of other
     /// accounts are left alone.
     pub account: String,
+    /// How long the client list (`/clients`, `/by-name`) is served before it is
+    /// refreshed behind the answer, at `Priority::Refresh`.
+    pub client_list_ttl: Duration,
+    /// Private directory (0700, files 0600) where listings and the client list are kept
+    /// across mounts; `None`: kept in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Serve reads by thumbnailers (`Priority::Preview`); false: they fail at once.
+    pub previews: bool,
 }
 
 /// A stable, non-reversible tag for an account: FNV-1a of base URL and key. It names
@@ -171,6 +207,13 @@ pub struct Core<R: Remote> {
     /// Wakes the background loop when a close deferred an upload to the last release
     /// (`overlay.rs`).
     wake: tokio::sync::Notify,
+    /// Preview downloads still waiting for their answer (file id -> their task): a
+    /// user's read of the same file cancels one and downloads at its own priority.
+    queued_previews: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
+    /// Wakes the refresher (`run_refresh`) when a stale listing was served.
+    refresh_due: tokio::sync::Notify,
+    /// Listings kept on disk across mounts, if `Options::state_dir` is set.
+    disk: Option<persist::Disk>,
 }
 
 impl<R: Remote> std::fmt::Debug for Core<R> {
@@ -191,7 +234,12 @@ impl<R: Remote> Core<R> {
         };
         let root = st.ino_for(Key::Root, ROOT_INO, Kind::Dir);
         let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
-        debug_assert_eq!((root, clients), (ROOT_INO, CLIENTS_INO));
+        let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);
+        debug_assert_eq!((root, clients, by_name), (ROOT_INO, CLIENTS_INO, BY_NAME_INO));
+        let disk = match &opts.state_dir {
+            Some(dir) => Some(persist::Disk::open(dir)?),
+            None => None,
+        };
         let core = Core {
             remote: Arc::new(remote),
             content: Mutex::new(ContentCache::new(
@@ -206,11 +254,15 @@ impl<R: Remote> Core<R> {
             mounted_at: SystemTime::now(),
             uploads: tokio::sync::watch::Sender::new(0),
             wake: tokio::sync::Notify::new(),
+            queued_previews: Arc::new(Mutex::new(HashMap::new())),
+            refresh_due: tokio::sync::Notify::new(),
+            disk,
         };
         core.inherit_owed_deletes();
         core.sweep_orphans();
         // Scratch files of an earlier run that died: they never had anywhere to go.
         core.spool.clear_scratch();
+        core.load_saved();
         Ok(core)
     }
 

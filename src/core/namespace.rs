@@ -1,14 +1,20 @@
 //! The namespace: lookup, getattr, opendir/readdir and statfs; attributes as the kernel
-//! sees them, served from memory wherever possible.
+//! sees them, served from memory wherever possible. Lookup and opendir fetch their
+//! listings at `Priority::Browse` (`metadata::browsing`). A directory whose listing
+//! cannot be had fails opendir (EAGAIN or EIO): it never shows as empty.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::error::{CoreError, CoreResult};
+use super::metadata::browsing;
 use super::state::{Handle, Key, Node, State};
 use super::view::DirKey;
 use super::writer::{lock, truncate_staged};
-use super::{names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, OpenMode, StatFs, CLIENTS_DIR, CLIENTS_INO};
+use super::{
+    names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, OpenMode, StatFs, BY_NAME_DIR, BY_NAME_INO, CLIENTS_DIR,
+    CLIENTS_INO,
+};
 use crate::remote::{ClientId, Priority, Remote};
 
 impl<R: Remote> Core<R> {
@@ -22,6 +28,7 @@ impl<R: Remote> Core<R> {
                 };
                 (size, mtime, if self.opts.allow_other { 0o644 } else { 0o600 })
             }
+            Kind::Symlink => (node.size, node.mtime, 0o777),
         };
         Attr {
             ino,
@@ -49,19 +56,33 @@ impl<R: Remote> Core<R> {
         match self.key_of(ino)?.0 {
             Key::Client(c) => Ok((c, DirKey::Top)),
             Key::Folder(c, f) => Ok((c, DirKey::Folder(f))),
-            Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
-            Key::Root | Key::Clients => Err(CoreError::NotPermitted("only client directories hold files")),
+            Key::File(_) | Key::Local(_) | Key::NameLink(_) => Err(CoreError::NotDir),
+            Key::Root | Key::Clients | Key::ByName => {
+                Err(CoreError::NotPermitted("only client directories hold files"))
+            }
         }
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
+        browsing(self.lookup_browsing(parent, name)).await
+    }
+
+    async fn lookup_browsing(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
         match self.key_of(parent)?.0 {
-            Key::Root => {
-                if name == CLIENTS_DIR {
-                    self.attr(CLIENTS_INO)
-                } else {
-                    Err(CoreError::NotFound)
-                }
+            Key::Root => match name {
+                CLIENTS_DIR => self.attr(CLIENTS_INO),
+                BY_NAME_DIR => self.attr(BY_NAME_INO),
+                _ => Err(CoreError::NotFound),
+            },
+            Key::ByName => {
+                let ino = self
+                    .by_name_view()
+                    .await?
+                    .by_name
+                    .get(name)
+                    .copied()
+                    .ok_or(CoreError::NotFound)?;
+                self.attr(ino)
             }
             Key::Clients => {
                 let c = names::parse_client_id(name).ok_or(CoreError::NotFound)?;
@@ -89,7 +110,7 @@ impl<R: Remote> Core<R> {
                     .ok_or(CoreError::NotFound)?;
                 self.attr(ino)
             }
-            Key::File(_) | Key::Local(_) => Err(CoreError::NotDir),
+            Key::File(_) | Key::Local(_) | Key::NameLink(_) => Err(CoreError::NotDir),
         }
     }
 
@@ -186,22 +207,30 @@ impl<R: Remote> Core<R> {
 
     /// List a directory: a snapshot kept in a handle so paging through it is consistent.
     pub async fn opendir(&self, ino: Ino) -> CoreResult<Fh> {
+        browsing(self.opendir_browsing(ino)).await
+    }
+
+    async fn opendir_browsing(&self, ino: Ino) -> CoreResult<Fh> {
         let (key, parent) = self.key_of(ino)?;
         let rows: Vec<(String, Ino)> = match key {
-            Key::Root => vec![(CLIENTS_DIR.to_string(), CLIENTS_INO)],
+            Key::Root => vec![
+                (CLIENTS_DIR.to_string(), CLIENTS_INO),
+                (BY_NAME_DIR.to_string(), BY_NAME_INO),
+            ],
             Key::Clients => {
-                let ids = self.ensure_client_list().await?;
+                let list = self.client_list().await?;
                 let mut st = self.st();
-                ids.into_iter()
-                    .map(|c| (c.to_string(), st.ino_for(Key::Client(c), CLIENTS_INO, Kind::Dir)))
+                list.iter()
+                    .map(|c| (c.id.to_string(), st.ino_for(Key::Client(c.id), CLIENTS_INO, Kind::Dir)))
                     .collect()
             }
+            Key::ByName => self.by_name_view().await?.entries.clone(),
             Key::Client(c) | Key::Folder(c, _) => {
                 let (_, dir) = self.client_dir(ino)?;
                 let view = self.view(c).await?;
                 view.get(&dir).map(|d| d.entries.clone()).unwrap_or_default()
             }
-            Key::File(_) | Key::Local(_) => return Err(CoreError::NotDir),
+            Key::File(_) | Key::Local(_) | Key::NameLink(_) => return Err(CoreError::NotDir),
         };
         let mut st = self.st();
         let mut out = Vec::with_capacity(rows.len() + 2);
@@ -258,7 +287,7 @@ impl<R: Remote> Core<R> {
             let node = st.nodes.get(&cur)?;
             match &node.key {
                 Key::Client(c) | Key::Folder(c, _) => return Some(*c),
-                Key::Root | Key::Clients => return None,
+                Key::Root | Key::Clients | Key::ByName | Key::NameLink(_) => return None,
                 Key::File(_) | Key::Local(_) => cur = node.parent,
             }
         }

@@ -8,12 +8,30 @@ use super::content::Entry;
 use super::error::{CoreError, CoreResult};
 use super::state::{Handle, Key};
 use super::writer::lock;
-use super::{Core, Fh, Ino, OpenMode, Opened};
+use super::{Core, Fh, Ino, OpenMode, Opened, Reader};
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 
 impl<R: Remote> Core<R> {
     pub async fn open(&self, ino: Ino, mode: OpenMode) -> CoreResult<Opened> {
+        self.open_for(ino, mode, Reader::User).await
+    }
+
+    /// Open on behalf of `reader`: a thumbnailer's or file manager's read downloads at
+    /// `Priority::Preview`; with previews off a thumbnailer's open fails at once unless
+    /// the bytes are already here.
+    pub async fn open_for(&self, ino: Ino, mode: OpenMode, reader: Reader) -> CoreResult<Opened> {
         let (key, parent) = self.key_of(ino)?;
+        let prio = match reader {
+            Reader::User => Priority::User,
+            Reader::FileManager | Reader::Thumbnailer => Priority::Preview,
+        };
+        if reader == Reader::Thumbnailer && !self.opts.previews && !mode.write {
+            let cached = matches!(&key, Key::File(id) if self.cache().get(id).is_some());
+            if !cached && !self.st().writers.contains_key(&ino) {
+                tracing::debug!(ino, "preview refused: previews are off");
+                return Err(CoreError::PreviewsOff);
+            }
+        }
         let file_id = match &key {
             Key::File(id) => Some(id.clone()),
             Key::Local(_) => None,
@@ -25,7 +43,7 @@ impl<R: Remote> Core<R> {
             if let Some(n) = st.nodes.get_mut(&ino) {
                 n.content_changed = false;
             }
-            let fh = st.add_handle(Handle::Read { ino, entry: None });
+            let fh = st.add_handle(Handle::Read { ino, entry: None, prio });
             return Ok(Opened { fh, keep_cache });
         }
         self.open_writer(ino, parent, file_id, mode).await
@@ -46,6 +64,28 @@ impl<R: Remote> Core<R> {
     /// The download runs in its own task from the first byte on: a reader that gives
     /// up (killed caller) never leaves a half-started entry behind for the others.
     pub(super) async fn content_entry(&self, id: &str, size: u64) -> CoreResult<Arc<Entry>> {
+        self.content_entry_at(id, size, Priority::User).await
+    }
+
+    /// `content_entry`, downloading at `prio` if a download starts. A read that is not
+    /// a preview and finds the file's preview download still waiting for its answer
+    /// cancels it (its readers get EAGAIN) and downloads at its own priority, so a
+    /// double-click never waits behind the thumbnails queued before it.
+    pub(super) async fn content_entry_at(&self, id: &str, size: u64, prio: Priority) -> CoreResult<Arc<Entry>> {
+        if prio != Priority::Preview {
+            let queued = self.previews_lock().remove(id);
+            if let Some(task) = queued {
+                task.abort();
+                let old = self.cache().get(id);
+                if let Some(old) = old {
+                    if !old.is_done() {
+                        old.fail(RemoteError::WouldWait { wait_secs: 0 });
+                        self.cache().remove(id);
+                        tracing::debug!(file = id, "a user's read takes over a queued preview download");
+                    }
+                }
+            }
+        }
         let entry = {
             let mut cache = self.cache();
             if let Some(e) = cache.get(id) {
@@ -59,8 +99,19 @@ impl<R: Remote> Core<R> {
             return Ok(entry);
         }
         let (remote, e, file) = (self.remote.clone(), entry.clone(), id.to_string());
-        tokio::spawn(async move {
-            match remote.download(&file, size, Priority::User).await {
+        let queued = self.queued_previews.clone();
+        // Held until the task is registered, so it cannot deregister before that.
+        let mut previews = self.previews_lock();
+        let task = tokio::spawn(async move {
+            let answer = remote.download(&file, size, prio).await;
+            if prio == Priority::Preview {
+                // Answered: from here on a user's read shares this download.
+                let mut q = queued.lock().unwrap_or_else(|p| p.into_inner());
+                if q.get(&file).is_some_and(|h| h.id() == tokio::task::id()) {
+                    q.remove(&file);
+                }
+            }
+            match answer {
                 Ok(stream) => e.fill(stream).await,
                 Err(err) => {
                     if err == RemoteError::NotFound {
@@ -70,13 +121,21 @@ impl<R: Remote> Core<R> {
                 }
             }
         });
+        if prio == Priority::Preview {
+            previews.insert(id.to_string(), task.abort_handle());
+        }
+        drop(previews);
         Ok(entry)
     }
 
+    fn previews_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>> {
+        self.queued_previews.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
-        let (ino, pinned) = match self.st().handles.get(&fh) {
-            Some(Handle::Read { ino, entry }) => (*ino, entry.clone()),
-            Some(Handle::Write { ino }) => (*ino, None),
+        let (ino, pinned, prio) = match self.st().handles.get(&fh) {
+            Some(Handle::Read { ino, entry, prio }) => (*ino, entry.clone(), *prio),
+            Some(Handle::Write { ino }) => (*ino, None, Priority::User),
             _ => return Err(CoreError::BadHandle),
         };
         if let Some(entry) = pinned {
@@ -100,7 +159,7 @@ impl<R: Remote> Core<R> {
         let Key::File(id) = key else {
             return Err(CoreError::NotFound);
         };
-        let entry = self.content_entry(&id, node_size).await?;
+        let entry = self.content_entry_at(&id, node_size, prio).await?;
         let data = entry.read(offset, size).await;
         if let Err(e) = &data {
             // Never serve a failed download again: the next read starts afresh.

@@ -1,7 +1,7 @@
 //! The inode table, open handles and the core's shared state: what each inode stands for
 //! and which handle is which.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,10 +10,11 @@ use tokio::time::Instant;
 
 use super::content::Entry;
 use super::metadata::ClientState;
+use super::refresh::Due;
 use super::spool::Journal;
 use super::writer::Writer;
 use super::{DirEntry, Fh, Ino, Kind};
-use crate::remote::{ClientId, Folder};
+use crate::remote::{Client, ClientId, Folder};
 
 /// What an inode stands for. Keys are never reused for another thing, so an inode
 /// number always means the same client, folder or file id.
@@ -25,6 +26,10 @@ pub(super) enum Key {
     Clients,
     /// `/clients/<id>`.
     Client(ClientId),
+    /// `/by-name`.
+    ByName,
+    /// `/by-name/<Name> (<id>)`: a symlink to `../clients/<id>`.
+    NameLink(ClientId),
     /// A folder directory inside a client, listed or not.
     Folder(ClientId, String),
     /// A server file, by its id.
@@ -63,6 +68,8 @@ pub(super) enum Handle {
         ino: Ino,
         /// Its content entry, once the first read pinned it.
         entry: Option<Arc<Entry>>,
+        /// What its download goes at (`Preview` for thumbnailers and file managers).
+        prio: crate::remote::Priority,
     },
     /// Writing a file: the writer is `State::writers[ino]`.
     Write {
@@ -82,8 +89,12 @@ pub(super) struct State {
     pub(super) next_ino: Ino,
     /// The account's folders, with when they were listed.
     pub(super) folders: Option<(Vec<Folder>, Instant)>,
-    /// The account's client ids, with when they were listed.
-    pub(super) client_list: Option<(Vec<ClientId>, Instant)>,
+    /// The account's clients (id and name, by id), with when they were listed.
+    pub(super) client_list: Option<(Arc<Vec<Client>>, Instant)>,
+    /// `/by-name` as shown, computed from `client_list` (dropped when it changes).
+    pub(super) by_name: Option<Arc<super::byname::ByNameView>>,
+    /// Listings served stale that the refresher fetches again, at `Priority::Refresh`.
+    pub(super) due: BTreeSet<Due>,
     /// Per client: its listing, views and whether it exists.
     pub(super) clients: HashMap<ClientId, ClientState>,
     /// Local (not yet uploaded) files: id -> (client, name, ino).

@@ -478,8 +478,10 @@ impl<R: Remote> Core<R> {
                 tracing::warn!("refusing to create {} in a folder: the upload API cannot choose a folder, so the file would land outside it", Name(name));
                 return Err(CoreError::NotPermitted("creating in a folder"));
             }
-            Key::File(_) | Key::Local(_) => return Err(CoreError::NotDir),
-            Key::Root | Key::Clients => return Err(CoreError::NotPermitted("only client directories hold files")),
+            Key::File(_) | Key::Local(_) | Key::NameLink(_) => return Err(CoreError::NotDir),
+            Key::Root | Key::Clients | Key::ByName => {
+                return Err(CoreError::NotPermitted("only client directories hold files"))
+            }
         };
         if name.len() > names::NAME_MAX {
             return Err(CoreError::NameTooLong);

@@ -20,8 +20,18 @@ impl<R: Remote> Core<R> {
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
         let mut out: Vec<(&str, String)> = Vec::new();
         match &node.key {
-            Key::Root | Key::Clients => {}
-            Key::Client(c) => out.push(("client_id", c.to_string())),
+            Key::Root | Key::Clients | Key::ByName => {}
+            Key::Client(c) | Key::NameLink(c) => {
+                out.push(("client_id", c.to_string()));
+                // The client's name, from the client list (kept for /by-name): no call.
+                let name = st
+                    .client_list
+                    .as_ref()
+                    .and_then(|(list, _)| list.iter().find(|r| r.id == *c).map(|r| r.name.clone()));
+                if let Some(name) = name {
+                    out.push(("client_name", name));
+                }
+            }
             Key::Folder(c, f) => {
                 out.push(("client_id", c.to_string()));
                 out.push(("folder_id", f.clone()));

@@ -695,6 +695,10 @@ async fn upload_watchdog(progress: &SendProgress, idle: Duration, grace: Duratio
 }
 
 impl Remote for HttpRemote {
+    fn limiter(&self) -> Option<&Limiter> {
+        Some(&self.limiter)
+    }
+
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
         let url = self.url("folders", None)?;
         let body = self.get_body(url, "GET folders", prio).await?;

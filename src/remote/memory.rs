@@ -78,6 +78,10 @@ fn lost_answer() -> RemoteError {
 }
 
 impl Remote for MemRemote {
+    fn limiter(&self) -> Option<&Limiter> {
+        Some(&self.limiter)
+    }
+
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
         let fault = self.admit(Endpoint::ListFolders, prio).await?;
         let out = self

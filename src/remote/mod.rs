@@ -45,13 +45,25 @@ pub struct Client {
     pub name: String,
 }
 
-/// Who is waiting for a request: the limiter serves `User` before `Background`.
+/// Who is waiting for a request, and what it is for. The limiter serves them in this
+/// order (ties: oldest first, except listings: newest first), and keeps a reserve of the
+/// daily budget that only `User` and `Background` (real work) may spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Priority {
-    /// A FUSE operation a user is blocked on.
+    /// Real work a user is blocked on: reading contents, uploads, deletes, renames and
+    /// the listings that confirm them.
     User,
-    /// Prefetch, refresh, resumed uploads: nobody is waiting on it right now.
+    /// A listing a user's process asked for (lookup, opendir). Newest first; a crawl's
+    /// listings fail at once instead of queueing; never spends the reserve.
+    Browse,
+    /// Real work nobody waits on right now: resumed uploads, retries, owed deletes.
     Background,
+    /// Listings nobody waits on: the client list, refreshes behind a stale answer.
+    /// Never spends the reserve.
+    Refresh,
+    /// Reads by thumbnailers and a file manager's own previews: below everything a user
+    /// asked for; never spends the reserve.
+    Preview,
 }
 
 /// The remote layer's error. Every variant is mapped to a core error in exactly one
@@ -145,6 +157,13 @@ pub trait Remote: Send + Sync + 'static {
 
     /// `DELETE files/<id>`.
     fn delete(&self, file_id: &str, prio: Priority) -> impl Future<Output = Result<(), RemoteError>> + Send;
+
+    /// The limiter this remote's requests wait at, if any: the core asks it whether a
+    /// listing would have to wait (then it serves a stale one) and a status display
+    /// reads the budget from it. No call.
+    fn limiter(&self) -> Option<&crate::limiter::Limiter> {
+        None
+    }
 }
 
 /// Rows per page of the Clients API.

@@ -68,19 +68,20 @@ pub fn mount_in(dir: tempfile::TempDir, srv: &Server, extra: &[&str]) -> Mount {
     let child = Command::new(bin())
         .arg("mount")
         .arg(&mnt)
-        .args([
-            "--base-url",
-            &srv.base,
-            "--foreground",
-            "--rate-limit",
-            "100000",
-            "--daily-limit",
-            "100000",
-        ])
+        .args(["--base-url", &srv.base, "--foreground"])
+        // Generous limits unless the test sets its own.
+        .args(
+            [["--rate-limit", "100000"], ["--daily-limit", "100000"]]
+                .into_iter()
+                .filter(|[flag, _]| !extra.contains(flag))
+                .flatten(),
+        )
         .arg("--spool-dir")
         .arg(dir.path().join("spool"))
         .arg("--cache-dir")
         .arg(dir.path().join("cache"))
+        .arg("--listings-dir")
+        .arg(dir.path().join("listings"))
         .args(extra)
         .env("INTAKEQ_API_KEY", KEY)
         .env("INTAKEQ_FS_LOG", "debug")

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Browsing against the real limits (issues 13 and 14): a file manager and `find` over a
+# 2,000-client fake account, mounted at the defaults (10 requests a minute, 500 a day,
+# --max-wait 120, 20 % of the day kept for real work). Nothing is scaled: the limiter
+# runs on the real clock, so the run takes about 4 minutes, most of it waiting for the
+# per-minute window exactly as a user would.
+#
+# Steps (API calls from the fake's counters; times are wall clock):
+#   mount      the key check at mount (1 call)
+#   A          `ls clients`: the client list, 100 a page (21 pages for 2,000 clients)
+#   B          a file manager counting items: the first 30 client folders enumerated
+#              at once, the way GIO does (opendir + readdir each, all in parallel)
+#   C          5 s later the user opens one more client folder: time until it shows
+#   D          `find clients -name '*.pdf'` over all 2,000 clients
+#   E          unmount, mount again, `ls clients` and the folder of C: from the kept
+#              listings
+# and how much of the day's 500 is left. Prints one markdown table.
+#
+# Usage: scripts/bench-browse.sh
+# Optional: BENCH_BROWSE_CLIENTS (default 2000), BENCH_PROFILE=release (default: the
+# debug build, which is fine here: the run is bound by the rate limit, not the CPU).
+set -Eeuo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+
+N="${BENCH_BROWSE_CLIENTS:-2000}"
+PROFILE="${BENCH_PROFILE:-debug}"
+FIRST=20001 # client ids FIRST .. FIRST+N-1
+
+WORK=""
+MOUNTS=()
+PIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM ERR
+  local m p
+  for m in "${MOUNTS[@]}"; do
+    mountpoint -q "$m" 2>/dev/null && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
+  done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+log() { echo "bench-browse: $*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+scripts/setup-deps.sh >/dev/null
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked -q
+else
+  cargo build --locked -q
+fi
+BIN="target/$PROFILE/intakeq-fs"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/intakeq-browse.XXXXXX")
+KEY="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+"$BIN" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$WORK/server.url" 2>"$WORK/server.log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
+BASE=$(head -n1 "$WORK/server.url")
+ADMIN="${BASE%/api/v1/}/_admin"
+admin_post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1" >/dev/null; }
+reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+# Calls since the last reset: "N (endpoint n, ...)"
+calls() {
+  curl -sS -f --noproxy '*' "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
+    awk -F: '$1 == "total" { t = $2; next } $2 > 0 { s = s (s ? ", " : "") $1 " " $2 } END { printf "%d (%s)", t, s }'
+}
+total() { curl -sS -f --noproxy '*' "$ADMIN/counts" | sed -n 's/.*"total":\([0-9]*\).*/\1/p'; }
+
+log "creating $N clients with 2 files each (admin API, not counted)"
+for i in $(seq 0 $((N - 1))); do
+  echo "{\"client_id\":$((FIRST + i)),\"n\":2,\"size\":512}"
+done | xargs -d '\n' -P 8 -I{} curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/bulk-client"
+admin_post file "{\"client_id\":$FIRST,\"name\":\"intake.pdf\",\"size\":4096}"
+
+MNT="$WORK/mnt"
+mkdir -p "$MNT"
+mount_fs() {
+  INTAKEQ_API_KEY="$KEY" INTAKEQ_FS_LOG=info "$BIN" mount "$MNT" --base-url "$BASE" --foreground \
+    --spool-dir "$WORK/spool" --cache-dir "$WORK/cache" --listings-dir "$WORK/listings" \
+    >>"$WORK/mount.log" 2>&1 &
+  PIDS+=($!)
+  MOUNTS+=("$MNT")
+  for _ in $(seq 200); do mountpoint -q "$MNT" && return 0; sleep 0.1; done
+  log "mount did not appear"; cat "$WORK/mount.log" >&2; return 1
+}
+
+ROWS=()
+SUM=0 # calls of the first mount so far: what its day has spent
+row() {
+  ROWS+=("| $1 | $2 | $3 | $4 |")
+  SUM=$((SUM + $(total)))
+}
+
+reset_counts
+T=$(now); mount_fs
+row "mount" "key check" "$(calls)" "$(since "$T") s"
+
+reset_counts
+T=$(now)
+listed=$(ls "$MNT/clients" | wc -l)
+row "A" "\`ls clients\` ($listed of $N clients shown)" "$(calls)" "$(since "$T") s"
+
+reset_counts
+T=$(now)
+mkdir -p "$WORK/counts"
+for id in $(ls "$MNT/clients" | head -n 30); do
+  ( if ls -f "$MNT/clients/$id" >/dev/null 2>"$WORK/counts/$id.err"; then echo ok; else echo failed; fi >"$WORK/counts/$id" ) &
+done
+sleep 5
+T_CLICK=$(now)
+CLICK=$((FIRST + 40))
+click_out=$(ls "$MNT/clients/$CLICK" 2>&1 | tr '\n' ' ')
+click_time=$(since "$T_CLICK")
+sleep 1
+counted=$(cat "$WORK"/counts/* 2>/dev/null | grep -c '^ok$' || true)
+refused=$(cat "$WORK"/counts/* 2>/dev/null | grep -c '^failed$' || true)
+errs=$(cat "$WORK"/counts/*.err 2>/dev/null | sed 's/.*: //' | sort | uniq -c | sed 's/^ *//' | tr '\n' ';' || true)
+row "B+C" "30 folders counted at once ($counted counted, $refused refused: $errs), then the user opens one 5 s later" "$(calls)" "opened folder shown after $click_time s ($click_out)"
+
+reset_counts
+T=$(now)
+find_out=$(find "$MNT/clients" -name '*.pdf' 2>"$WORK/find.err" || true)
+find_errs=$(grep -c 'Resource temporarily unavailable' "$WORK/find.err" || true)
+row "D" "\`find clients -name '*.pdf'\` ($(echo "$find_out" | grep -c . || true) found, $find_errs directories refused with EAGAIN)" "$(calls)" "$(since "$T") s"
+
+DAY_SPENT=$SUM
+fusermount3 -u "$MNT"
+sleep 1
+reset_counts
+T=$(now); mount_fs
+ls "$MNT/clients" >/dev/null
+ls "$MNT/clients/$CLICK" >/dev/null
+ls "$MNT/by-name" >/dev/null
+row "E" "remount, \`ls clients\`, \`ls by-name\` and C's folder again" "$(calls)" "$(since "$T") s"
+fusermount3 -u "$MNT"
+
+echo
+echo "$N clients, --rate-limit 10 --daily-limit 500 --max-wait 120 (defaults), $(date -u '+%Y-%m-%d %H:%M UTC'), $PROFILE build"
+echo
+echo "| step | what | API calls | time |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "First mount: $DAY_SPENT calls spent, $((500 - DAY_SPENT)) of the day's 500 left (of which 100 only for reading, uploads, deletes and renames)."
+echo
+log "refusals logged by the mount: $(grep -c 'refused' "$WORK/mount.log" || true)"
