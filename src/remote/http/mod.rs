@@ -4,7 +4,11 @@
 //! with backoff, 429 handling through the shared limiter (with a capped pause), bounded
 //! listing bodies with an overall deadline, streamed uploads whose deadline starts once
 //! the body is sent, and length-checked streamed downloads. reqwest types never leave
-//! this file; listing rows are parsed in `parse.rs`.
+//! this module; listing rows are parsed in `parse.rs`.
+//!
+//! Split out: error mapping in `errors`.
+
+mod errors;
 
 use std::fmt;
 use std::path::Path;
@@ -16,11 +20,12 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{parse, ByteStream, Client, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 use crate::limiter::Limiter;
+
+use errors::{chain, error_message, network_error, redirect_error, status_error, LocalRead, MAX_ERROR_BODY};
 
 /// Characters left alone when percent-encoding a path segment or query value.
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -36,10 +41,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The client list is walked at most this many pages (100 clients each); later pages
 /// are answered empty, which ends the walk.
 pub const MAX_CLIENT_PAGES: u32 = 1000;
-/// Most bytes of an error body read to find its `Message`.
-const MAX_ERROR_BODY: usize = 16 * 1024;
-/// Longest `Message` carried into an error.
-const MAX_MESSAGE_CHARS: usize = 300;
 const AUTH_HEADER: &str = "X-Auth-Key";
 
 /// Timeouts, retry policy and bounds on what the server may send.
@@ -158,26 +159,6 @@ pub(crate) fn is_loopback(u: &Url) -> bool {
         Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
         Err(_) => host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost."),
     }
-}
-
-/// A 3xx: never followed (the key must not go elsewhere), reported with its target
-/// host only (never a query string or the key).
-fn redirect_error(resp: &reqwest::Response, what: &str) -> RemoteError {
-    let target = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .and_then(|l| resp.url().join(l).ok())
-        .map(|u| match (u.host_str(), u.port()) {
-            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
-            (Some(h), None) => format!("{}://{h}", u.scheme()),
-            _ => "an unknown location".into(),
-        })
-        .unwrap_or_else(|| "an unknown location".into());
-    RemoteError::Protocol(format!(
-        "{what}: the server redirected (HTTP {}) to {target}; redirects are never followed",
-        resp.status().as_u16()
-    ))
 }
 
 /// What a successful attempt should hand back.
@@ -458,101 +439,6 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     }
     let secs = v.parse::<u64>().unwrap_or(u64::MAX);
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
-}
-
-/// The `Message` of an error body, if it has one; never other body bytes.
-async fn error_message(mut resp: reqwest::Response) -> Option<String> {
-    let mut buf = Vec::new();
-    while buf.len() < MAX_ERROR_BODY {
-        match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        #[serde(rename = "Message", alias = "message")]
-        message: Option<String>,
-    }
-    let body: ErrorBody = serde_json::from_slice(&buf).ok()?;
-    let msg = body.message?;
-    let msg: String = msg
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
-    Some(msg)
-}
-
-fn status_error(status: StatusCode, message: Option<String>) -> RemoteError {
-    let code = status.as_u16();
-    match code {
-        401 | 403 => RemoteError::Unauthorized { status: code },
-        404 => RemoteError::NotFound,
-        429 => RemoteError::RateLimited,
-        500..=599 => RemoteError::Server { status: code },
-        _ => RemoteError::Rejected {
-            status: code,
-            message: message.unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_string()),
-        },
-    }
-}
-
-/// An error and its sources, joined, without the URL.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-/// A read error of the local file being uploaded, kept distinguishable inside
-/// reqwest's error chain.
-#[derive(Debug)]
-struct LocalRead(std::io::Error);
-
-impl fmt::Display for LocalRead {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reading the file to upload: {}", self.0)
-    }
-}
-
-impl std::error::Error for LocalRead {}
-
-fn local_read_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(x) = cur {
-        if let Some(l) = x.downcast_ref::<LocalRead>() {
-            return Some(l.to_string());
-        }
-        cur = x.source();
-    }
-    None
-}
-
-fn network_error(e: &reqwest::Error) -> RemoteError {
-    // A failure reading our own upload source is local and left nothing behind.
-    if let Some(local) = local_read_in(e) {
-        return RemoteError::LocalIo(local);
-    }
-    // Build the text from a copy without the URL: no query strings in errors.
-    let text = if e.is_timeout() {
-        format!("timed out ({})", chain(e))
-    } else {
-        chain(e)
-    };
-    let text = match e.url() {
-        Some(u) => text.replace(u.as_str(), "<url>"),
-        None => text,
-    };
-    RemoteError::Network(text)
 }
 
 /// The length check of a download: bytes so far against the listed size.
