@@ -6,8 +6,9 @@
 //! the body is sent, and length-checked streamed downloads. reqwest types never leave
 //! this module; listing rows are parsed in `parse.rs`.
 //!
-//! Split out: error mapping in `errors`.
+//! Split out: error mapping in `errors`; the length-checked download in `download`.
 
+mod download;
 mod errors;
 
 use std::fmt;
@@ -16,7 +17,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -25,6 +26,8 @@ use tokio::time::Instant;
 use super::{parse, ByteStream, Client, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 use crate::limiter::Limiter;
 
+use download::checked_stream;
+pub use download::LengthCheck;
 use errors::{chain, error_message, network_error, redirect_error, status_error, LocalRead, MAX_ERROR_BODY};
 
 /// Characters left alone when percent-encoding a path segment or query value.
@@ -441,93 +444,6 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// The length check of a download: bytes so far against the listed size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LengthCheck {
-    got: u64,
-    expected: u64,
-}
-
-impl LengthCheck {
-    pub fn new(expected: u64) -> LengthCheck {
-        LengthCheck { got: 0, expected }
-    }
-
-    /// A chunk of `n` bytes arrived: an error once the body is longer than listed.
-    pub fn feed(&mut self, n: usize) -> Result<(), RemoteError> {
-        self.got = self.got.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
-        if self.got > self.expected {
-            return Err(self.truncated());
-        }
-        Ok(())
-    }
-
-    /// The body ended: an error unless it had exactly the listed length.
-    pub fn finish(&self) -> Result<(), RemoteError> {
-        if self.got != self.expected {
-            return Err(self.truncated());
-        }
-        Ok(())
-    }
-
-    pub fn got(&self) -> u64 {
-        self.got
-    }
-
-    fn truncated(&self) -> RemoteError {
-        RemoteError::Truncated {
-            got: self.got,
-            expected: self.expected,
-        }
-    }
-}
-
-/// The body of a download as it arrives, checked against the listed size.
-fn checked_stream(body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static, expected: u64) -> ByteStream {
-    struct St<S> {
-        body: std::pin::Pin<Box<S>>,
-        check: LengthCheck,
-        done: bool,
-    }
-    let st = St {
-        body: Box::pin(body),
-        check: LengthCheck::new(expected),
-        done: false,
-    };
-    Box::pin(futures_util::stream::unfold(st, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        match st.body.next().await {
-            Some(Ok(chunk)) => match st.check.feed(chunk.len()) {
-                Ok(()) => Some((Ok(chunk), st)),
-                Err(err) => {
-                    st.done = true;
-                    tracing::warn!("GET file: body longer than listed: {err}");
-                    Some((Err(err), st))
-                }
-            },
-            Some(Err(e)) => {
-                st.done = true;
-                let err = network_error(&e);
-                tracing::warn!(
-                    "GET file: body failed after {} of {expected} bytes: {err}",
-                    st.check.got()
-                );
-                Some((Err(err), st))
-            }
-            None => match st.check.finish() {
-                Ok(()) => None,
-                Err(err) => {
-                    st.done = true;
-                    tracing::warn!("GET file: {err}");
-                    Some((Err(err), st))
-                }
-            },
-        }
-    }))
-}
-
 /// Progress of an upload body, watched by `upload` to bound it by inactivity while the
 /// body is sent and by `read_timeout` once it is.
 #[derive(Default)]
@@ -752,33 +668,5 @@ mod tests {
             prop_assert!(Instant::now().checked_add(d).is_some());
         }
 
-        #[test]
-        fn length_check_accepts_exactly_the_listed_size(expected in any::<u64>(), chunks in proptest::collection::vec(any::<usize>(), 0..8)) {
-            let mut c = LengthCheck::new(expected);
-            let mut total: u128 = 0;
-            let mut failed = false;
-            for n in &chunks {
-                total += *n as u128;
-                if c.feed(*n).is_err() {
-                    failed = true;
-                    prop_assert!(total > expected as u128);
-                    break;
-                }
-            }
-            if !failed {
-                prop_assert_eq!(c.finish().is_ok(), total == expected as u128);
-            }
-        }
-
-        #[test]
-        fn length_check_on_small_bodies(expected in 0u64..2000, chunks in proptest::collection::vec(0usize..700, 0..6)) {
-            let mut c = LengthCheck::new(expected);
-            let total: usize = chunks.iter().sum();
-            let fed_ok = chunks.iter().all(|n| c.feed(*n).is_ok());
-            prop_assert_eq!(fed_ok, total as u64 <= expected);
-            if fed_ok {
-                prop_assert_eq!(c.finish().is_ok(), total as u64 == expected);
-            }
-        }
     }
 }
