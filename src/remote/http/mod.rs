@@ -6,30 +6,32 @@
 //! the body is sent, and length-checked streamed downloads. reqwest types never leave
 //! this module; listing rows are parsed in `parse.rs`.
 //!
-//! Split out: sending with retries in `send`; error mapping in `errors`; the length-checked download in `download`.
+//! Here: options, construction, base-URL rules, URL building and the `Remote` impl.
+//! Sending with retries is in `send`, error mapping in `errors`, the upload in
+//! `upload` and the length-checked download in `download`.
 
 mod download;
 mod errors;
 mod send;
+mod upload;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
-use tokio::time::Instant;
 
 use super::{parse, ByteStream, Client, ClientId, Folder, Priority, Remote, RemoteError, RemoteFile};
 use crate::limiter::Limiter;
 
-use download::checked_stream;
 pub use download::LengthCheck;
-use errors::{chain, LocalRead};
 pub use send::{parse_retry_after, MAX_RETRY_AFTER};
+
+use download::checked_stream;
+use errors::chain;
 use send::{Answer, Failed, Want};
 
 /// Characters left alone when percent-encoding a path segment or query value.
@@ -214,58 +216,6 @@ impl HttpRemote {
     }
 }
 
-/// Progress of an upload body, watched by `upload` to bound it by inactivity while the
-/// body is sent and by `read_timeout` once it is.
-#[derive(Default)]
-struct SendProgress {
-    /// Bytes handed to the connection so far.
-    sent: std::sync::atomic::AtomicU64,
-    /// The whole body has been handed over.
-    done: std::sync::atomic::AtomicBool,
-}
-
-/// Most bytes the kernel may still hold in its send buffer once the body has been
-/// handed over, and the slowest link they are assumed to drain through: after the
-/// hand-over the answer may take `idle` plus that long (at most 64 s more).
-const SEND_BUFFER_BOUND: u64 = 8 << 20;
-const MIN_LINK_BYTES_PER_SEC: u64 = 128 << 10;
-
-/// How long to wait for the answer once a body of `len` bytes has been handed over.
-fn answer_grace(len: u64, idle: Duration) -> Duration {
-    idle + Duration::from_secs(len.min(SEND_BUFFER_BOUND) / MIN_LINK_BYTES_PER_SEC)
-}
-
-/// Wait until the upload's body makes no progress for `idle`, or its answer takes
-/// longer than `grace` once the body was handed over; returns which. So an upload is
-/// never cut short by its size: only a stall or a missing answer ends it. Progress is
-/// seen as the kernel takes bytes, which it does each time about a third of its send
-/// buffer (up to 4 MiB) has drained: with the default 30 s, links down to about
-/// 50 kB/s count as moving.
-async fn upload_watchdog(progress: &SendProgress, idle: Duration, grace: Duration) -> &'static str {
-    use std::sync::atomic::Ordering::Relaxed;
-    let tick = (idle / 4).max(Duration::from_millis(10));
-    let mut last = progress.sent.load(Relaxed);
-    let mut last_change = Instant::now();
-    let mut done_at: Option<Instant> = None;
-    loop {
-        tokio::time::sleep(tick).await;
-        if progress.done.load(Relaxed) {
-            let at = *done_at.get_or_insert_with(Instant::now);
-            if at.elapsed() >= grace {
-                return "no answer after the file was sent";
-            }
-            continue;
-        }
-        let now = progress.sent.load(Relaxed);
-        if now != last {
-            last = now;
-            last_change = Instant::now();
-        } else if last_change.elapsed() >= idle {
-            return "sending the file made no progress";
-        }
-    }
-}
-
 impl Remote for HttpRemote {
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
         let url = self.url("folders", None)?;
@@ -317,58 +267,7 @@ impl Remote for HttpRemote {
         path: &Path,
         prio: Priority,
     ) -> Result<(), RemoteError> {
-        let what = "POST file";
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| RemoteError::LocalIo(e.to_string()))?;
-        let len = file
-            .metadata()
-            .await
-            .map_err(|e| RemoteError::LocalIo(e.to_string()))?
-            .len();
-        let progress = Arc::new(SendProgress::default());
-        let body = {
-            let sent = progress.clone();
-            let done = progress.clone();
-            tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
-                .map_err(LocalRead)
-                .inspect_ok(move |chunk| {
-                    sent.sent
-                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                })
-                .chain(futures_util::stream::poll_fn(move |_| {
-                    done.done.store(true, std::sync::atomic::Ordering::Relaxed);
-                    std::task::Poll::Ready(None)
-                }))
-        };
-        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len)
-            .file_name(file_name.to_string())
-            .mime_str(content_type)
-            .map_err(|_| RemoteError::LocalIo(format!("invalid content type {content_type:?}")))?;
-        let form = reqwest::multipart::Form::new().part("file", part);
-        let url = self.url(&format!("files/{client}"), None)?;
-
-        // Never retried: a lost answer may mean the file landed.
-        self.limiter.acquire(prio, what).await?;
-        let rb = self.upload_client.post(url).multipart(form);
-        let idle = self.opts.read_timeout;
-        let result = tokio::select! {
-            r = self.attempt(rb, what, Want::Nothing) => r,
-            why = upload_watchdog(&progress, idle, answer_grace(len, idle)) => Err(RemoteError::Network(format!(
-                "timed out: {why} in time"
-            ))),
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                if err == RemoteError::NotFound {
-                    tracing::debug!("{what}: client not found");
-                } else {
-                    tracing::warn!("{what} of {} failed: {err}", crate::phi::Name(file_name));
-                }
-                Err(err)
-            }
-        }
+        self.upload_file(client, file_name, content_type, path, prio).await
     }
 
     async fn delete(&self, file_id: &str, prio: Priority) -> Result<(), RemoteError> {
