@@ -2,12 +2,16 @@
 //! to the API contract, with the store's fault plan applied at the connection level
 //! (dropped connections, cut bodies, hangs), a download bandwidth cap, and a small
 //! uncounted `/_admin/` API for tests and the benchmark script. Where the contract is
-//! unconfirmed, the store's [`Profile`] picks the answer's shape.
+//! unconfirmed, the store's [`Profile`](super::profile::Profile) picks the answer's shape.
 //!
 //! axum handlers cannot close a connection without answering, so the server runs its
 //! own accept loop and serves the Router through a hyper service that turns a
 //! response marked [`DropConnection`] into a service error: hyper then closes the
 //! connection without writing a byte.
+//!
+//! Split out: the admin API in `admin`.
+
+mod admin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +20,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -27,21 +30,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::demo::pseudo_random_bytes;
 use super::profile::Profile;
 use super::store::{Admission, Endpoint, Fault, Store, StoredClient, StoredFile, UnknownClientFiles};
 use crate::remote::{ClientId, CLIENT_PAGE_SIZE};
-
-/// How long a `Hang` fault holds a request before giving up and dropping it.
-const HANG_FOR: Duration = Duration::from_secs(3600);
-/// How long a cut body waits before failing, so that what was sent gets flushed.
-const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(100);
-/// Download body chunk size when not throttled.
-const CHUNK: usize = 64 * 1024;
 
 /// The API's base URL for a server bound at `addr`.
 pub fn base_url(addr: SocketAddr) -> String {
@@ -142,20 +137,20 @@ fn router(store: Store, api_key: String) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), api_gate))
         .layer(DefaultBodyLimit::disable());
     let admin = Router::new()
-        .route("/_admin/counts", get(admin_counts))
-        .route("/_admin/reset-counts", post(admin_reset_counts))
-        .route("/_admin/fault", post(admin_fault))
-        .route("/_admin/clear-faults", post(admin_clear_faults))
-        .route("/_admin/bandwidth", post(admin_bandwidth))
-        .route("/_admin/budget", post(admin_budget))
-        .route("/_admin/profile", post(admin_profile))
-        .route("/_admin/unknown-client-files", post(admin_unknown_client))
-        .route("/_admin/client", post(admin_client))
-        .route("/_admin/bulk-client", post(admin_bulk_client))
-        .route("/_admin/file", post(admin_add_file))
-        .route("/_admin/file/{id}", get(admin_file_bytes))
-        .route("/_admin/files", get(admin_files))
-        .layer(middleware::from_fn(admin_gate));
+        .route("/_admin/counts", get(admin::admin_counts))
+        .route("/_admin/reset-counts", post(admin::admin_reset_counts))
+        .route("/_admin/fault", post(admin::admin_fault))
+        .route("/_admin/clear-faults", post(admin::admin_clear_faults))
+        .route("/_admin/bandwidth", post(admin::admin_bandwidth))
+        .route("/_admin/budget", post(admin::admin_budget))
+        .route("/_admin/profile", post(admin::admin_profile))
+        .route("/_admin/unknown-client-files", post(admin::admin_unknown_client))
+        .route("/_admin/client", post(admin::admin_client))
+        .route("/_admin/bulk-client", post(admin::admin_bulk_client))
+        .route("/_admin/file", post(admin::admin_add_file))
+        .route("/_admin/file/{id}", get(admin::admin_file_bytes))
+        .route("/_admin/files", get(admin::admin_files))
+        .layer(middleware::from_fn(admin::admin_gate));
     api.merge(admin).with_state(app)
 }
 
@@ -169,27 +164,6 @@ fn dropped() -> Response {
     let mut resp = Response::new(Body::empty());
     resp.extensions_mut().insert(DropConnection);
     resp
-}
-
-fn classify(method: &Method, path: &str) -> Option<Endpoint> {
-    let rest = path.strip_prefix("/api/v1/")?;
-    match (method, rest) {
-        (&Method::GET, "folders") => Some(Endpoint::ListFolders),
-        (&Method::GET, "files") => Some(Endpoint::ListFiles),
-        (&Method::GET, "clients") => Some(Endpoint::ListClients),
-        (m, r) => {
-            let id = r.strip_prefix("files/")?;
-            if id.is_empty() || id.contains('/') {
-                return None;
-            }
-            match *m {
-                Method::GET => Some(Endpoint::Download),
-                Method::POST => Some(Endpoint::Upload),
-                Method::DELETE => Some(Endpoint::Delete),
-                _ => None,
-            }
-        }
-    }
 }
 
 /// A query parameter, name compared case-insensitively (as ASP.NET does).
@@ -221,7 +195,30 @@ fn file_json(f: &StoredFile) -> FileJson<'_> {
     }
 }
 
-// ----- the API -----
+/// How long a `Hang` fault holds a request before giving up and dropping it.
+const HANG_FOR: Duration = Duration::from_secs(3600);
+
+/// The endpoint an API request is for, from its method and path.
+fn classify(method: &Method, path: &str) -> Option<Endpoint> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    match (method, rest) {
+        (&Method::GET, "folders") => Some(Endpoint::ListFolders),
+        (&Method::GET, "files") => Some(Endpoint::ListFiles),
+        (&Method::GET, "clients") => Some(Endpoint::ListClients),
+        (m, r) => {
+            let id = r.strip_prefix("files/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            match *m {
+                Method::GET => Some(Endpoint::Download),
+                Method::POST => Some(Endpoint::Upload),
+                Method::DELETE => Some(Endpoint::Delete),
+                _ => None,
+            }
+        }
+    }
+}
 
 /// Counts every API request, applies the planned fault, checks the key.
 async fn api_gate(State(app): State<App>, mut req: Request, next: Next) -> Response {
@@ -299,104 +296,10 @@ async fn drain_body(req: Request) {
     while let Some(Ok(_)) = body.next().await {}
 }
 
-async fn list_folders(State(app): State<App>) -> Response {
-    let folders: Vec<serde_json::Value> = app
-        .store
-        .folders()
-        .into_iter()
-        .map(|(id, name)| serde_json::json!({ "Id": id, "Name": name }))
-        .collect();
-    Json(folders).into_response()
-}
-
-async fn list_files(
-    State(app): State<App>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = q else {
-        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
-    };
-    let Some(client) = param(&q, "clientId").and_then(|v| v.parse::<ClientId>().ok()) else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "The request is invalid: clientId is required and must be a number.",
-        );
-    };
-    if !app.store.has_client(client) && app.store.lock().unknown_client_files == UnknownClientFiles::NotFound {
-        return message(StatusCode::NOT_FOUND, "Client not found");
-    }
-    let files = app.store.files_of(client);
-    Json(files.iter().map(file_json).collect::<Vec<_>>()).into_response()
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ClientProfileJson {
-    client_id: ClientId,
-    first_name: String,
-    last_name: String,
-    name: String,
-    email: String,
-    phone: String,
-    date_created: i64,
-    archived: bool,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ClientRowJson {
-    name: String,
-    email: String,
-    phone: String,
-    client_number: ClientId,
-}
-
-async fn list_clients(
-    State(app): State<App>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = q else {
-        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
-    };
-    let page = match param(&q, "page") {
-        None | Some("") => 1,
-        Some(p) => match p.parse::<u32>() {
-            Ok(p) => p.max(1),
-            Err(_) => return message(StatusCode::BAD_REQUEST, "page must be a number"),
-        },
-    };
-    // The alt profile answers the short form whatever the query says.
-    let profile = param(&q, "includeProfile").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        && app.store.profile() == Profile::Contract;
-    let rows = app.store.clients_page(param(&q, "search"), page, CLIENT_PAGE_SIZE);
-    if profile {
-        let rows: Vec<ClientProfileJson> = rows
-            .into_iter()
-            .map(|c: StoredClient| ClientProfileJson {
-                client_id: c.id,
-                name: c.name(),
-                first_name: c.first_name,
-                last_name: c.last_name,
-                email: c.email,
-                phone: c.phone,
-                date_created: c.created_ms,
-                archived: c.archived,
-            })
-            .collect();
-        Json(rows).into_response()
-    } else {
-        let rows: Vec<ClientRowJson> = rows
-            .into_iter()
-            .map(|c| ClientRowJson {
-                name: c.name(),
-                email: c.email,
-                phone: c.phone,
-                client_number: c.id,
-            })
-            .collect();
-        Json(rows).into_response()
-    }
-}
+/// How long a cut body waits before failing, so that what was sent gets flushed.
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(100);
+/// Download body chunk size when not throttled.
+const CHUNK: usize = 64 * 1024;
 
 /// `attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`.
 fn content_disposition(name: &str) -> HeaderValue {
@@ -498,6 +401,105 @@ fn paced_body(
     })
 }
 
+async fn list_folders(State(app): State<App>) -> Response {
+    let folders: Vec<serde_json::Value> = app
+        .store
+        .folders()
+        .into_iter()
+        .map(|(id, name)| serde_json::json!({ "Id": id, "Name": name }))
+        .collect();
+    Json(folders).into_response()
+}
+
+async fn list_files(
+    State(app): State<App>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
+    };
+    let Some(client) = param(&q, "clientId").and_then(|v| v.parse::<ClientId>().ok()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "The request is invalid: clientId is required and must be a number.",
+        );
+    };
+    if !app.store.has_client(client) && app.store.lock().unknown_client_files == UnknownClientFiles::NotFound {
+        return message(StatusCode::NOT_FOUND, "Client not found");
+    }
+    let files = app.store.files_of(client);
+    Json(files.iter().map(file_json).collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ClientProfileJson {
+    client_id: ClientId,
+    first_name: String,
+    last_name: String,
+    name: String,
+    email: String,
+    phone: String,
+    date_created: i64,
+    archived: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ClientRowJson {
+    name: String,
+    email: String,
+    phone: String,
+    client_number: ClientId,
+}
+
+async fn list_clients(
+    State(app): State<App>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return message(StatusCode::BAD_REQUEST, "The request is invalid.");
+    };
+    let page = match param(&q, "page") {
+        None | Some("") => 1,
+        Some(p) => match p.parse::<u32>() {
+            Ok(p) => p.max(1),
+            Err(_) => return message(StatusCode::BAD_REQUEST, "page must be a number"),
+        },
+    };
+    // The alt profile answers the short form whatever the query says.
+    let profile = param(&q, "includeProfile").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        && app.store.profile() == Profile::Contract;
+    let rows = app.store.clients_page(param(&q, "search"), page, CLIENT_PAGE_SIZE);
+    if profile {
+        let rows: Vec<ClientProfileJson> = rows
+            .into_iter()
+            .map(|c: StoredClient| ClientProfileJson {
+                client_id: c.id,
+                name: c.name(),
+                first_name: c.first_name,
+                last_name: c.last_name,
+                email: c.email,
+                phone: c.phone,
+                date_created: c.created_ms,
+                archived: c.archived,
+            })
+            .collect();
+        Json(rows).into_response()
+    } else {
+        let rows: Vec<ClientRowJson> = rows
+            .into_iter()
+            .map(|c| ClientRowJson {
+                name: c.name(),
+                email: c.email,
+                phone: c.phone,
+                client_number: c.id,
+            })
+            .collect();
+        Json(rows).into_response()
+    }
+}
+
 async fn upload(
     State(app): State<App>,
     Path(client): Path<String>,
@@ -559,275 +561,6 @@ async fn delete_file(State(app): State<App>, Path(id): Path<String>) -> Response
     } else {
         message(StatusCode::NOT_FOUND, "File not found")
     }
-}
-
-// ----- the admin API (uncounted, loopback only) -----
-
-async fn admin_gate(req: Request, next: Next) -> Response {
-    let loopback = req.extensions().get::<Peer>().is_some_and(|p| p.0.ip().is_loopback());
-    if !loopback {
-        return message(StatusCode::FORBIDDEN, "admin API is loopback only");
-    }
-    next.run(req).await
-}
-
-fn bad_json(e: JsonRejection) -> Response {
-    message(StatusCode::BAD_REQUEST, &e.body_text())
-}
-
-async fn admin_counts(State(app): State<App>) -> Response {
-    let s = app.store.lock();
-    let mut out = serde_json::Map::new();
-    let mut total = 0;
-    for e in Endpoint::ALL {
-        let n = s.counts.get(&e).copied().unwrap_or(0);
-        total += n;
-        out.insert(e.name().into(), n.into());
-    }
-    out.insert("total".into(), total.into());
-    Json(serde_json::Value::Object(out)).into_response()
-}
-
-async fn admin_reset_counts(State(app): State<App>) -> StatusCode {
-    app.store.reset_counts();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct FaultReq {
-    endpoint: Option<String>,
-    times: Option<u32>,
-    status: Option<u16>,
-    retry_after: Option<u64>,
-    delay_ms: Option<u64>,
-    #[serde(default)]
-    drop: bool,
-    #[serde(default)]
-    drop_after_effect: bool,
-    cut_body: Option<u64>,
-    short_body: Option<u64>,
-    #[serde(default)]
-    hang: bool,
-}
-
-async fn admin_fault(State(app): State<App>, body: Result<Json<FaultReq>, JsonRejection>) -> Response {
-    let r = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return bad_json(e),
-    };
-    let endpoint = match r.endpoint.as_deref() {
-        None => None,
-        Some(name) => match Endpoint::from_name(name) {
-            Some(e) => Some(e),
-            None => return message(StatusCode::BAD_REQUEST, "unknown endpoint"),
-        },
-    };
-    let mut kinds = Vec::new();
-    if let Some(status) = r.status {
-        kinds.push(Fault::Status {
-            status,
-            retry_after: r.retry_after,
-        });
-    }
-    if let Some(ms) = r.delay_ms {
-        kinds.push(Fault::Delay(Duration::from_millis(ms)));
-    }
-    if r.drop {
-        kinds.push(Fault::Drop);
-    }
-    if r.drop_after_effect {
-        kinds.push(Fault::DropAfterEffect);
-    }
-    if let Some(bytes) = r.cut_body {
-        kinds.push(Fault::CutBody { bytes });
-    }
-    if let Some(bytes) = r.short_body {
-        kinds.push(Fault::ShortBody { bytes });
-    }
-    if r.hang {
-        kinds.push(Fault::Hang);
-    }
-    if kinds.len() != 1 || (r.retry_after.is_some() && r.status.is_none()) {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "give exactly one of status, delay_ms, drop, drop_after_effect, cut_body, \
-             short_body, hang (retry_after only with status)",
-        );
-    }
-    if let Some(fault) = kinds.pop() {
-        app.store.push_fault(endpoint, fault, r.times);
-    }
-    StatusCode::NO_CONTENT.into_response()
-}
-
-async fn admin_clear_faults(State(app): State<App>) -> StatusCode {
-    app.store.clear_faults();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct BandwidthReq {
-    bytes_per_sec: Option<u64>,
-}
-
-async fn admin_bandwidth(State(app): State<App>, body: Result<Json<BandwidthReq>, JsonRejection>) -> Response {
-    match body {
-        Ok(Json(r)) => {
-            app.store.set_bandwidth(r.bytes_per_sec);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => bad_json(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct BudgetReq {
-    requests: Option<u64>,
-    retry_after: Option<u64>,
-}
-
-async fn admin_budget(State(app): State<App>, body: Result<Json<BudgetReq>, JsonRejection>) -> Response {
-    match body {
-        Ok(Json(r)) => {
-            app.store.set_request_budget(r.requests, r.retry_after);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => bad_json(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct ProfileReq {
-    /// `"contract"` or `"alt"`.
-    profile: String,
-}
-
-async fn admin_profile(State(app): State<App>, body: Result<Json<ProfileReq>, JsonRejection>) -> Response {
-    let r = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return bad_json(e),
-    };
-    match Profile::from_name(&r.profile) {
-        Some(p) => {
-            app.store.set_profile(p);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => message(StatusCode::BAD_REQUEST, "profile is \"contract\" or \"alt\""),
-    }
-}
-
-#[derive(Deserialize)]
-struct UnknownClientReq {
-    /// `"empty"` or `"not_found"`.
-    mode: String,
-}
-
-async fn admin_unknown_client(State(app): State<App>, body: Result<Json<UnknownClientReq>, JsonRejection>) -> Response {
-    let r = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return bad_json(e),
-    };
-    let mode = match r.mode.as_str() {
-        "empty" => UnknownClientFiles::EmptyList,
-        "not_found" => UnknownClientFiles::NotFound,
-        _ => return message(StatusCode::BAD_REQUEST, "mode is \"empty\" or \"not_found\""),
-    };
-    app.store.lock().unknown_client_files = mode;
-    StatusCode::NO_CONTENT.into_response()
-}
-
-#[derive(Deserialize)]
-struct ClientReq {
-    id: ClientId,
-    first_name: String,
-    last_name: String,
-}
-
-async fn admin_client(State(app): State<App>, body: Result<Json<ClientReq>, JsonRejection>) -> Response {
-    match body {
-        Ok(Json(r)) => {
-            app.store.add_client(r.id, &r.first_name, &r.last_name);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => bad_json(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct BulkReq {
-    client_id: ClientId,
-    n: usize,
-    size: usize,
-}
-
-async fn admin_bulk_client(State(app): State<App>, body: Result<Json<BulkReq>, JsonRejection>) -> Response {
-    match body {
-        Ok(Json(r)) => {
-            super::demo::add_bulk_client(&app.store, r.client_id, r.n, r.size);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => bad_json(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct AddFileReq {
-    client_id: ClientId,
-    name: String,
-    folder_id: Option<String>,
-    size: usize,
-    /// Seed for the contents; defaults to one derived from the name and size.
-    seed: Option<u64>,
-}
-
-async fn admin_add_file(State(app): State<App>, body: Result<Json<AddFileReq>, JsonRejection>) -> Response {
-    let r = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return bad_json(e),
-    };
-    if !app.store.has_client(r.client_id) {
-        return message(StatusCode::NOT_FOUND, "Client not found");
-    }
-    let seed = r.seed.unwrap_or_else(|| {
-        // FNV-1a over the name, mixed with the size.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in r.name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        h ^ r.size as u64
-    });
-    let id = app.store.add_file(
-        r.client_id,
-        &r.name,
-        r.folder_id.as_deref(),
-        pseudo_random_bytes(seed, r.size),
-    );
-    Json(serde_json::json!({ "Id": id })).into_response()
-}
-
-async fn admin_file_bytes(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.store.file(&id) {
-        Some(f) => {
-            let ct = HeaderValue::from_str(&f.content_type)
-                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-            ([(header::CONTENT_TYPE, ct)], Body::from(f.data)).into_response()
-        }
-        None => message(StatusCode::NOT_FOUND, "File not found"),
-    }
-}
-
-async fn admin_files(
-    State(app): State<App>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let client = q
-        .ok()
-        .and_then(|Query(q)| param(&q, "clientId").and_then(|v| v.parse::<ClientId>().ok()));
-    let Some(client) = client else {
-        return message(StatusCode::BAD_REQUEST, "clientId is required");
-    };
-    let files = app.store.files_of(client);
-    Json(files.iter().map(file_json).collect::<Vec<_>>()).into_response()
 }
 
 #[cfg(test)]
