@@ -3,7 +3,7 @@
 //!
 //! Three implementations exist: [`http::HttpRemote`] (the real API over reqwest),
 //! [`memory::MemRemote`] (in-process, over the fake store, for core tests) and, through
-//! the fake HTTP server, the HTTP client again. reqwest types never leave `http.rs`.
+//! the fake HTTP server, the HTTP client again. reqwest types never leave `http/`.
 
 pub mod http;
 pub mod memory;
