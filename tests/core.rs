@@ -1438,3 +1438,16 @@ async fn a_batch_costs_one_upload_per_file_and_one_listing() {
     assert_eq!(t.store.files_named(1002, "renamed.pdf").len(), 1);
     assert!(t.store.files_named(1002, "scan00.pdf").is_empty());
 }
+
+/// An id the account does not have is remembered for as long as the client list is
+/// trusted (`--client-list-ttl`), not just the listing TTL: probing ids on an
+/// `--allow-other` mount costs the owner's budget once per id, not once a minute.
+#[tokio::test(start_paused = true)]
+async fn an_unknown_client_id_stays_unknown_without_calls_for_the_client_list_ttl() {
+    let t = setup();
+    assert_eq!(t.path("/clients/999").await, Err(CoreError::NotFound));
+    let before = t.calls();
+    tokio::time::sleep(Duration::from_secs(600)).await; // ten listing TTLs
+    assert_eq!(t.path("/clients/999").await, Err(CoreError::NotFound));
+    assert_eq!(t.calls(), before, "still known not to exist");
+}

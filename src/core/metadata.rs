@@ -226,7 +226,11 @@ impl<R: Remote> Core<R> {
             let ttl = self.opts.metadata_ttl;
             if let Some(cs) = st.clients.get(&c) {
                 if let Some((exists, at)) = cs.known {
-                    if at.elapsed() < ttl || exists {
+                    // An id the account does not have stays unknown for as long as the
+                    // client list is trusted: repeated lookups (a typo in a script, or
+                    // another local user probing ids on an --allow-other mount) cost
+                    // nothing after the first.
+                    if exists || at.elapsed() < ttl.max(self.opts.client_list_ttl) {
                         return if exists { Ok(()) } else { Err(CoreError::NotFound) };
                     }
                 }
