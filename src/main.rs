@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use intakeq_fs::check;
 use intakeq_fs::core::{Core, Options};
 use intakeq_fs::daemon::{self, Readiness};
@@ -20,156 +20,11 @@ use intakeq_fs::mount::{serve, MountConfig};
 use intakeq_fs::private_dir::{ensure_private_dir, open_private_append, private_subdir};
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
 
+mod cli;
+
+use cli::{Cli, Cmd, CommonMount, DemoArgs, MockArgs, MountArgs};
+
 const DEFAULT_BASE_URL: &str = "https://intakeq.com/api/v1/";
-
-#[derive(Parser)]
-#[command(
-    name = "intakeq-fs",
-    version,
-    about = "Mount an IntakeQ account's client files as a drive"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Mount an IntakeQ account. The API key comes from INTAKEQ_API_KEY or --api-key-file.
-    Mount(MountArgs),
-    /// Start a fake IntakeQ with sample data and mount it in the foreground (Ctrl-C unmounts).
-    Demo(DemoArgs),
-    /// Run the fake IntakeQ server alone and print its base URL.
-    MockServer(MockArgs),
-    /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
-    /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.
-    Check(check::CheckArgs),
-    /// Print what the running mounts of this user are doing (no API call).
-    Status(intakeq_fs::status::StatusArgs),
-    /// Print a shell completion script: `intakeq-fs completions bash > /etc/bash_completion.d/intakeq-fs`.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff): `intakeq-fs man | man -l -`.
-    Man,
-}
-
-#[derive(Args, Clone)]
-struct CommonMount {
-    /// Stay attached until unmounted (default: return once the mount is ready).
-    #[arg(long)]
-    foreground: bool,
-    /// Refuse every change with EROFS.
-    #[arg(long)]
-    read_only: bool,
-    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
-    #[arg(long)]
-    allow_other: bool,
-    /// How long a listing is trusted, in seconds.
-    #[arg(long, default_value_t = 60)]
-    metadata_ttl: u64,
-    /// How long the client list (/clients, /by-name) is served before it is refreshed in
-    /// the background, in seconds (21 calls per refresh for 2,000 clients).
-    #[arg(long, default_value_t = 4 * 3600)]
-    client_list_ttl: u64,
-    /// Share of the daily limit, in percent, that only reading, uploads, deletes and
-    /// renames may spend: listings and previews are refused once only this is left.
-    #[arg(long, default_value_t = intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
-    reserve_percent: u32,
-    /// Refuse reads by thumbnailers (tumblerd, *thumbnailer*) with EACCES instead of
-    /// downloading for them; file managers' own reads still work, below everything else.
-    #[arg(long)]
-    no_previews: bool,
-    /// Private directory (0700) where listings are kept across mounts
-    /// (default $XDG_STATE_HOME/intakeq-fs/listings/<account>).
-    #[arg(long)]
-    listings_dir: Option<PathBuf>,
-    /// Memory budget of the content cache, in MiB.
-    #[arg(long, default_value_t = 256)]
-    cache_size: u64,
-    /// API requests per minute this mount allows itself.
-    #[arg(long, default_value_t = 10)]
-    rate_limit: u32,
-    /// API requests per rolling 24 hours this mount allows itself.
-    #[arg(long, default_value_t = 500)]
-    daily_limit: u32,
-    /// Longest a request may wait for the rate limiter before failing with EAGAIN, seconds.
-    #[arg(long, default_value_t = 120)]
-    max_wait: u64,
-    /// Where written data waits for upload (default $XDG_STATE_HOME/intakeq-fs/spool);
-    /// the spool is a private subdirectory intakeq-fs-<uid> created inside it.
-    #[arg(long)]
-    spool_dir: Option<PathBuf>,
-    /// Where downloads too large for the memory cache go; a private subdirectory
-    /// intakeq-fs-<uid> is created inside it.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Disk budget for those downloads once nobody reads them, in MiB (emptied at exit).
-    #[arg(long, default_value_t = 1024)]
-    disk_cache_size: u64,
-    /// Log file (default: stderr in the foreground, $XDG_STATE_HOME/intakeq-fs/intakeq-fs.log otherwise).
-    #[arg(long)]
-    log_file: Option<PathBuf>,
-    /// Print file and client names in the log. EXPOSES PHI (patients' names and
-    /// document titles) to whoever can read the log; by default logs show a short hash.
-    #[arg(long)]
-    log_names: bool,
-    /// How long unmount waits for running uploads, seconds.
-    #[arg(long, default_value_t = 60)]
-    drain_timeout: u64,
-    /// Seconds between retries of uploads that failed at close().
-    #[arg(long, default_value_t = 30, hide = true)]
-    retry_interval: u64,
-    /// FUSE session threads.
-    #[arg(long, default_value_t = 2, hide = true)]
-    fuse_threads: usize,
-    /// Mount over a directory that holds files (they stay hidden until unmount).
-    #[arg(long)]
-    nonempty: bool,
-}
-
-#[derive(Args)]
-struct MountArgs {
-    mountpoint: PathBuf,
-    /// API base URL [env: INTAKEQ_BASE_URL].
-    #[arg(long)]
-    base_url: Option<String>,
-    /// Read the API key from the first line of this file (instead of INTAKEQ_API_KEY).
-    /// The file must not be accessible by group or others (chmod 600).
-    #[arg(long)]
-    api_key_file: Option<PathBuf>,
-    /// INSECURE: allow a plain http:// base URL to a host other than this machine. The
-    /// API key and patients' files then cross the network unencrypted.
-    #[arg(long)]
-    insecure_plain_http: bool,
-    #[command(flatten)]
-    common: CommonMount,
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    mountpoint: PathBuf,
-    /// The demo's own fake server has no real limit; 600/min keeps browsing snappy.
-    #[arg(long, default_value_t = 600)]
-    rate_limit: u32,
-}
-
-#[derive(Args)]
-struct MockArgs {
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The key the fake accepts (a fake key, so argv is fine). Default: INTAKEQ_API_KEY or "demo-key".
-    #[arg(long)]
-    api_key: Option<String>,
-    /// Load the demo data set.
-    #[arg(long)]
-    demo: bool,
-    /// Answer shapes where the contract is unconfirmed: `contract` (the likely ones) or
-    /// `alt` (the plausible alternatives; see src/fake/profile.rs).
-    #[arg(long, value_enum, default_value_t = fake::profile::Profile::Contract)]
-    profile: fake::profile::Profile,
-}
 
 fn main() -> ExitCode {
     limit_malloc_retention();

@@ -3,52 +3,27 @@
 //! task that replies when done, so no session thread ever waits on the network. The
 //! one mapping from core errors to errno lives here.
 
+mod caller;
+mod reply;
+
+pub use self::reply::errno;
+
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::Instrument;
 
+use self::caller::{reader_of, unless_killed};
+use self::reply::{file_attr, file_type, log_err, reply_xattr};
 use crate::core::xattr::XATTR_PREFIX;
 use crate::core::{Attr, Core, CoreError, Kind, OpenMode, Reader};
 use crate::remote::Remote;
-
-/// The errno for each core error: the only place this mapping is made.
-pub fn errno(e: &CoreError) -> Errno {
-    match e {
-        CoreError::NotFound => Errno::ENOENT,
-        CoreError::Exists => Errno::EEXIST,
-        CoreError::NotPermitted(_) => Errno::EPERM,
-        CoreError::ReadOnly => Errno::EROFS,
-        CoreError::CrossDevice => Errno::EXDEV,
-        CoreError::IsDir => Errno::EISDIR,
-        CoreError::NotDir => Errno::ENOTDIR,
-        CoreError::Invalid(_) => Errno::EINVAL,
-        CoreError::BadHandle => Errno::EBADF,
-        CoreError::AccessDenied => Errno::EACCES,
-        CoreError::Again(_) => Errno::EAGAIN,
-        CoreError::Io(_) => Errno::EIO,
-        CoreError::NameTooLong => Errno::ENAMETOOLONG,
-        CoreError::Interrupted => Errno::EINTR,
-        CoreError::PreviewsOff => Errno::EACCES,
-    }
-}
-
-/// Log a failed operation: expected misses at debug, the rest at warn.
-fn log_err(op: &str, e: &CoreError) {
-    match e {
-        CoreError::NotFound | CoreError::Exists | CoreError::Interrupted => tracing::debug!("{op}: {e}"),
-        CoreError::AccessDenied => {
-            tracing::error!("{op}: the IntakeQ API key was rejected; check INTAKEQ_API_KEY or --api-key-file")
-        }
-        _ => tracing::warn!("{op}: {e}"),
-    }
-}
 
 pub struct FuseFs<R: Remote> {
     core: Arc<Core<R>>,
@@ -84,128 +59,9 @@ impl<R: Remote> FuseFs<R> {
     }
 }
 
-fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.mtime,
-        mtime: a.mtime,
-        ctime: a.mtime,
-        crtime: a.mtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
-        blksize: 1 << 20,
-        flags: 0,
-    }
-}
-
-fn file_type(k: Kind) -> FileType {
-    match k {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
-
-/// Thumbnailers, by the start of their process name (`/proc/<pid>/comm`, at most 15
-/// bytes): their reads are previews (`Reader::Thumbnailer`).
-const THUMBNAILERS: &[&str] = &["tumbler", "ffmpegthumbnail", "totem-video-thu"];
-/// File managers that read files for their own previews and type sniffing
-/// (`Reader::FileManager`). KDE's `kioworker` is here, not among the thumbnailers: the
-/// same binary makes Dolphin's thumbnails and its copies.
-const FILE_MANAGERS: &[&str] = &[
-    "pcmanfm",
-    "pcmanfm-qt",
-    "thunar",
-    "Thunar",
-    "nautilus",
-    "nemo",
-    "caja",
-    "dolphin",
-    "spacefm",
-    "kioworker",
-];
-
-/// Who is reading, from the name of the calling thread's process (thread names are
-/// the application's own choice, so they are not trusted). Thumbnailers are also
-/// recognised by "thumb" in the name, or a name cut to 15 bytes ending in "-thum"
-/// (gnome-thumbnail-*, gdk-pixbuf-thumbnailer, evince-thumbnailer, ...).
-fn reader_of(tid: u32) -> Reader {
-    if tid == 0 {
-        return Reader::User; // outside our pid namespace: cannot tell
-    }
-    let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().to_string()))
-        })
-        .unwrap_or_else(|| tid.to_string());
-    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
-    let name = comm.trim();
-    if name.contains("thumb") || name.ends_with("-thum") || THUMBNAILERS.iter().any(|t| name.starts_with(t)) {
-        Reader::Thumbnailer
-    } else if FILE_MANAGERS.contains(&name) {
-        Reader::FileManager
-    } else {
-        Reader::User
-    }
-}
-
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     // IntakeQ names are text; a name that is not UTF-8 cannot exist there.
     name.to_str().ok_or(Errno::ENOENT)
-}
-
-/// Run a data-fetching operation, but answer EINTR as soon as the calling process is
-/// being killed (Ctrl-C on `cat`). fuser does not deliver FUSE_INTERRUPT, and the kernel
-/// waits uninterruptibly for a request the daemon holds, so without this a killed
-/// process would hang in D state until the network gave up. A fatal signal shows in
-/// /proc as SIGKILL pending on the thread (the kernel converts it so).
-async fn unless_killed<T>(
-    pid: u32,
-    fut: impl std::future::Future<Output = Result<T, CoreError>>,
-) -> Result<T, CoreError> {
-    tokio::pin!(fut);
-    // Fast path: most operations (cached data) finish at the first poll; no timer.
-    if let std::task::Poll::Ready(out) = futures_util::poll!(&mut fut) {
-        return out;
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = tick.tick() => {
-                if being_killed(pid) {
-                    tracing::debug!(pid, "caller is being killed; giving up on its request");
-                    return Err(CoreError::Interrupted);
-                }
-            }
-        }
-    }
-}
-
-/// True if thread `tid` has SIGKILL pending (a fatal signal is being delivered).
-fn being_killed(tid: u32) -> bool {
-    if tid == 0 {
-        return false; // the caller is outside our pid namespace: cannot tell
-    }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return false;
-    };
-    let kill_bit = 1u64 << (libc::SIGKILL - 1);
-    status.lines().any(|l| {
-        let v = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
-        v.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|m| m & kill_bit != 0)
-    })
 }
 
 impl<R: Remote> Filesystem for FuseFs<R> {
@@ -687,16 +543,6 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 }
             }
         });
-    }
-}
-
-/// Reply to a getxattr/listxattr with `value`: its size when asked with 0, ERANGE when
-/// it does not fit in `size`.
-fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
-    match u32::try_from(value.len()) {
-        Ok(n) if size == 0 => reply.size(n),
-        Ok(n) if n <= size => reply.data(value),
-        _ => reply.error(Errno::ERANGE),
     }
 }
 

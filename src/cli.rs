@@ -1,0 +1,157 @@
+//! The command line's definition (clap): subcommands, flags and their defaults. The man
+//! page and shell completions are generated from it; `main.rs` acts on what it parses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use intakeq_fs::{check, fake};
+
+#[derive(Parser)]
+#[command(
+    name = "intakeq-fs",
+    version,
+    about = "Mount an IntakeQ account's client files as a drive"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Mount an IntakeQ account. The API key comes from INTAKEQ_API_KEY or --api-key-file.
+    Mount(MountArgs),
+    /// Start a fake IntakeQ with sample data and mount it in the foreground (Ctrl-C unmounts).
+    Demo(DemoArgs),
+    /// Run the fake IntakeQ server alone and print its base URL.
+    MockServer(MockArgs),
+    /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
+    /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.
+    Check(check::CheckArgs),
+    /// Print what the running mounts of this user are doing (no API call).
+    Status(intakeq_fs::status::StatusArgs),
+    /// Print a shell completion script: `intakeq-fs completions bash > /etc/bash_completion.d/intakeq-fs`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `intakeq-fs man | man -l -`.
+    Man,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct CommonMount {
+    /// Stay attached until unmounted (default: return once the mount is ready).
+    #[arg(long)]
+    pub(crate) foreground: bool,
+    /// Refuse every change with EROFS.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub(crate) allow_other: bool,
+    /// How long a listing is trusted, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) metadata_ttl: u64,
+    /// How long the client list (/clients, /by-name) is served before it is refreshed in
+    /// the background, in seconds (21 calls per refresh for 2,000 clients).
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub(crate) client_list_ttl: u64,
+    /// Share of the daily limit, in percent, that only reading, uploads, deletes and
+    /// renames may spend: listings and previews are refused once only this is left.
+    #[arg(long, default_value_t = intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) reserve_percent: u32,
+    /// Refuse reads by thumbnailers (tumblerd, *thumbnailer*) with EACCES instead of
+    /// downloading for them; file managers' own reads still work, below everything else.
+    #[arg(long)]
+    pub(crate) no_previews: bool,
+    /// Private directory (0700) where listings are kept across mounts
+    /// (default $XDG_STATE_HOME/intakeq-fs/listings/<account>).
+    #[arg(long)]
+    pub(crate) listings_dir: Option<PathBuf>,
+    /// Memory budget of the content cache, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) cache_size: u64,
+    /// API requests per minute this mount allows itself.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rate_limit: u32,
+    /// API requests per rolling 24 hours this mount allows itself.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) daily_limit: u32,
+    /// Longest a request may wait for the rate limiter before failing with EAGAIN, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) max_wait: u64,
+    /// Where written data waits for upload (default $XDG_STATE_HOME/intakeq-fs/spool);
+    /// the spool is a private subdirectory intakeq-fs-<uid> created inside it.
+    #[arg(long)]
+    pub(crate) spool_dir: Option<PathBuf>,
+    /// Where downloads too large for the memory cache go; a private subdirectory
+    /// intakeq-fs-<uid> is created inside it.
+    #[arg(long)]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Disk budget for those downloads once nobody reads them, in MiB (emptied at exit).
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) disk_cache_size: u64,
+    /// Log file (default: stderr in the foreground, $XDG_STATE_HOME/intakeq-fs/intakeq-fs.log otherwise).
+    #[arg(long)]
+    pub(crate) log_file: Option<PathBuf>,
+    /// Print file and client names in the log. EXPOSES PHI (patients' names and
+    /// document titles) to whoever can read the log; by default logs show a short hash.
+    #[arg(long)]
+    pub(crate) log_names: bool,
+    /// How long unmount waits for running uploads, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) drain_timeout: u64,
+    /// Seconds between retries of uploads that failed at close().
+    #[arg(long, default_value_t = 30, hide = true)]
+    pub(crate) retry_interval: u64,
+    /// FUSE session threads.
+    #[arg(long, default_value_t = 2, hide = true)]
+    pub(crate) fuse_threads: usize,
+    /// Mount over a directory that holds files (they stay hidden until unmount).
+    #[arg(long)]
+    pub(crate) nonempty: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct MountArgs {
+    pub(crate) mountpoint: PathBuf,
+    /// API base URL [env: INTAKEQ_BASE_URL].
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+    /// Read the API key from the first line of this file (instead of INTAKEQ_API_KEY).
+    /// The file must not be accessible by group or others (chmod 600).
+    #[arg(long)]
+    pub(crate) api_key_file: Option<PathBuf>,
+    /// INSECURE: allow a plain http:// base URL to a host other than this machine. The
+    /// API key and patients' files then cross the network unencrypted.
+    #[arg(long)]
+    pub(crate) insecure_plain_http: bool,
+    #[command(flatten)]
+    pub(crate) common: CommonMount,
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    pub(crate) mountpoint: PathBuf,
+    /// The demo's own fake server has no real limit; 600/min keeps browsing snappy.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) rate_limit: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct MockArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    /// The key the fake accepts (a fake key, so argv is fine). Default: INTAKEQ_API_KEY or "demo-key".
+    #[arg(long)]
+    pub(crate) api_key: Option<String>,
+    /// Load the demo data set.
+    #[arg(long)]
+    pub(crate) demo: bool,
+    /// Answer shapes where the contract is unconfirmed: `contract` (the likely ones) or
+    /// `alt` (the plausible alternatives; see src/fake/profile.rs).
+    #[arg(long, value_enum, default_value_t = fake::profile::Profile::Contract)]
+    pub(crate) profile: fake::profile::Profile,
+}

@@ -1,0 +1,76 @@
+//! What the kernel gets back: the one mapping from core errors to errno (no catch-all
+//! arm), how failures are logged, attributes, and xattr replies.
+
+use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyXattr};
+
+use crate::core::{Attr, CoreError, Kind};
+
+/// The errno for each core error: the only place this mapping is made.
+pub fn errno(e: &CoreError) -> Errno {
+    match e {
+        CoreError::NotFound => Errno::ENOENT,
+        CoreError::Exists => Errno::EEXIST,
+        CoreError::NotPermitted(_) => Errno::EPERM,
+        CoreError::ReadOnly => Errno::EROFS,
+        CoreError::CrossDevice => Errno::EXDEV,
+        CoreError::IsDir => Errno::EISDIR,
+        CoreError::NotDir => Errno::ENOTDIR,
+        CoreError::Invalid(_) => Errno::EINVAL,
+        CoreError::BadHandle => Errno::EBADF,
+        CoreError::AccessDenied => Errno::EACCES,
+        CoreError::Again(_) => Errno::EAGAIN,
+        CoreError::Io(_) => Errno::EIO,
+        CoreError::NameTooLong => Errno::ENAMETOOLONG,
+        CoreError::Interrupted => Errno::EINTR,
+        CoreError::PreviewsOff => Errno::EACCES,
+    }
+}
+
+/// Log a failed operation: expected misses at debug, the rest at warn.
+pub(super) fn log_err(op: &str, e: &CoreError) {
+    match e {
+        CoreError::NotFound | CoreError::Exists | CoreError::Interrupted => tracing::debug!("{op}: {e}"),
+        CoreError::AccessDenied => {
+            tracing::error!("{op}: the IntakeQ API key was rejected; check INTAKEQ_API_KEY or --api-key-file")
+        }
+        _ => tracing::warn!("{op}: {e}"),
+    }
+}
+
+pub(super) fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+pub(super) fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// Reply to a getxattr/listxattr with `value`: its size when asked with 0, ERANGE when
+/// it does not fit in `size`.
+pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    match u32::try_from(value.len()) {
+        Ok(n) if size == 0 => reply.size(n),
+        Ok(n) if n <= size => reply.data(value),
+        _ => reply.error(Errno::ERANGE),
+    }
+}

@@ -1,0 +1,265 @@
+//! Unit tests of the limiter on paused tokio time: order among waiters, the click first,
+//! crawls refused at once, the reserve, 429 pauses and --max-wait.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn per_minute_window_spaces_requests() {
+    let l = Limiter::new(2, 100, Duration::from_secs(120));
+    let t0 = Instant::now();
+    l.acquire(Priority::User, "a").await.unwrap();
+    l.acquire(Priority::User, "b").await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    l.acquire(Priority::User, "c").await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(60));
+    assert_eq!(l.granted(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_counts_the_windows_and_the_next_free_slot() {
+    let l = Limiter::new(2, 100, Duration::from_secs(120));
+    l.acquire(Priority::User, "a").await.unwrap();
+    tokio::time::advance(Duration::from_secs(18)).await;
+    l.acquire(Priority::User, "b").await.unwrap();
+    let s = l.snapshot();
+    assert_eq!(
+        (s.used_last_minute, s.per_minute, s.used_last_day, s.per_day),
+        (2, 2, 2, 100)
+    );
+    assert_eq!(s.next_free_in, Duration::from_secs(42));
+    assert_eq!((s.paused_for, s.users_waiting, s.granted), (None, 0, 2));
+    tokio::time::advance(Duration::from_secs(42)).await;
+    let s = l.snapshot();
+    assert_eq!((s.used_last_minute, s.used_last_day), (1, 2));
+    assert_eq!(s.next_free_in, Duration::ZERO);
+}
+
+#[test]
+fn the_wait_note_is_appended_to_the_progress_line_once_set() {
+    let l = Limiter::new(1, 1, Duration::from_secs(1));
+    assert_eq!(l.wait_note(), "");
+    l.set_wait_note(Box::new(|| "3 upload(s) queued".to_string()));
+    assert_eq!(l.wait_note(), ", 3 upload(s) queued");
+    l.set_wait_note(Box::new(|| "ignored".to_string()));
+    assert_eq!(l.wait_note(), ", 3 upload(s) queued", "set once");
+    let quiet = Limiter::new(1, 1, Duration::from_secs(1));
+    quiet.set_wait_note(Box::new(String::new));
+    assert_eq!(quiet.wait_note(), "", "nothing queued: no note");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_longer_than_max_wait_fail_at_once() {
+    let l = Limiter::new(1, 100, Duration::from_secs(10));
+    l.acquire(Priority::User, "a").await.unwrap();
+    let t0 = Instant::now();
+    let err = l.acquire(Priority::User, "b").await.unwrap_err();
+    assert!(matches!(err, RemoteError::WouldWait { wait_secs } if wait_secs >= 59));
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_budget_is_enforced() {
+    let l = Limiter::new(1000, 3, Duration::from_secs(120));
+    for _ in 0..3 {
+        l.acquire(Priority::User, "x").await.unwrap();
+    }
+    assert!(matches!(
+        l.acquire(Priority::User, "x").await,
+        Err(RemoteError::WouldWait { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_from_server_delays_everyone() {
+    let l = Limiter::new(1000, 1000, Duration::from_secs(120));
+    let t0 = Instant::now();
+    l.pause_until(t0 + Duration::from_secs(30));
+    l.acquire(Priority::User, "x").await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn user_requests_go_before_background_ones() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let bg = {
+        let (l, o) = (l.clone(), order.clone());
+        tokio::spawn(async move {
+            l.acquire(Priority::Background, "bg").await.unwrap();
+            o.lock().unwrap().push("bg");
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let user = {
+        let (l, o) = (l.clone(), order.clone());
+        tokio::spawn(async move {
+            l.acquire(Priority::User, "user").await.unwrap();
+            o.lock().unwrap().push("user");
+        })
+    };
+    user.await.unwrap();
+    bg.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), vec!["user", "bg"]);
+}
+
+/// `n` requests of one priority started together; the results in start order.
+async fn burst(l: &std::sync::Arc<Limiter>, prio: Priority, n: usize) -> Vec<Result<(), RemoteError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(prio, "x").await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_click_after_a_burst_of_listings_goes_in_the_next_slot_and_the_burst_fails_at_once() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(10, 500, Duration::from_secs(120)));
+    let t0 = Instant::now();
+    let counts = burst(&l, Priority::Browse, 30).await;
+    assert_eq!(counts.iter().filter(|r| r.is_ok()).count(), 10);
+    assert_eq!(counts.iter().filter(|r| r.is_err()).count(), 20);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "the crawl's extra listings answered at once"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    l.acquire(Priority::Browse, "click").await.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(60),
+        "the click took the very next slot"
+    );
+    assert_eq!(l.granted(), 11);
+    assert_eq!(l.budget().crawl_refusals, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_listing_displaces_an_older_waiting_one() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 500, Duration::from_secs(120)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let old = {
+        let l = l.clone();
+        tokio::spawn(async move { l.acquire(Priority::Browse, "old").await })
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let t1 = Instant::now();
+    let new = {
+        let l = l.clone();
+        tokio::spawn(async move { l.acquire(Priority::Browse, "new").await })
+    };
+    assert!(matches!(old.await.unwrap(), Err(RemoteError::WouldWait { .. })));
+    assert_eq!(t1.elapsed(), Duration::ZERO);
+    new.await.unwrap().unwrap();
+    assert_eq!(t1.elapsed(), Duration::from_secs(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequential_crawl_fails_fast_once_the_minute_is_spent_but_a_later_click_waits() {
+    let l = Limiter::new(10, 500, Duration::from_secs(120));
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        l.acquire(Priority::Browse, "find").await.unwrap();
+    }
+    for _ in 0..100 {
+        assert!(matches!(
+            l.acquire(Priority::Browse, "find").await,
+            Err(RemoteError::WouldWait { .. })
+        ));
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    tokio::time::sleep(CRAWL_GAP).await;
+    l.acquire(Priority::Browse, "click").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    assert_eq!(l.granted(), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn listings_and_previews_never_spend_the_reserve() {
+    let l = Limiter::new(1000, 10, Duration::from_secs(120)).with_reserve_percent(20);
+    for _ in 0..8 {
+        l.acquire(Priority::Refresh, "GET files").await.unwrap();
+    }
+    for p in [Priority::Browse, Priority::Refresh, Priority::Preview] {
+        assert!(matches!(
+            l.acquire(p, "x").await,
+            Err(RemoteError::WouldWait { wait_secs }) if wait_secs > 23 * 3600
+        ));
+    }
+    let b = l.budget();
+    assert!(b.listings_held_back);
+    assert_eq!((b.used_day, b.reserve, b.reserve_refusals), (8, 2, 3));
+    l.acquire(Priority::User, "GET file").await.unwrap();
+    l.acquire(Priority::Background, "POST files").await.unwrap();
+    assert_eq!(l.granted(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn previews_go_after_everything_a_user_asked_for() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (p, name) in [
+        (Priority::Preview, "preview"),
+        (Priority::Refresh, "refresh"),
+        (Priority::Background, "bg"),
+        (Priority::User, "user"),
+    ] {
+        let (l, o) = (l.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            l.acquire(p, name).await.unwrap();
+            o.lock().unwrap().push(name);
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec!["user", "bg", "refresh", "preview"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_gives_up_leaves_the_queue() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let gone = {
+        let l = l.clone();
+        tokio::spawn(async move { l.acquire(Priority::User, "killed").await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gone.abort();
+    let t0 = Instant::now();
+    l.acquire(Priority::Background, "bg").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(59));
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_and_pressure_show_what_is_spent_without_taking_anything() {
+    let l = Limiter::new(2, 10, Duration::from_secs(120));
+    assert!(!l.under_pressure());
+    l.acquire(Priority::User, "a").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    l.acquire(Priority::User, "b").await.unwrap();
+    assert!(l.under_pressure(), "the minute is spent");
+    let b = l.budget();
+    assert_eq!(
+        (b.used_minute, b.used_day, b.per_minute, b.per_day, b.reserve),
+        (2, 2, 2, 10, 2)
+    );
+    assert_eq!(b.next_slot_in, Duration::from_secs(40));
+    assert!(!b.listings_held_back);
+    assert_eq!(l.granted(), 2, "looking took nothing");
+}
