@@ -1,5 +1,5 @@
 //! The core layer's error type, and the one place remote errors become core errors.
-//! The FUSE adapter maps each `CoreError` to an errno (in `fuse.rs`, once).
+//! The FUSE adapter maps each `CoreError` to an errno (in `fuse/reply.rs`, once).
 
 use crate::remote::RemoteError;
 
