@@ -1451,3 +1451,23 @@ async fn an_unknown_client_id_stays_unknown_without_calls_for_the_client_list_tt
     assert_eq!(t.path("/clients/999").await, Err(CoreError::NotFound));
     assert_eq!(t.calls(), before, "still known not to exist");
 }
+
+/// A client directory's extended attributes name the client (from the client list the
+/// mount already holds for /clients and /by-name): no call.
+#[tokio::test]
+async fn a_client_directory_shows_its_id_and_name_as_attributes_without_a_call() {
+    let t = setup();
+    t.ls("/clients").await;
+    let ino = t.path("/clients/1001").await.unwrap();
+    let before = t.calls();
+    let attrs = t.core.xattrs(ino).unwrap();
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|(n, _)| n.ends_with(k))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(get("client_id").as_deref(), Some("1001"));
+    assert_eq!(get("client_name").as_deref(), Some("Ada Lovelace"));
+    assert_eq!(t.calls(), before);
+}
