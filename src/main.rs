@@ -115,6 +115,9 @@ struct Places {
     cache: PathBuf,
     /// `None`: log to stderr.
     log: Option<PathBuf>,
+    /// The account's quota ledger (shared by its mounts on this machine); `None` for the
+    /// demo, whose made-up account lives for one run.
+    quota: Option<PathBuf>,
 }
 
 impl Places {
@@ -152,7 +155,12 @@ impl Places {
             None if default_log => Some(state_dir()?.join("intakeq-fs.log")),
             None => None,
         };
-        Ok(Places { spool, cache, log })
+        Ok(Places {
+            spool,
+            cache,
+            log,
+            quota: None,
+        })
     }
 }
 
@@ -251,7 +259,12 @@ fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     };
     intakeq_fs::remote::http::check_base_url(&base, &http).map_err(|e| e.to_string())?;
     let account = intakeq_fs::core::account_id(&base, &key);
-    let places = Places::resolve(&a.common, &account, !a.common.foreground)?;
+    let mut places = Places::resolve(&a.common, &account, !a.common.foreground)?;
+    places.quota = state_dir().ok().and_then(|s| {
+        let dir = s.join("quota");
+        ensure_private_dir(&dir).ok()?;
+        Some(dir.join(&account))
+    });
     let mut readiness = if a.common.foreground {
         init_logging(places.log.as_deref())?;
         Readiness::none()
@@ -296,10 +309,15 @@ fn run_mount(
 ) -> Result<(), String> {
     let rt = runtime()?;
     let account = intakeq_fs::core::account_id(base, &key);
-    let limiter = Arc::new(
-        Limiter::new(c.rate_limit, c.daily_limit, Duration::from_secs(c.max_wait))
-            .with_reserve_percent(c.reserve_percent),
-    );
+    let limiter = Limiter::new(c.rate_limit, c.daily_limit, Duration::from_secs(c.max_wait))
+        .with_reserve_percent(c.reserve_percent);
+    // What this account already spent today, by earlier runs and other mounts, counts.
+    let limiter = Arc::new(match &places.quota {
+        Some(path) => limiter
+            .with_ledger(path)
+            .map_err(|e| format!("quota ledger {}: {e}", path.display()))?,
+        None => limiter,
+    });
     let remote = HttpRemote::new(base, key, limiter.clone(), http).map_err(|e| format!("{e}"))?;
     // Held until this function returns: no second daemon may share the spool.
     let _spool_lock = intakeq_fs::core::spool::lock(&places.spool)?;

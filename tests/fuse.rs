@@ -764,3 +764,41 @@ fn kill_9_right_after_cp_loses_nothing() {
         "the remount uploads nothing twice"
     );
 }
+
+/// The limiter's spending is kept in a private per-account ledger: a remount starts
+/// from what was spent in the last minute and day, instead of from zero and then
+/// colliding with the server's 429s.
+#[test]
+fn a_remount_counts_the_requests_an_earlier_mount_spent() {
+    let srv = server(account());
+    let limits = ["--rate-limit", "3", "--max-wait", "1"];
+    let m = mount(&srv, &limits);
+    assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
+    let spent = srv.store.total_requests();
+    assert_eq!(spent, 3, "the key check, one listing, one download");
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let out = Command::new(common::bin())
+        .arg("mount")
+        .arg(dir.path().join("mnt"))
+        .args(["--base-url", &srv.base, "--foreground", "--daily-limit", "1000"])
+        .args(limits)
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("cannot use the IntakeQ API"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        srv.store.total_requests(),
+        spent,
+        "the minute was already spent: no call"
+    );
+}

@@ -14,6 +14,11 @@
 //!   arrived within the last minute, a listing that would have to wait and follows the
 //!   previous one within [`CRAWL_GAP`] answers at once. A listing after a pause (a
 //!   person's click) still waits for its slot.
+//!
+//! # Across restarts
+//! With a ledger ([`Limiter::with_ledger`], `ledger.rs`), every grant is also appended to
+//! a private per-account file and the windows are filled from it: a remount, or a second
+//! mount of the account on this machine, starts from what was already spent.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -22,7 +27,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::ledger::Ledger;
 use crate::remote::{Priority, RemoteError};
+
+pub mod ledger;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -116,6 +124,9 @@ pub struct Limiter {
     changed: Notify,
     /// Context for the progress line of long waits (set by the daemon).
     wait_note: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+    /// The account's spending on disk, shared with other mounts of it (lock order:
+    /// `state`, then this).
+    ledger: Option<Mutex<Ledger>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -181,7 +192,55 @@ impl Limiter {
             }),
             changed: Notify::new(),
             wait_note: std::sync::OnceLock::new(),
+            ledger: None,
         }
+    }
+
+    /// Keep the spending in the ledger file at `path` (its directory must be private):
+    /// what earlier runs and other mounts of the account spent in the last day counts.
+    pub fn with_ledger(mut self, path: &std::path::Path) -> std::io::Result<Limiter> {
+        self.ledger = Some(Mutex::new(Ledger::open(path)?));
+        {
+            let mut s = self.lock();
+            self.absorb(&mut s);
+        }
+        Ok(self)
+    }
+
+    /// Fill the windows with the grants the ledger gained since the last look (other
+    /// mounts' and this one's). Small local file I/O under the state lock.
+    fn absorb(&self, s: &mut State) {
+        let Some(ledger) = &self.ledger else { return };
+        let entries = ledger.lock().unwrap_or_else(|p| p.into_inner()).new_entries();
+        if entries.is_empty() {
+            return;
+        }
+        let (now, now_ms) = (Instant::now(), ledger::now_ms());
+        for ms in entries {
+            let age = Duration::from_millis(now_ms.saturating_sub(ms));
+            let Some(at) = now.checked_sub(age) else { continue };
+            insert_sorted(&mut s.day, at);
+            if age < MINUTE {
+                insert_sorted(&mut s.minute, at);
+            }
+        }
+    }
+
+    /// Count one grant now: through the ledger when there is one (read back by
+    /// `absorb`, like every other mount's), else straight into the windows.
+    fn spend(&self, s: &mut State, now: Instant) {
+        if let Some(ledger) = &self.ledger {
+            let written = ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(ledger::now_ms());
+            match written {
+                Ok(()) => return self.absorb(s),
+                Err(e) => tracing::warn!("cannot record a request in the quota ledger: {e}"),
+            }
+        }
+        s.minute.push_back(now);
+        s.day.push_back(now);
     }
 
     /// Keep `percent` of the daily budget (0–100) for real work.
@@ -280,6 +339,7 @@ impl Limiter {
 
     /// The earliest instant a request may go, given the state now.
     fn next_slot(&self, s: &mut State, now: Instant) -> Instant {
+        self.absorb(s);
         while s.minute.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
             s.minute.pop_front();
         }
@@ -395,8 +455,7 @@ impl Limiter {
                 }
                 let first = Self::first(&s, ticket);
                 if at <= now && first {
-                    s.minute.push_back(now);
-                    s.day.push_back(now);
+                    self.spend(&mut s, now);
                     s.granted += 1;
                     break Ok(());
                 }
@@ -462,6 +521,12 @@ impl Drop for Queued<'_> {
 }
 
 /// The reserve for `percent` of `per_day`.
+/// Insert keeping the window sorted (grants of other mounts may arrive late).
+fn insert_sorted(w: &mut VecDeque<Instant>, at: Instant) {
+    let i = w.partition_point(|t| *t <= at);
+    w.insert(i, at);
+}
+
 fn reserve_of(per_day: usize, percent: u32) -> usize {
     per_day.saturating_mul(percent as usize) / 100
 }

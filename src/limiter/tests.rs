@@ -263,3 +263,34 @@ async fn budget_and_pressure_show_what_is_spent_without_taking_anything() {
     assert!(!b.listings_held_back);
     assert_eq!(l.granted(), 2, "looking took nothing");
 }
+
+#[tokio::test]
+async fn mounts_of_one_account_share_one_budget_through_the_ledger_and_a_remount_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quota");
+    let limiter = || {
+        Limiter::new(2, 500, Duration::ZERO)
+            .with_reserve_percent(0)
+            .with_ledger(&path)
+            .unwrap()
+    };
+    let a = limiter();
+    let b = limiter();
+    a.acquire(Priority::User, "GET folders").await.unwrap();
+    b.acquire(Priority::User, "GET folders").await.unwrap();
+    assert!(
+        matches!(
+            a.acquire(Priority::User, "GET folders").await,
+            Err(RemoteError::WouldWait { .. })
+        ),
+        "the other mount's request counts"
+    );
+    drop((a, b));
+    let again = limiter();
+    assert_eq!(again.budget().used_minute, 2, "a remount starts from what was spent");
+    assert_eq!(again.budget().used_day, 2);
+    assert!(matches!(
+        again.acquire(Priority::User, "GET folders").await,
+        Err(RemoteError::WouldWait { .. })
+    ));
+}
