@@ -330,11 +330,12 @@ fn run_mount(
         cache_dir: places.cache.clone(),
         disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
         client_list_ttl: Duration::from_secs(c.client_list_ttl),
-        // Listings are kept beside the rest of the private state (or where told).
-        state_dir: c
-            .listings_dir
-            .clone()
-            .or_else(|| state_dir().ok().map(|s| s.join("listings").join(&account))),
+        // Listings are kept beside the rest of the private state, or in a private
+        // subdirectory of the directory given (which is never changed).
+        state_dir: match &c.listings_dir {
+            Some(d) => Some(given_dir(d, "listings directory")?),
+            None => state_dir().ok().map(|s| s.join("listings").join(&account)),
+        },
         previews: !c.no_previews,
         account,
     };

@@ -111,7 +111,18 @@ pub fn private_subdir(parent: &Path) -> io::Result<PathBuf> {
 /// Open (creating 0600) a file for appending, refusing a symlink, a file of another
 /// user and one readable or writable by others. Its directory must be private.
 pub fn open_private_append(path: &Path) -> io::Result<File> {
+    open_private(path, false)
+}
+
+/// [`open_private_append`], also open for reading (the quota ledger reads back what
+/// every mount appended).
+pub fn open_private_append_read(path: &Path) -> io::Result<File> {
+    open_private(path, true)
+}
+
+fn open_private(path: &Path, read: bool) -> io::Result<File> {
     let f = OpenOptions::new()
+        .read(read)
         .create(true)
         .append(true)
         .mode(0o600)

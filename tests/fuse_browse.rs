@@ -38,7 +38,11 @@ fn listings_kept_by_one_mount_serve_the_next_without_a_call() {
     ok("ls", &[&m.p("clients/1001")]);
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    let kept = dir.path().join("listings");
+    // `--listings-dir DIR` keeps them in the private `DIR/intakeq-fs-<uid>`.
+    let kept = dir
+        .path()
+        .join("listings")
+        .join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }));
     assert_eq!(std::fs::metadata(&kept).unwrap().mode() & 0o777, 0o700);
     for e in std::fs::read_dir(&kept).unwrap() {
         let e = e.unwrap();

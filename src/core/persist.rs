@@ -6,7 +6,7 @@
 //! docs/SEMANTICS.md, "Listings on disk", says what is exposed at rest.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,8 +37,7 @@ pub(super) struct Disk {
 }
 
 fn uid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    unsafe { libc::getuid() }
+    crate::private_dir::euid()
 }
 
 fn now_ms() -> i64 {
@@ -48,18 +47,10 @@ fn now_ms() -> i64 {
 }
 
 impl Disk {
-    /// Create (0700) or check the directory: it must be a directory, not a symlink, owned
-    /// by us; its mode is set to 0700.
+    /// Create (0700) or check the directory with the same rules as every private place
+    /// (`private_dir::ensure_private_dir`: ours, not a symlink, nobody else may write).
     pub(super) fn open(dir: &Path) -> std::io::Result<Disk> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let md = std::fs::symlink_metadata(dir)?;
-        if !md.is_dir() || md.uid() != uid() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("{} is not a directory owned by us", dir.display()),
-            ));
-        }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        crate::private_dir::ensure_private_dir(dir)?;
         Ok(Disk { dir: dir.to_path_buf() })
     }
 

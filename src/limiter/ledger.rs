@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,24 +33,10 @@ pub fn now_ms() -> u64 {
 
 impl Ledger {
     /// Open (creating, 0600) the ledger at `path`; the directory must already be private.
-    /// A file that is not a regular file of ours, or that others may read, is refused.
+    /// The rules of every private file apply (`private_dir`): a symlink or another
+    /// user's file is refused.
     pub fn open(path: &Path) -> std::io::Result<Ledger> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        let md = file.metadata()?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if !md.is_file() || md.uid() != me || md.mode() & 0o077 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("{} is not a private file of this user", path.display()),
-            ));
-        }
+        let file = crate::private_dir::open_private_append_read(path)?;
         let mut ledger = Ledger { file, read_to: 0 };
         ledger.compact_if_long()?;
         Ok(ledger)
@@ -134,13 +119,14 @@ mod tests {
     }
 
     #[test]
-    fn a_ledger_that_is_not_private_or_is_a_symlink_is_refused() {
+    fn a_ledger_is_made_private_and_a_symlink_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
         std::fs::write(&open, b"").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Ledger::open(&open).is_err());
+        Ledger::open(&open).unwrap();
+        assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o600);
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
         assert!(Ledger::open(&link).is_err());
