@@ -162,10 +162,13 @@ start_mount() {
   local name=$1 cache=$2
   shift 2
   MNT="$WORK/$name"
+  # Each mount keeps its listings apart: the bench adds files through the admin API
+  # between mounts, which a kept listing (trusted for --metadata-ttl) would not show.
   mkdir -p "$MNT" "$WORK/$name.spool" "$WORK/$name.cache"
   env INTAKEQ_API_KEY="$KEY" "$@" target/release/intakeq-fs mount "$MNT" --base-url "$BASE" \
     --rate-limit 100000 --daily-limit 1000000 --cache-size "$cache" \
     --spool-dir "$WORK/$name.spool" --cache-dir "$WORK/$name.cache" \
+    --listings-dir "$WORK/$name.listings" \
     --log-file "$WORK/$name.log" --foreground &
   MPID=$!
   PIDS+=("$MPID")
