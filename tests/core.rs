@@ -341,17 +341,7 @@ async fn empty_files_upload_too() {
 async fn overwrite_uploads_then_deletes_the_old_file() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
-    let o = t
-        .core
-        .open(
-            ino,
-            OpenMode {
-                write: true,
-                truncate: true,
-            },
-        )
-        .await
-        .unwrap();
+    let o = t.core.open(ino, trunc()).await.unwrap();
     t.core.write(o.fh, 0, b"replaced").unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
@@ -394,17 +384,7 @@ async fn appending_keeps_the_old_bytes() {
 async fn a_failed_overwrite_keeps_the_old_file_and_the_new_data() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
-    let o = t
-        .core
-        .open(
-            ino,
-            OpenMode {
-                write: true,
-                truncate: true,
-            },
-        )
-        .await
-        .unwrap();
+    let o = t.core.open(ino, trunc()).await.unwrap();
     t.core.write(o.fh, 0, b"new version").unwrap();
     t.store.push_fault(
         Some(Endpoint::Upload),
@@ -813,17 +793,7 @@ async fn an_unlink_during_a_background_retry_deletes_what_the_retry_landed() {
 async fn a_replaced_file_whose_delete_failed_is_hidden_then_deleted() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
-    let o = t
-        .core
-        .open(
-            ino,
-            OpenMode {
-                write: true,
-                truncate: true,
-            },
-        )
-        .await
-        .unwrap();
+    let o = t.core.open(ino, trunc()).await.unwrap();
     t.core.write(o.fh, 0, b"new bytes").unwrap();
     t.store.push_fault(
         Some(Endpoint::Delete),
@@ -864,16 +834,7 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
         let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
         let c = core.lookup(c, "1001").await.unwrap().ino;
         let ino = core.lookup(c, "notes.txt").await.unwrap().ino;
-        let o = core
-            .open(
-                ino,
-                OpenMode {
-                    write: true,
-                    truncate: true,
-                },
-            )
-            .await
-            .unwrap();
+        let o = core.open(ino, trunc()).await.unwrap();
         core.write(o.fh, 0, b"v2").unwrap();
         store.push_fault(
             Some(Endpoint::Delete),
@@ -908,16 +869,7 @@ async fn a_crash_between_the_confirmed_upload_and_the_delete_leaves_one_file() {
         let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
         let top = core.lookup(clients, "1001").await.unwrap().ino;
         let ino = core.lookup(top, "notes.txt").await.unwrap().ino;
-        let o = core
-            .open(
-                ino,
-                OpenMode {
-                    write: true,
-                    truncate: true,
-                },
-            )
-            .await
-            .unwrap();
+        let o = core.open(ino, trunc()).await.unwrap();
         core.write(o.fh, 0, b"new bytes").unwrap();
         // The DELETE of the replaced file never answers; the process dies meanwhile.
         store.push_fault(Some(Endpoint::Delete), Fault::Delay(Duration::from_secs(3600)), Some(1));
@@ -1101,17 +1053,7 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     // cp mine.txt dup.txt, twice: the file shown as dup.txt is replaced, the twin never.
     for mine in [&b"mine"[..], &b"mine again"[..]] {
         let ino = t.path("/clients/1002/dup.txt").await.unwrap();
-        let o = t
-            .core
-            .open(
-                ino,
-                OpenMode {
-                    write: true,
-                    truncate: true,
-                },
-            )
-            .await
-            .unwrap();
+        let o = t.core.open(ino, trunc()).await.unwrap();
         t.core.write(o.fh, 0, mine).unwrap();
         t.core.flush(o.fh).await.unwrap();
         t.core.release(o.fh);
@@ -1125,17 +1067,7 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     );
     // Writing through the twin's tagged name keeps that name, on the server too.
     let ino = t.path(&format!("/clients/1002/{tagged}")).await.unwrap();
-    let o = t
-        .core
-        .open(
-            ino,
-            OpenMode {
-                write: true,
-                truncate: true,
-            },
-        )
-        .await
-        .unwrap();
+    let o = t.core.open(ino, trunc()).await.unwrap();
     t.core.write(o.fh, 0, b"edited twin").unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
