@@ -128,6 +128,26 @@ pub(super) struct Prober<'p> {
 }
 
 impl Prober<'_> {
+    /// A GET of `path?query` for a step that judges its answer: `Ok(None)` when the answer
+    /// cannot be judged (a redirect: the next steps still run), `Err(Halt)` when the check
+    /// stops.
+    pub(super) async fn get(
+        &mut self,
+        request: String,
+        purpose: &str,
+        path: &str,
+        query: Option<&str>,
+        key: KeyUse,
+        keep: Keep,
+    ) -> Result<Option<(usize, Answer)>, Halt> {
+        let rb = self.http.get(self.url(path, query)?);
+        match self.call(request, purpose, rb, key, keep).await {
+            (idx, Ok(a)) => Ok(Some((idx, a))),
+            (_, Err(Fail::Skip)) => Ok(None),
+            (_, Err(Fail::Halt | Fail::Lost)) => Err(Halt),
+        }
+    }
+
     pub(super) fn url(&self, path: &str, query: Option<&str>) -> Result<Url, Halt> {
         let mut u = self.base.join(path).map_err(|_| Halt)?;
         u.set_query(query);

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
 
-use super::probe::{client_id, file_path, id_text, Answer, Fail, Halt, Keep, KeyUse, Prober};
+use super::probe::{client_id, file_path, id_text, Answer, Halt, Keep, KeyUse, Prober};
 use super::report::Severity;
 use super::shape::{self, describe_body, describe_mime, describe_string, RowsShape};
 use super::{CheckOptions, UNKNOWN_CLIENT};
@@ -44,15 +44,18 @@ impl Prober<'_> {
 
     async fn folders(&mut self) -> Result<(), Halt> {
         let req = "GET folders".to_string();
-        let url = self.url("folders", None)?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(req.clone(), "the account's folders", rb, KeyUse::Real, Keep::Body)
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        let Some((idx, a)) = self
+            .get(
+                req.clone(),
+                "the account's folders",
+                "folders",
+                None,
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await?
+        else {
+            return Ok(());
         };
         let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
             self.find(
@@ -107,15 +110,18 @@ impl Prober<'_> {
     /// `GET clients` page 1 with the profile: the first client's id, if any.
     async fn clients(&mut self) -> Result<Option<ClientId>, Halt> {
         let req = "GET clients?includeProfile=true&page=1".to_string();
-        let url = self.url("clients", Some("includeProfile=true&page=1"))?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(req.clone(), "the first page of clients", rb, KeyUse::Real, Keep::Body)
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(None),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        let Some((idx, a)) = self
+            .get(
+                req.clone(),
+                "the first page of clients",
+                "clients",
+                Some("includeProfile=true&page=1"),
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await?
+        else {
+            return Ok(None);
         };
         let Some(rows) = self.json_rows(idx, &a).filter(|_| a.status == 200) else {
             self.find(
@@ -180,13 +186,18 @@ impl Prober<'_> {
         } else {
             "the files of the first client listed"
         };
-        let url = self.url("files", Some(&format!("clientId={c}")))?;
-        let rb = self.http.get(url);
-        let (idx, r) = self.call(req.clone(), purpose, rb, KeyUse::Real, Keep::Body).await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(None),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+        let Some((idx, a)) = self
+            .get(
+                req.clone(),
+                purpose,
+                "files",
+                Some(&format!("clientId={c}")),
+                KeyUse::Real,
+                Keep::Body,
+            )
+            .await?
+        else {
+            return Ok(None);
         };
         if a.status == 404 && named {
             self.observe(idx, a.describe());
@@ -227,21 +238,18 @@ impl Prober<'_> {
         let listed_ct = row.get("ContentType").and_then(Value::as_str).map(str::to_string);
         let listed_name = row.get("FileName").and_then(Value::as_str).map(str::to_string);
         let req = "GET files/<id of the smallest file>".to_string();
-        let url = self.url(&file_path(&id), None)?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
+        let Some((idx, a)) = self
+            .get(
                 req.clone(),
                 "one download: the smallest file's bytes are counted and discarded",
-                rb,
+                &file_path(&id),
+                None,
                 KeyUse::Real,
                 Keep::CountOnly,
             )
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+            .await?
+        else {
+            return Ok(());
         };
         self.observe(idx, format!("file id: {}", describe_string(&id)));
         if !a.is_success() {
@@ -337,21 +345,18 @@ impl Prober<'_> {
     /// `GET files?clientId=<an id no account has>`: `[]` or 404?
     async fn unknown_client(&mut self) -> Result<(), Halt> {
         let req = format!("GET files?clientId={UNKNOWN_CLIENT}");
-        let url = self.url("files", Some(&format!("clientId={UNKNOWN_CLIENT}")))?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
+        let Some((idx, a)) = self
+            .get(
                 req.clone(),
                 "a client id that does not exist",
-                rb,
+                "files",
+                Some(&format!("clientId={UNKNOWN_CLIENT}")),
                 KeyUse::Real,
                 Keep::Body,
             )
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+            .await?
+        else {
+            return Ok(());
         };
         self.observe(idx, a.describe());
         match a.status {
@@ -382,21 +387,18 @@ impl Prober<'_> {
     /// `GET folders` with a made-up key: the rejected-key answer's shape.
     async fn bad_key(&mut self) -> Result<(), Halt> {
         let req = "GET folders (made-up key)".to_string();
-        let url = self.url("folders", None)?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
+        let Some((idx, a)) = self
+            .get(
                 req.clone(),
                 "what a rejected key looks like",
-                rb,
+                "folders",
+                None,
                 KeyUse::Bad,
                 Keep::Body,
             )
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(()),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+            .await?
+        else {
+            return Ok(());
         };
         self.observe(idx, a.describe());
         let body = serde_json::from_slice::<Value>(&a.body).ok();

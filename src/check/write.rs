@@ -360,21 +360,18 @@ impl Prober<'_> {
     /// Download the marker and compare: are its bytes the ones sent?
     async fn download_compare(&mut self, own: &Stored) -> Result<bool, Halt> {
         let dl_req = format!("GET files/{}", own.id);
-        let url = self.url(&file_path(&own.id), None)?;
-        let rb = self.http.get(url);
-        let (idx, r) = self
-            .call(
+        let Some((idx, a)) = self
+            .get(
                 dl_req.clone(),
                 "download the marker file and compare",
-                rb,
+                &file_path(&own.id),
+                None,
                 KeyUse::Real,
                 Keep::Body,
             )
-            .await;
-        let a = match r {
-            Ok(a) => a,
-            Err(Fail::Skip) => return Ok(false),
-            Err(Fail::Halt | Fail::Lost) => return Err(Halt),
+            .await?
+        else {
+            return Ok(false);
         };
         if !a.is_success() {
             self.observe(idx, a.describe());
