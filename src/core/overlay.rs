@@ -29,8 +29,6 @@ impl<R: Remote> Core<R> {
         let Some(w) = self.st().writers.get(&ino).cloned() else {
             return Ok(false);
         };
-        let client = lock(&w).client;
-        let known = self.known_ids(client);
         let (journal, file, path) = {
             let mut w = lock(&w);
             if *w.life() == Life::Local {
@@ -47,15 +45,13 @@ impl<R: Remote> Core<R> {
             }
             let journal = Journal {
                 account: self.opts.account.clone(),
-                client,
+                client: w.client,
                 name: w.name.clone(),
                 replaces: w.replaces.clone(),
                 size: w.size,
-                // Not sent yet: nothing to look for before the first upload.
-                attempts: Some(Attempts {
-                    before: known,
-                    sizes: Vec::new(),
-                }),
+                // An empty record: nothing sent yet, so nothing to look for before the
+                // first upload (no record would make a resume look for an exact copy).
+                attempts: Some(Attempts::default()),
                 abandoned: false,
             };
             (journal, w.spool.file.try_clone(), w.spool.path.clone())
