@@ -1403,3 +1403,43 @@ async fn a_client_directory_shows_its_id_and_name_as_attributes_without_a_call()
     assert_eq!(get("client_name").as_deref(), Some("Ada Lovelace"));
     assert_eq!(t.calls(), before);
 }
+
+/// At unmount the background loop uploads what is still deferred (a temp file never
+/// renamed, before its idle time is up) and confirms accepted uploads, so nothing is
+/// left journaled for the next mount.
+#[tokio::test(start_paused = true)]
+async fn unmount_uploads_held_temp_files_and_confirms_accepted_uploads() {
+    let t = setup();
+    t.put("/clients/1002", "scan.tmp", b"never renamed").await.unwrap();
+    t.put("/clients/1002", "new.txt", b"accepted").await.unwrap();
+    assert!(t.store.files_named(1002, "scan.tmp").is_empty());
+    t.store.reset_counts();
+    let (stop, stopped) = tokio::sync::watch::channel(true);
+    t.core.run_background(Duration::from_secs(3600), stopped).await;
+    drop(stop);
+    assert_eq!(&t.store.files_named(1002, "scan.tmp")[0].data[..], b"never renamed");
+    assert_eq!(t.store.count(Endpoint::Upload), 1);
+    assert_eq!(t.store.count(Endpoint::ListFiles), 1, "one listing confirms both");
+    assert_eq!(t.core.pending_uploads(), 0);
+    assert_eq!(t.core.resume_pending().await, 0, "no journal entry left");
+}
+
+/// Scratch files of a run that died are removed when the next one starts.
+#[tokio::test]
+async fn scratch_files_of_a_crashed_run_are_cleared_at_the_next_mount() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = core_in(&store, dir.path());
+        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let (_, o) = core.create(top, ".notes.txt.swp").await.unwrap();
+        core.write(o.fh, 0, b"swap").unwrap();
+        // kill -9
+    }
+    let scratch = dir.path().join("spool/scratch");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 1);
+    let _core = core_in(&store, dir.path());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(store.count(Endpoint::Upload), 0);
+}

@@ -60,13 +60,22 @@ impl<R: Remote> Core<R> {
     /// `stop` comes is finished, never dropped half-way: unmount waits for this future
     /// (within `--drain-timeout`) after setting `stop`.
     pub async fn run_background(&self, every: Duration, mut stop: watch::Receiver<bool>) {
-        if *stop.borrow() {
-            return;
+        if !*stop.borrow() {
+            let n = self.resume_pending().await;
+            if n > 0 {
+                tracing::info!("{n} staged upload(s) from an earlier run completed");
+            }
+            self.background_steps(every, &mut stop).await;
         }
-        let n = self.resume_pending().await;
-        if n > 0 {
-            tracing::info!("{n} staged upload(s) from an earlier run completed");
-        }
+        // Unmount (also one that came before the loop started): what closes deferred goes
+        // up now, temp files as they are; accepted uploads are confirmed so their journal
+        // entries can go.
+        self.upload_due(true).await;
+        self.confirm_due(true).await;
+    }
+
+    /// The loop of `run_background`, until `stop` turns true.
+    async fn background_steps(&self, every: Duration, stop: &mut watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         tick.tick().await;
         loop {
@@ -92,13 +101,9 @@ impl<R: Remote> Core<R> {
                     self.upload_due(false).await;
                     self.confirm_due(false).await;
                 }
-                () = async { drop(stop.wait_for(|s| *s).await) } => break,
+                () = async { drop(stop.wait_for(|s| *s).await) } => return,
             }
         }
-        // Unmount: what closes deferred goes up now, temp files as they are; accepted
-        // uploads are confirmed so their journal entries can go.
-        self.upload_due(true).await;
-        self.confirm_due(true).await;
     }
 
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
