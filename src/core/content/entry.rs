@@ -13,12 +13,93 @@ use crate::core::blocking;
 use crate::core::error::{CoreError, CoreResult};
 use crate::remote::{ByteStream, RemoteError};
 
+/// Bytes of a download gathered before one write to the temp file: one 1 MiB write
+/// costs the filesystem a fraction of what sixty-four 16 KiB writes do (measured in
+/// docs/BENCHMARKS.md, "Cold reads"), and a reader close behind the download reads
+/// them from memory.
+const WRITE_BATCH: usize = 1 << 20;
+
 /// Where an entry's bytes are kept.
 #[derive(Debug)]
 pub(super) enum Backing {
     Memory(Vec<u8>),
-    /// An already-unlinked temp file: freed when the last reader lets go.
-    Disk(File),
+    /// An already-unlinked temp file (freed when the last reader lets go) holding the
+    /// first `written` bytes, and the bytes after them, not yet written, in `tail`.
+    Disk { file: File, written: u64, tail: Vec<u8> },
+}
+
+impl Backing {
+    /// A temp file that already holds all `size` bytes.
+    pub(super) fn disk(file: File, size: u64) -> Backing {
+        Backing::Disk {
+            file,
+            written: size,
+            tail: Vec::new(),
+        }
+    }
+
+    /// A temp file still to be filled.
+    pub(super) fn empty_disk(file: File) -> Backing {
+        Backing::Disk {
+            file,
+            written: 0,
+            tail: Vec::with_capacity(WRITE_BATCH),
+        }
+    }
+
+    fn append(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Backing::Memory(v) => v.extend_from_slice(chunk),
+            Backing::Disk { tail, .. } => {
+                tail.extend_from_slice(chunk);
+                if tail.len() >= WRITE_BATCH {
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write what the tail holds to the temp file.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Backing::Disk { file, written, tail } = self {
+            if !tail.is_empty() {
+                file.write_all_at(tail, *written)?;
+                *written += tail.len() as u64;
+                tail.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Fill `buf` with the bytes at `offset`; the caller has waited for all of them.
+    fn read_into(&self, buf: &mut [u8], offset: u64) -> CoreResult<()> {
+        let end = offset + buf.len() as u64;
+        let short = || CoreError::Io("cache entry shorter than its size".into());
+        match self {
+            Backing::Memory(v) => {
+                let (s, e) = (usize::try_from(offset), usize::try_from(end));
+                match (s, e) {
+                    (Ok(s), Ok(e)) if e <= v.len() => buf.copy_from_slice(&v[s..e]),
+                    _ => return Err(short()),
+                }
+            }
+            Backing::Disk { file, written, tail } => {
+                // Bytes before `written` are in the file, the rest in the tail.
+                let split = end.min(*written).max(offset);
+                let (from_file, from_tail) = buf.split_at_mut((split - offset) as usize);
+                if !from_file.is_empty() {
+                    file.read_exact_at(from_file, offset)?;
+                }
+                if !from_tail.is_empty() {
+                    let at = usize::try_from(split - *written).map_err(|_| short())?;
+                    let part = tail.get(at..at + from_tail.len()).ok_or_else(short)?;
+                    from_tail.copy_from_slice(part);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How far a download has come.
@@ -55,7 +136,7 @@ impl Entry {
 
     /// A complete entry whose bytes are in `file` (staged bytes just confirmed).
     pub(super) fn complete_in(file: File, size: u64) -> Entry {
-        let e = Entry::new(size, Backing::Disk(file));
+        let e = Entry::new(size, Backing::disk(file, size));
         e.progress.send_replace(Progress::Done);
         e
     }
@@ -72,16 +153,6 @@ impl Entry {
         self.backing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append(&self, chunk: &[u8], at: u64) -> std::io::Result<()> {
-        match &mut *self.lock() {
-            Backing::Memory(v) => {
-                v.extend_from_slice(chunk);
-                Ok(())
-            }
-            Backing::Disk(f) => f.write_all_at(chunk, at),
-        }
-    }
-
     /// Drive a download stream into this entry. Never serves a body whose length
     /// disagrees with the listed size as complete.
     pub async fn fill(&self, mut stream: ByteStream) {
@@ -93,7 +164,8 @@ impl Entry {
                     expected: self.size,
                 }),
                 Ok(chunk) => self
-                    .append(&chunk, filled)
+                    .lock()
+                    .append(&chunk)
                     .map(|()| chunk.len() as u64)
                     .map_err(|e| RemoteError::LocalIo(e.to_string())),
                 Err(e) => Err(e),
@@ -110,6 +182,11 @@ impl Entry {
             }
         }
         let end = if filled == self.size {
+            // Complete means complete on disk: copies and compares read the file.
+            if let Err(e) = self.lock().flush() {
+                self.progress.send_replace(Progress::Failed(RemoteError::LocalIo(e.to_string())));
+                return;
+            }
             Progress::Done
         } else {
             Progress::Failed(RemoteError::Truncated {
@@ -153,14 +230,9 @@ impl Entry {
         }
         let end = (offset + u64::from(len)).min(self.size);
         self.wait_for(end).await?;
-        match &*self.lock() {
-            Backing::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
-            Backing::Disk(f) => {
-                let mut buf = vec![0u8; (end - offset) as usize];
-                f.read_exact_at(&mut buf, offset)?;
-                Ok(buf)
-            }
-        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.lock().read_into(&mut buf, offset)?;
+        Ok(buf)
     }
 
     /// The whole content, once complete, written to `dst` (used to stage an existing
@@ -205,21 +277,9 @@ impl Entry {
         let mut off = 0u64;
         while off < self.size {
             let n = (self.size - off).min(CHUNK);
-            let more = match &*self.lock() {
-                Backing::Memory(v) => {
-                    let (s, e) = (usize::try_from(off), usize::try_from(off + n));
-                    match (s, e) {
-                        (Ok(s), Ok(e)) if e <= v.len() => f(off, &v[s..e])?,
-                        _ => return Err(CoreError::Io("cache entry shorter than its size".into())),
-                    }
-                }
-                Backing::Disk(file) => {
-                    buf.resize(n as usize, 0);
-                    file.read_exact_at(&mut buf, off)?;
-                    f(off, &buf)?
-                }
-            };
-            if !more {
+            buf.resize(n as usize, 0);
+            self.lock().read_into(&mut buf, off)?;
+            if !f(off, &buf)? {
                 return Ok(false);
             }
             off += n;
