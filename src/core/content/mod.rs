@@ -209,6 +209,7 @@ impl Mode0600 for std::fs::OpenOptions {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+    use crate::remote::RemoteError;
 
     fn filled(cache: &mut ContentCache, id: &str, size: usize) -> Arc<Entry> {
         let e = cache.start(id, size as u64).unwrap();
@@ -275,6 +276,53 @@ mod tests {
             ))]))),
         );
         assert!(long.failed());
+    }
+
+    /// A disk entry read while its download is under way: every range, whether in the
+    /// file, still in memory or across the two, reads the bytes that were sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_entry_reads_the_right_bytes_from_file_and_memory_while_filling() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(0, 1 << 30, dir.path().to_path_buf());
+        let size: usize = 11 * (1 << 20) + 12345;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4093) as u8).collect();
+        let e = c.start("big", size as u64).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, RemoteError>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let filler = {
+            let e = e.clone();
+            tokio::spawn(async move { e.fill(Box::pin(stream)).await })
+        };
+        // Odd chunk sizes, so batches and reads never line up with chunk edges.
+        let mut sent = 0;
+        for (n, len) in [1usize, 70_001, 3 << 20, 999_999, 5 << 20, 4096].iter().cycle().enumerate() {
+            let end = (sent + len).min(size);
+            tx.send(Ok(bytes::Bytes::copy_from_slice(&data[sent..end]))).await.unwrap();
+            sent = end;
+            // Read back everything sent so far, in odd-sized pieces, as it arrives.
+            if n % 2 == 1 {
+                let mut off = 0;
+                while off < sent {
+                    let want = (sent - off).min(777_777);
+                    let got = e.read(off as u64, want as u32).await.unwrap();
+                    assert_eq!(got, &data[off..off + want], "at {off} after {sent} bytes");
+                    off += want;
+                }
+            }
+            if sent == size {
+                break;
+            }
+        }
+        drop(tx);
+        filler.await.unwrap();
+        assert!(e.is_done());
+        assert_eq!(e.read(0, size as u32).await.unwrap(), data);
+        // Complete means on disk: a copy reads the whole file.
+        let out = tempfile::tempfile_in(dir.path()).unwrap();
+        e.copy_to(&out).await.unwrap();
+        let mut back = vec![0u8; size];
+        out.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data);
     }
 
     /// A complete entry over a sparse temp file of `size` bytes with `mark` at `at`:

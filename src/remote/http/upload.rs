@@ -26,6 +26,10 @@ struct SendProgress {
 /// Most bytes the kernel may still hold in its send buffer once the body has been
 /// handed over, and the slowest link they are assumed to drain through: after the
 /// hand-over the answer may take `idle` plus that long (at most 64 s more).
+/// Bytes read from the staged file per step of the body: each step is a round trip to
+/// the blocking pool, so 64 KiB steps cost a 64 MiB upload a thousand of them.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
 const SEND_BUFFER_BOUND: u64 = 8 << 20;
 const MIN_LINK_BYTES_PER_SEC: u64 = 128 << 10;
 
@@ -89,7 +93,7 @@ impl HttpRemote {
         let body = {
             let sent = progress.clone();
             let done = progress.clone();
-            tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)
+            tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)
                 .map_err(LocalRead)
                 .inspect_ok(move |chunk| {
                     sent.sent
