@@ -13,7 +13,7 @@
 # Optional: BENCH_REPS (default 3: each timing is the best of that many runs),
 #           BENCH_RSS_CACHE_MIB (default 64: --cache-size of the RSS mounts),
 #           BENCH_CONTENTION=1 (then also scripts/bench-contention.sh as a last
-#           section: browsing during a batch copy at the real 10/min, about 4 minutes).
+#           section: browsing during a batch copy at the real 10/min, about 7 minutes).
 # Timings are reported, never asserted: the script exits 0 whatever they are.
 # Everything runs on 127.0.0.1; temp files live under $TMPDIR and /dev/shm and are
 # removed on exit (also on failure and Ctrl-C), mounts are detached, servers killed.
