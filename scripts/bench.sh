@@ -11,7 +11,9 @@
 # Usage: scripts/bench.sh                 full sizes (256 MiB reads, 1 GiB RSS copies)
 #        BENCH_QUICK=1 scripts/bench.sh   small sizes, for a smoke test
 # Optional: BENCH_REPS (default 3: each timing is the best of that many runs),
-#           BENCH_RSS_CACHE_MIB (default 64: --cache-size of the RSS mounts).
+#           BENCH_RSS_CACHE_MIB (default 64: --cache-size of the RSS mounts),
+#           BENCH_CONTENTION=1 (then also scripts/bench-contention.sh as a last
+#           section: browsing during a batch copy at the real 10/min, about 7 minutes).
 # Timings are reported, never asserted: the script exits 0 whatever they are.
 # Everything runs on 127.0.0.1; temp files live under $TMPDIR and /dev/shm and are
 # removed on exit (also on failure and Ctrl-C), mounts are detached, servers killed.
@@ -602,3 +604,11 @@ for s in 1 2 3 4 5 6 7 8; do
     case "$r" in "| $s "* | "| $s"[a-z]*) echo "$r" ;; esac
   done
 done
+
+# ----------------------------------------------------------------- contention
+# At the real limits (10 requests a minute), so minutes of wall clock: only when asked.
+if [ "${BENCH_CONTENTION:-0}" = 1 ]; then
+  echo
+  echo "## Contention at the default limits (scripts/bench-contention.sh)"
+  BENCH_PROFILE=release scripts/bench-contention.sh
+fi

@@ -487,3 +487,48 @@ async fn a_file_deleted_through_the_mount_stays_gone_after_a_remount() {
     assert!(!names.contains(&"scan-01.jpg".to_string()));
     assert_eq!(t.store.total_requests(), 0, "from the kept listing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_into_one_client_lets_another_clients_listing_go_after_at_most_one_upload() {
+    let t = mount(&account(3));
+    t.core.check_access().await.unwrap();
+    t.ls("/clients/1002").await.unwrap();
+    let a = t.ino("/clients/1002").await.unwrap();
+    // `cp -r` of 20 files into client 1002: look the name up, create, write, close;
+    // each close waits for its upload.
+    let copy = {
+        let core = t.core.clone();
+        tokio::spawn(async move {
+            for i in 0..20 {
+                let name = format!("form-{i:02}.pdf");
+                assert!(core.lookup(a, &name).await.is_err());
+                let (_, o) = core.create(a, &name).await.unwrap();
+                core.write(o.fh, 0, b"scanned form").unwrap();
+                core.flush(o.fh).await.unwrap();
+                core.release(o.fh);
+            }
+        })
+    };
+    // The copy has spent the minute (8 uploads) and waits for the next slot.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(t.calls(Endpoint::Upload), 8);
+    let mark = t.store.lock().requests.len();
+    // The user opens another client, never listed.
+    assert_eq!(t.ls("/clients/1003").await.unwrap(), vec!["Intake Forms", "intake.pdf"]);
+    let before: Vec<Endpoint> = t.store.lock().requests[mark..]
+        .iter()
+        .take_while(|(_, c)| c.as_deref() != Some("1003"))
+        .map(|(e, _)| *e)
+        .collect();
+    assert_eq!(
+        before.iter().filter(|e| **e == Endpoint::Upload).count(),
+        1,
+        "only the upload queued before the listing went first, not the rest of the copy: {before:?}"
+    );
+    assert!(
+        !before.contains(&Endpoint::ListFolders),
+        "the folders the copy's next create fetches (stale after a minute) came after: {before:?}"
+    );
+    copy.await.unwrap();
+    assert_eq!(t.calls(Endpoint::Upload), 20);
+}

@@ -135,6 +135,30 @@ async fn upload_lands_without_folder_and_names_repeat() {
 }
 
 #[tokio::test]
+async fn the_fake_logs_each_request_with_the_client_it_names_in_order_until_a_reset() {
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let f = temp_file(b"x");
+    r.list_files(1, P).await.unwrap();
+    r.upload(1, "a.txt", "text/plain", f.path(), P).await.unwrap();
+    r.list_folders(P).await.unwrap();
+    r.list_clients(Some("1"), 1, P).await.unwrap();
+    let client = |c: &str| Some(c.to_string());
+    assert_eq!(
+        s.lock().requests,
+        vec![
+            (Endpoint::ListFiles, client("1")),
+            (Endpoint::Upload, client("1")),
+            (Endpoint::ListFolders, None),
+            (Endpoint::ListClients, client("1")),
+        ]
+    );
+    s.reset_counts();
+    assert!(s.lock().requests.is_empty());
+}
+
+#[tokio::test]
 async fn upload_of_empty_file_and_to_unknown_client() {
     let s = one_client_store();
     let addr = serve(&s).await;

@@ -120,6 +120,9 @@ pub enum UnknownClientFiles {
     NotFound,
 }
 
+/// How many requests the ordered log (`State::requests`) keeps between resets.
+pub const REQUEST_LOG_MAX: usize = 100_000;
+
 #[derive(Debug, Default)]
 pub struct State {
     pub clients: BTreeMap<ClientId, StoredClient>,
@@ -131,6 +134,10 @@ pub struct State {
     /// Clock for `DateCreated`; advances 1 s per upload so ordering is strict.
     pub now_ms: i64,
     pub counts: HashMap<Endpoint, u64>,
+    /// Counted requests since the last reset, in arrival order: the endpoint and the
+    /// client it names (upload path, `clientId` of a listing), if any. The first
+    /// [`REQUEST_LOG_MAX`] only, so a server never reset does not grow without bound.
+    pub requests: Vec<(Endpoint, Option<String>)>,
     pub faults: VecDeque<FaultRule>,
     /// Requests allowed before every further one answers 429 (a daily budget).
     pub request_budget: Option<u64>,
@@ -262,14 +269,25 @@ impl Store {
     }
 
     pub fn reset_counts(&self) {
-        self.lock().counts.clear();
+        let mut s = self.lock();
+        s.counts.clear();
+        s.requests.clear();
     }
 
     /// Count a request (authenticated or not) and decide its fate: the first
     /// matching fault rule, else 429 past the request budget, else proceed.
     pub fn admit(&self, e: Endpoint) -> Admission {
+        self.admit_for(e, None)
+    }
+
+    /// [`Store::admit`], noting in the ordered log (`/_admin/requests`) the client the
+    /// request names.
+    pub fn admit_for(&self, e: Endpoint, client: Option<String>) -> Admission {
         let mut s = self.lock();
         *s.counts.entry(e).or_insert(0) += 1;
+        if s.requests.len() < REQUEST_LOG_MAX {
+            s.requests.push((e, client));
+        }
         let total: u64 = s.counts.values().sum();
         if let Some(pos) = s.faults.iter().position(|r| r.endpoint.is_none_or(|x| x == e)) {
             let fault = s.faults[pos].fault.clone();

@@ -1,15 +1,19 @@
 //! The one request limiter every API call passes through: a sliding per-minute window,
 //! a rolling daily budget with a reserve that listings and previews may not spend,
 //! server-imposed pauses (429), an order among waiters (see [`Priority`]: user work
-//! first, the newest listing before older ones, previews last), crawls that fail at
-//! once instead of queueing, and a bound on how long any caller may be made to wait.
+//! and a person's listings by arrival, then background work, the newest listing before
+//! older ones, previews last), crawls that fail at once instead of queueing, and a
+//! bound on how long any caller may be made to wait.
 //!
 //! # Listings (`Priority::Browse`)
 //! A file manager that counts the items of 30 folders and the user who double-clicks
-//! one of them look the same to the kernel: an opendir. Two rules keep the click first:
+//! one of them look the same to the kernel: an opendir. Three rules keep the click first:
 //! - Newest first, and only one waits: a listing that arrives while an older one waits
 //!   for a slot displaces it (the older answers [`RemoteError::WouldWait`] at once), so
 //!   a burst of counts leaves at most one waiter and a later click takes its place.
+//! - A batch does not starve browsing: a listing and `User` work (uploads, reads) go in
+//!   the order they arrived, so a listing waits behind at most the request each running
+//!   copy queued before it, never behind the rest of a `cp -r` ([`next_up`]).
 //! - A sequential crawl (`find`) fails fast: once half the per-minute limit of listings
 //!   arrived within the last minute, a listing that would have to wait and follows the
 //!   previous one within [`CRAWL_GAP`] answers at once. A listing after a pause (a
@@ -140,7 +144,8 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Priority {
-    /// Rank in the queue: lower goes first.
+    /// Rank in the queue: lower goes first, except that `User` and `Browse` take turns
+    /// by arrival ([`next_up`]).
     fn rank(self) -> u8 {
         match self {
             Priority::User => 0,
@@ -160,14 +165,25 @@ impl Priority {
     }
 }
 
-/// Queue order of a waiter: by rank; listings newest first, everything else oldest first.
-fn order(ticket: u64, prio: Priority) -> (u8, u64) {
-    let tie = if prio == Priority::Browse {
-        u64::MAX - ticket
-    } else {
-        ticket
-    };
-    (prio.rank(), tie)
+/// Who goes next among the waiters (tickets in arrival order). A person's listing and
+/// user work take turns by arrival: the newest waiting listing (`Browse`) goes before
+/// the oldest waiting `User` request if it came first, else that request does. Rank
+/// alone would let a batch starve browsing: a `cp -r` queues each upload as the previous
+/// one returns, so a listing ranked below uploads would wait for the whole batch (or
+/// fail at `--max-wait`); by arrival it waits behind at most the upload queued before
+/// it. With neither waiting, the lowest rank goes first, oldest first within it.
+fn next_up(waiting: &BTreeMap<u64, Priority>) -> Option<u64> {
+    let listing = waiting
+        .iter()
+        .filter(|(_, p)| **p == Priority::Browse)
+        .map(|(t, _)| *t)
+        .next_back();
+    let user = waiting.iter().find(|(_, p)| **p == Priority::User).map(|(t, _)| *t);
+    match (listing, user) {
+        (Some(l), Some(u)) => Some(l.min(u)),
+        (Some(t), None) | (None, Some(t)) => Some(t),
+        (None, None) => waiting.iter().map(|(t, p)| (p.rank(), *t)).min().map(|(_, t)| t),
+    }
 }
 
 impl Limiter {
@@ -400,9 +416,9 @@ impl Limiter {
         busy && close
     }
 
-    /// Is `ticket` first in the queue?
+    /// Is `ticket` first in the queue ([`next_up`])?
     fn first(s: &State, ticket: u64) -> bool {
-        s.waiting.iter().map(|(t, p)| (order(*t, *p), *t)).min().map(|(_, t)| t) == Some(ticket)
+        next_up(&s.waiting) == Some(ticket)
     }
 
     /// Wait for permission to send one request. `what` names it for the log line
@@ -457,6 +473,7 @@ impl Limiter {
                 if at <= now && first {
                     self.spend(&mut s, now);
                     s.granted += 1;
+                    tracing::debug!("{what}: granted at {prio:?}");
                     break Ok(());
                 }
                 if crawl && at > now {

@@ -1,5 +1,6 @@
 //! Unit tests of the limiter on paused tokio time: order among waiters, the click first,
-//! crawls refused at once, the reserve, 429 pauses and --max-wait.
+//! a batch that does not starve browsing, crawls refused at once, the reserve, 429 pauses
+//! and --max-wait.
 
 use super::*;
 
@@ -228,6 +229,76 @@ async fn previews_go_after_everything_a_user_asked_for() {
         t.await.unwrap();
     }
     assert_eq!(*order.lock().unwrap(), vec!["user", "bg", "refresh", "preview"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_waits_behind_the_one_upload_queued_before_it_not_the_rest_of_the_batch() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(3600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let push = |o: &Arc<Mutex<Vec<&'static str>>>, what| o.lock().unwrap().push(what);
+    // Another client's confirming listing and a refresh were already due.
+    let mut tasks = Vec::new();
+    for (p, name) in [(Priority::Background, "confirm"), (Priority::Refresh, "refresh")] {
+        let (l, o) = (l.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            l.acquire(p, name).await.unwrap();
+            push(&o, name);
+        }));
+    }
+    // `cp -r` of 5 files: each close queues its upload as soon as the previous returned.
+    let copy = {
+        let (l, o) = (l.clone(), order.clone());
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                l.acquire(Priority::User, "POST file").await.unwrap();
+                push(&o, "upload");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let listing = {
+        let (l, o) = (l.clone(), order.clone());
+        tokio::spawn(async move {
+            l.acquire(Priority::Browse, "GET files").await.unwrap();
+            push(&o, "listing");
+        })
+    };
+    listing.await.unwrap();
+    copy.await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["upload", "listing", "upload", "upload", "upload", "upload", "confirm", "refresh"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn user_work_and_a_listing_go_in_the_order_they_came() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(3600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (p, name) in [
+        (Priority::User, "read"),
+        (Priority::Browse, "listing"),
+        (Priority::User, "save"),
+    ] {
+        let (l, o) = (l.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            l.acquire(p, name).await.unwrap();
+            o.lock().unwrap().push(name);
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec!["read", "listing", "save"]);
 }
 
 #[tokio::test(start_paused = true)]

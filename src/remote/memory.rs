@@ -30,11 +30,12 @@ impl MemRemote {
         MemRemote { store, limiter }
     }
 
-    /// Count the request, apply a fault if one is planned. `Ok(true)`: proceed, then
-    /// fail as if the answer was lost (`DropAfterEffect`).
-    async fn admit(&self, e: Endpoint, prio: Priority) -> Result<Option<Fault>, RemoteError> {
+    /// Count the request (in the store's ordered log with the client it names), apply a
+    /// fault if one is planned. `Ok(true)`: proceed, then fail as if the answer was
+    /// lost (`DropAfterEffect`).
+    async fn admit(&self, e: Endpoint, client: Option<String>, prio: Priority) -> Result<Option<Fault>, RemoteError> {
         self.limiter.acquire(prio, e.name()).await?;
-        match self.store.admit(e) {
+        match self.store.admit_for(e, client) {
             Admission::Proceed => Ok(None),
             Admission::Fault(f) => match f {
                 Fault::Status { status, .. } => Err(status_error(status)),
@@ -83,7 +84,7 @@ impl Remote for MemRemote {
     }
 
     async fn list_folders(&self, prio: Priority) -> Result<Vec<Folder>, RemoteError> {
-        let fault = self.admit(Endpoint::ListFolders, prio).await?;
+        let fault = self.admit(Endpoint::ListFolders, None, prio).await?;
         let out = self
             .store
             .folders()
@@ -97,7 +98,7 @@ impl Remote for MemRemote {
     }
 
     async fn list_files(&self, client: ClientId, prio: Priority) -> Result<Vec<RemoteFile>, RemoteError> {
-        let fault = self.admit(Endpoint::ListFiles, prio).await?;
+        let fault = self.admit(Endpoint::ListFiles, Some(client.to_string()), prio).await?;
         if fault.is_some() {
             return Err(lost_answer());
         }
@@ -108,7 +109,9 @@ impl Remote for MemRemote {
     }
 
     async fn list_clients(&self, search: Option<&str>, page: u32, prio: Priority) -> Result<Vec<Client>, RemoteError> {
-        let fault = self.admit(Endpoint::ListClients, prio).await?;
+        let fault = self
+            .admit(Endpoint::ListClients, search.map(str::to_string), prio)
+            .await?;
         if fault.is_some() {
             return Err(lost_answer());
         }
@@ -124,7 +127,7 @@ impl Remote for MemRemote {
     }
 
     async fn download(&self, file_id: &str, expected_size: u64, prio: Priority) -> Result<ByteStream, RemoteError> {
-        let fault = self.admit(Endpoint::Download, prio).await?;
+        let fault = self.admit(Endpoint::Download, None, prio).await?;
         let file = self.store.file(file_id).ok_or(RemoteError::NotFound)?;
         let data = file.data;
         let (body, tail): (Bytes, Option<RemoteError>) = match fault {
@@ -173,7 +176,7 @@ impl Remote for MemRemote {
         path: &Path,
         prio: Priority,
     ) -> Result<(), RemoteError> {
-        let fault = self.admit(Endpoint::Upload, prio).await?;
+        let fault = self.admit(Endpoint::Upload, Some(client.to_string()), prio).await?;
         if fault == Some(Fault::Discard) {
             return Ok(());
         }
@@ -192,7 +195,7 @@ impl Remote for MemRemote {
     }
 
     async fn delete(&self, file_id: &str, prio: Priority) -> Result<(), RemoteError> {
-        let fault = self.admit(Endpoint::Delete, prio).await?;
+        let fault = self.admit(Endpoint::Delete, None, prio).await?;
         if fault == Some(Fault::Discard) {
             return Ok(());
         }

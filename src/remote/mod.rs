@@ -46,14 +46,16 @@ pub struct Client {
 }
 
 /// Who is waiting for a request, and what it is for. The limiter serves them in this
-/// order (ties: oldest first, except listings: newest first), and keeps a reserve of the
-/// daily budget that only `User` and `Background` (real work) may spend.
+/// order (ties: oldest first, except listings: newest first; `User` and `Browse` take
+/// turns by arrival), and keeps a reserve of the daily budget that only `User` and
+/// `Background` (real work) may spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Priority {
     /// Real work a user is blocked on: reading contents, uploads, deletes, renames and
     /// the listings that confirm them.
     User,
-    /// A listing a user's process asked for (lookup, opendir). Newest first; a crawl's
+    /// A listing a user's process asked for (lookup, opendir). Newest first; takes turns
+    /// with `User` by arrival (a batch of uploads never overtakes it); a crawl's
     /// listings fail at once instead of queueing; never spends the reserve.
     Browse,
     /// Real work nobody waits on right now: resumed uploads, retries, owed deletes.

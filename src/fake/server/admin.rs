@@ -45,6 +45,18 @@ pub(super) async fn admin_counts(State(app): State<App>) -> Response {
     Json(serde_json::Value::Object(out)).into_response()
 }
 
+/// The counted requests since the last reset, in arrival order:
+/// `[{"endpoint": "upload", "client": "12"}, ...]` (`client` null when none is named).
+pub(super) async fn admin_requests(State(app): State<App>) -> Response {
+    let s = app.store.lock();
+    let rows: Vec<serde_json::Value> = s
+        .requests
+        .iter()
+        .map(|(e, c)| serde_json::json!({ "endpoint": e.name(), "client": c }))
+        .collect();
+    Json(serde_json::Value::Array(rows)).into_response()
+}
+
 pub(super) async fn admin_reset_counts(State(app): State<App>) -> StatusCode {
     app.store.reset_counts();
     StatusCode::NO_CONTENT

@@ -40,13 +40,31 @@ fn classify(method: &Method, path: &str) -> Option<Endpoint> {
     }
 }
 
+/// The client a request names, for the ordered log: an upload's path, a file
+/// listing's `clientId`, a client search's `search`.
+fn client_of(endpoint: Endpoint, req: &Request) -> Option<String> {
+    let param = |key: &str| {
+        req.uri().query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.eq_ignore_ascii_case(key).then(|| v.to_string())
+        })
+    };
+    match endpoint {
+        Endpoint::Upload => req.uri().path().rsplit('/').next().map(str::to_string),
+        Endpoint::ListFiles => param("clientId"),
+        Endpoint::ListClients => param("search"),
+        _ => None,
+    }
+}
+
 /// Counts every API request, applies the planned fault, checks the key.
 pub(super) async fn api_gate(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let Some(endpoint) = classify(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
     let mut drop_after = false;
-    if let Admission::Fault(fault) = app.store.admit(endpoint) {
+    let client = client_of(endpoint, &req);
+    if let Admission::Fault(fault) = app.store.admit_for(endpoint, client) {
         tracing::debug!("fake server: {fault:?} on {}", endpoint.name());
         match fault {
             Fault::Status { status, retry_after } => {

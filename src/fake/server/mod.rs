@@ -140,6 +140,7 @@ fn router(store: Store, api_key: String) -> Router {
         .layer(DefaultBodyLimit::disable());
     let admin = Router::new()
         .route("/_admin/counts", get(admin::admin_counts))
+        .route("/_admin/requests", get(admin::admin_requests))
         .route("/_admin/reset-counts", post(admin::admin_reset_counts))
         .route("/_admin/fault", post(admin::admin_fault))
         .route("/_admin/clear-faults", post(admin::admin_clear_faults))
