@@ -532,3 +532,47 @@ async fn a_copy_into_one_client_lets_another_clients_listing_go_after_at_most_on
     copy.await.unwrap();
     assert_eq!(t.calls(Endpoint::Upload), 20);
 }
+
+/// Issue 10 at the real limits: a `cp -r` of 20 files into one client takes two minutes
+/// at 10 requests a minute, pausing at the limiter between uploads and outlasting the
+/// 60 s listing TTL. It still costs 20 uploads and the one listing that learns their
+/// ids once the batch has settled: no confirming listing per pause, no refresh of the
+/// client's listing and no folders per minute of copying.
+#[tokio::test(start_paused = true)]
+async fn a_long_copy_at_the_real_limits_costs_its_uploads_and_one_listing() {
+    let t = mount(&account(3));
+    t.core.check_access().await.unwrap();
+    t.ls("/clients/1002").await.unwrap();
+    let a = t.ino("/clients/1002").await.unwrap();
+    t.store.reset_counts();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = {
+        let core = t.core.clone();
+        tokio::spawn(async move { core.run_background(Duration::from_secs(1), stopped).await })
+    };
+    let started = Instant::now();
+    for i in 0..20 {
+        let name = format!("form-{i:02}.pdf");
+        assert!(t.core.lookup(a, &name).await.is_err());
+        let (_, o) = t.core.create(a, &name).await.unwrap();
+        t.core.write(o.fh, 0, format!("scanned form {i}").as_bytes()).unwrap();
+        t.core.flush(o.fh).await.unwrap();
+        t.core.release(o.fh);
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(90),
+        "the copy waited for the limiter"
+    );
+    assert_eq!(t.calls(Endpoint::Upload), 20);
+    assert_eq!(t.calls(Endpoint::ListFiles), 0, "no listing while the batch runs");
+    assert_eq!(t.calls(Endpoint::ListFolders), 0);
+    // The batch settles: one listing learns all 20 ids, 2 s after the last upload.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(t.calls(Endpoint::ListFiles), 1);
+    assert_eq!(t.store.total_requests(), 21, "20 uploads + 1 listing");
+    stop.send(true).unwrap();
+    background.await.unwrap();
+    let names = t.ls("/clients/1002").await.unwrap();
+    assert_eq!(names.iter().filter(|n| n.starts_with("form-")).count(), 20);
+    assert_eq!(t.store.total_requests(), 21, "listing the folder afterwards is free");
+}

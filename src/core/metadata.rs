@@ -82,23 +82,20 @@ impl<R: Remote> Core<R> {
         lock.lock_owned().await
     }
 
-    /// Make sure the account's folders are known. While browsing, folders of any age
-    /// serve (they are account settings and change rarely; a file in a folder not yet
-    /// known shows under `_folder-<id>`), refreshed behind once older than
-    /// `client_list_ttl`; a change (`User`) wants them younger than the metadata TTL.
+    /// Make sure the account's folders are known. Folders of any age serve (they are
+    /// account settings and change rarely; a file in a folder not yet known shows under
+    /// `_folder-<id>`), refreshed behind once older than `client_list_ttl`. Uploads
+    /// cannot choose a folder, so no change depends on their freshness either: a
+    /// `cp -r` that outlasts the metadata TTL fetches no folders.
     pub(super) async fn ensure_folders(&self) -> CoreResult<()> {
         let since = Instant::now();
         let prio = listing_priority();
         let age = self.st().folders.as_ref().map(|(_, at)| at.elapsed());
-        match age {
-            Some(age) if age < self.opts.metadata_ttl => return Ok(()),
-            Some(age) if prio != Priority::User => {
-                if age >= self.opts.client_list_ttl {
-                    self.due(Due::Folders);
-                }
-                return Ok(());
+        if let Some(age) = age {
+            if age >= self.opts.client_list_ttl {
+                self.due(Due::Folders);
             }
-            _ => {}
+            return Ok(());
         }
         let _g = self.flight(Flight::Folders).await;
         if matches!(&self.st().folders, Some((_, at)) if fresh(*at, self.opts.metadata_ttl, Some(since))) {
@@ -157,6 +154,12 @@ impl<R: Remote> Core<R> {
         };
         let have = self.has_listing(c);
         if is_fresh(&self.st(), None) {
+            return Ok(());
+        }
+        if have && self.batch_running(c) {
+            // The batch's own confirming listing refreshes it: a `cp -r` that outlasts
+            // the TTL costs no listing per minute.
+            tracing::debug!(client = c, "a batch of ours is running: its listing in hand serves");
             return Ok(());
         }
         let prio = listing_priority();

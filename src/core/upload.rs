@@ -377,19 +377,44 @@ impl<R: Remote> Core<R> {
     }
 
     /// Per client with accepted uploads, when its confirming listing is due: the last
-    /// acceptance plus [`CONFIRM_SETTLE`].
+    /// acceptance plus [`CONFIRM_SETTLE`], and not while another upload into that client
+    /// is under way (sending, or waiting for a slot at the limiter): at the real limits a
+    /// `cp -r` pauses a minute at a time between uploads, and the batch has not settled.
     pub(super) fn confirm_times(&self) -> BTreeMap<ClientId, Instant> {
         let st = self.st();
         let mut out: BTreeMap<ClientId, Instant> = BTreeMap::new();
+        let mut busy = Vec::new();
         for w in st.writers.values() {
             let w = lock(w);
-            if let Life::Unconfirmed { at, .. } = w.life() {
-                let due = *at + CONFIRM_SETTLE;
-                let e = out.entry(w.client).or_insert(due);
-                *e = (*e).max(due);
+            match w.life() {
+                Life::Unconfirmed { at, .. } => {
+                    let due = *at + CONFIRM_SETTLE;
+                    let e = out.entry(w.client).or_insert(due);
+                    *e = (*e).max(due);
+                }
+                Life::Uploading { .. } => busy.push(w.client),
+                _ => {}
+            }
+        }
+        let later = Instant::now() + CONFIRM_SETTLE;
+        for c in busy {
+            if let Some(due) = out.get_mut(&c) {
+                *due = (*due).max(later);
             }
         }
         out
+    }
+
+    /// Is a batch of ours running into client `c`: an upload under way, or accepted and
+    /// not yet confirmed by a listing? Then the listing in hand, with our own changes,
+    /// is what the client holds as far as this mount can know, and the batch's
+    /// confirming listing refreshes it (docs/SEMANTICS.md, "Freshness").
+    pub(super) fn batch_running(&self, c: ClientId) -> bool {
+        let st = self.st();
+        st.writers.values().any(|w| {
+            let w = lock(w);
+            w.client == c && matches!(w.life(), Life::Uploading { .. } | Life::Unconfirmed { .. })
+        })
     }
 
     /// Keep the bytes just uploaded as the new file's cache entry (small files only), so

@@ -25,7 +25,11 @@ pub(super) enum Backing {
     Memory(Vec<u8>),
     /// An already-unlinked temp file (freed when the last reader lets go) holding the
     /// first `written` bytes, and the bytes after them, not yet written, in `tail`.
-    Disk { file: File, written: u64, tail: Vec<u8> },
+    Disk {
+        file: File,
+        written: u64,
+        tail: Vec<u8>,
+    },
 }
 
 impl Backing {
@@ -184,7 +188,8 @@ impl Entry {
         let end = if filled == self.size {
             // Complete means complete on disk: copies and compares read the file.
             if let Err(e) = self.lock().flush() {
-                self.progress.send_replace(Progress::Failed(RemoteError::LocalIo(e.to_string())));
+                self.progress
+                    .send_replace(Progress::Failed(RemoteError::LocalIo(e.to_string())));
                 return;
             }
             Progress::Done

@@ -208,8 +208,8 @@ impl Mode0600 for std::fs::OpenOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
     use crate::remote::RemoteError;
+    use std::os::unix::fs::FileExt;
 
     fn filled(cache: &mut ContentCache, id: &str, size: usize) -> Arc<Entry> {
         let e = cache.start(id, size as u64).unwrap();
@@ -295,9 +295,15 @@ mod tests {
         };
         // Odd chunk sizes, so batches and reads never line up with chunk edges.
         let mut sent = 0;
-        for (n, len) in [1usize, 70_001, 3 << 20, 999_999, 5 << 20, 4096].iter().cycle().enumerate() {
+        for (n, len) in [1usize, 70_001, 3 << 20, 999_999, 5 << 20, 4096]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
             let end = (sent + len).min(size);
-            tx.send(Ok(bytes::Bytes::copy_from_slice(&data[sent..end]))).await.unwrap();
+            tx.send(Ok(bytes::Bytes::copy_from_slice(&data[sent..end])))
+                .await
+                .unwrap();
             sent = end;
             // Read back everything sent so far, in odd-sized pieces, as it arrives.
             if n % 2 == 1 {
