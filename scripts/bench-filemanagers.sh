@@ -96,10 +96,13 @@ export DISPLAY
 # State of the current run (one file manager), torn down by stop_run.
 RUN="" SERVER_PID="" MOUNT_PID="" FM_PID="" DBUS_PID="" ADMIN=""
 stop_run() {
-  # The file manager (strace's child) first, then strace.
+  # The file manager (strace's child) first: strace with -o ignores SIGTERM and waits
+  # for its tracees, and pcmanfm does not always quit on SIGTERM, so KILL after 5 s.
   if [ -n "$FM_PID" ]; then
     pkill -TERM -P "$FM_PID" 2>/dev/null || true
-    sleep 1
+    local _i
+    for _i in $(seq 25); do pgrep -P "$FM_PID" >/dev/null || break; sleep 0.2; done
+    pkill -KILL -P "$FM_PID" 2>/dev/null || true
     kill "$FM_PID" 2>/dev/null || true
     wait "$FM_PID" 2>/dev/null || true
   fi
