@@ -62,8 +62,9 @@ pub(crate) struct CommonMount {
     /// renames may spend: listings and previews are refused once only this is left.
     #[arg(long, default_value_t = intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub(crate) reserve_percent: u32,
-    /// Refuse reads by thumbnailers (tumblerd, *thumbnailer*) with EACCES instead of
-    /// downloading for them; file managers' own reads still work, below everything else.
+    /// Refuse reads by thumbnailers (tumblerd, *thumbnailer*) and file managers' own
+    /// previews (pcmanfm's thumbnail thread, content sniffing) with EACCES instead of
+    /// downloading for them; copies made with a file manager still work, below everything else.
     #[arg(long)]
     pub(crate) no_previews: bool,
     /// Private directory (0700) where listings are kept across mounts

@@ -788,6 +788,7 @@ fn a_remount_counts_the_requests_an_earlier_mount_spent() {
         .arg("--cache-dir")
         .arg(dir.path().join("cache"))
         .env("INTAKEQ_API_KEY", KEY)
+        .env("XDG_STATE_HOME", dir.path().join("state")) // where `mount` keeps the ledger
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));

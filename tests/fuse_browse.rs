@@ -1,5 +1,6 @@
 //! FUSE tier for browsing (issues 13, 14, 11.1): `/by-name` symlinks through the kernel,
-//! listings kept across a remount, and thumbnailers told apart by their process name.
+//! listings kept across a remount, thumbnailers told apart by their process name, and a
+//! file manager's own previews by its thread's name and open flags.
 
 mod common;
 
@@ -118,4 +119,117 @@ fn thumbnailers_and_file_managers_never_spend_the_reserve_that_a_users_read_may(
     assert!(m
         .log_text()
         .contains("refused: the last 5 requests of the day are kept"));
+}
+
+/// Read `path` the way a file manager's thread does: in a child process (this test
+/// binary again, running `file_manager_thread_reads`) whose process name is `pcmanfm`,
+/// from a thread named `thread`, opening with `O_RDONLY | extra_flags`. The bytes, or
+/// the error's text.
+fn read_as_pcmanfm(thread: &str, path: &std::path::Path, extra_flags: i32) -> Result<Vec<u8>, String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "file_manager_thread_reads",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("IQFS_FM_PATH", path)
+        .env("IQFS_FM_THREAD", thread)
+        .env("IQFS_FM_FLAGS", extra_flags.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // libtest prints "test file_manager_thread_reads ... " on the same line.
+    for line in stdout.lines() {
+        if let Some((_, hex)) = line.split_once("FM-READ ") {
+            let hex = hex.trim();
+            return Ok((0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect());
+        }
+        if let Some((_, err)) = line.split_once("FM-ERR ") {
+            return Err(err.trim().to_string());
+        }
+    }
+    panic!("helper said nothing: {stdout}\n{}", stderr_of(&out));
+}
+
+/// Not a test: the child process of `read_as_pcmanfm`.
+#[test]
+#[ignore = "helper, run in a child process by read_as_pcmanfm"]
+fn file_manager_thread_reads() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (Ok(path), Ok(thread), Ok(flags)) = (
+        std::env::var("IQFS_FM_PATH"),
+        std::env::var("IQFS_FM_THREAD"),
+        std::env::var("IQFS_FM_FLAGS"),
+    ) else {
+        return;
+    };
+    // The process name is the main thread's name (`/proc/<pid>/comm`).
+    let pid = std::process::id();
+    std::fs::write(format!("/proc/self/task/{pid}/comm"), "pcmanfm").unwrap();
+    let flags: i32 = flags.parse().unwrap();
+    let line = std::thread::Builder::new()
+        .name(thread)
+        .spawn(move || {
+            let mut data = Vec::new();
+            let r = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(&path)
+                .and_then(|mut f| f.read_to_end(&mut data));
+            match r {
+                Ok(_) => format!(
+                    "FM-READ {}",
+                    data.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+                Err(e) => format!("FM-ERR {e}"),
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    println!("{line}");
+}
+
+#[test]
+fn with_no_previews_a_file_managers_own_thumbnails_and_sniffing_are_refused_and_its_copies_read() {
+    let srv = server(account());
+    let m = mount(&srv, &["--no-previews"]);
+    let card = m.p("clients/1001/Insurance/card.png");
+    ok("ls", &[&m.p("clients/1001/Insurance")]);
+    srv.store.reset_counts();
+    // pcmanfm's thumbnail thread, and GIO's content sniffing (O_NOATIME) in its pool.
+    let thumb = read_as_pcmanfm("loader", &card, 0).unwrap_err();
+    assert!(thumb.contains("Permission denied"), "{thumb}");
+    let sniff = read_as_pcmanfm("pool-pcmanfm", &card, libc::O_NOATIME).unwrap_err();
+    assert!(sniff.contains("Permission denied"), "{sniff}");
+    assert_eq!(srv.store.total_requests(), 0);
+    // A copy (ctrl+c / ctrl+v, drag) runs in the same pool with a plain open.
+    assert_eq!(read_as_pcmanfm("pool-pcmanfm", &card, 0).unwrap(), vec![7u8; 5000]);
+    assert_eq!(srv.store.count(Endpoint::Download), 1);
+    // The bytes are here now: the thumbnail costs nothing and is served.
+    assert_eq!(read_as_pcmanfm("loader", &card, 0).unwrap(), vec![7u8; 5000]);
+    assert_eq!(srv.store.total_requests(), 1);
+}
+
+#[test]
+fn with_previews_on_a_file_managers_own_thumbnail_and_sniffing_download() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    ok("ls", &[&m.p("clients/1001/Insurance")]);
+    ok("ls", &[&m.p("clients/1001")]);
+    srv.store.reset_counts();
+    let card = m.p("clients/1001/Insurance/card.png");
+    assert_eq!(read_as_pcmanfm("loader", &card, 0).unwrap(), vec![7u8; 5000]);
+    assert_eq!(
+        read_as_pcmanfm("pool-pcmanfm", &m.p("clients/1001/notes.txt"), libc::O_NOATIME).unwrap(),
+        b"hello notes\n"
+    );
+    assert_eq!(srv.store.count(Endpoint::Download), 2);
+    assert_eq!(srv.store.total_requests(), 2);
 }

@@ -131,9 +131,14 @@ pub struct OpenMode {
 pub enum Reader {
     /// Anyone else: an application the user opened the file with, `cp`, a script.
     User,
-    /// A file manager's own process (its previews and type sniffing, but also its
-    /// copies, which cannot be told apart): `Priority::Preview`, never refused.
+    /// A file manager's own process where its copies cannot be told apart from its
+    /// other reads (a copy runs in the same GIO thread pool as libfm's type sniffing):
+    /// `Priority::Preview`, never refused.
     FileManager,
+    /// A file manager's own preview, told apart by the thread or the open's flags
+    /// (libfm's thumbnail thread `loader`, GIO's content sniffing with `O_NOATIME`):
+    /// `Priority::Preview`, refused at once when previews are off, like a thumbnailer.
+    FileManagerPreview,
     /// A thumbnailer (tumblerd, gnome and ffmpeg thumbnailers, ...): `Priority::Preview`,
     /// refused at once when previews are off.
     Thumbnailer,

@@ -17,15 +17,16 @@ impl<R: Remote> Core<R> {
     }
 
     /// Open on behalf of `reader`: a thumbnailer's or file manager's read downloads at
-    /// `Priority::Preview`; with previews off a thumbnailer's open fails at once unless
-    /// the bytes are already here.
+    /// `Priority::Preview`; with previews off a thumbnailer's or a file manager's own
+    /// preview's open fails at once unless the bytes are already here.
     pub async fn open_for(&self, ino: Ino, mode: OpenMode, reader: Reader) -> CoreResult<Opened> {
         let (key, parent) = self.key_of(ino)?;
         let prio = match reader {
             Reader::User => Priority::User,
-            Reader::FileManager | Reader::Thumbnailer => Priority::Preview,
+            Reader::FileManager | Reader::FileManagerPreview | Reader::Thumbnailer => Priority::Preview,
         };
-        if reader == Reader::Thumbnailer && !self.opts.previews && !mode.write {
+        let preview = matches!(reader, Reader::Thumbnailer | Reader::FileManagerPreview);
+        if preview && !self.opts.previews && !mode.write {
             let cached = matches!(&key, Key::File(id) if self.cache().get(id).is_some());
             if !cached && !self.st().writers.contains_key(&ino) {
                 tracing::debug!(ino, "preview refused: previews are off");

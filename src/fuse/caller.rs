@@ -1,5 +1,6 @@
-//! Who is asking: which kind of reader a request comes from (by its process name), and
-//! the watchdog that answers EINTR for a caller that is being killed.
+//! Who is asking: which kind of reader a request comes from (by its process name, and
+//! within a file manager by its thread's name and open flags), and the watchdog that
+//! answers EINTR for a caller that is being killed.
 
 use std::time::Duration;
 
@@ -24,11 +25,15 @@ const FILE_MANAGERS: &[&str] = &[
     "kioworker",
 ];
 
-/// Who is reading, from the name of the calling thread's process (thread names are
-/// the application's own choice, so they are not trusted). Thumbnailers are also
-/// recognised by "thumb" in the name, or a name cut to 15 bytes ending in "-thum"
-/// (gnome-thumbnail-*, gdk-pixbuf-thumbnailer, evince-thumbnailer, ...).
-pub(super) fn reader_of(tid: u32) -> Reader {
+/// Threads of a file manager's own process that only ever read for a preview, by their
+/// name (`/proc/<tid>/comm`). Observed (docs/SEMANTICS.md, "Previews"): pcmanfm (libfm
+/// 1.3) makes its image thumbnails in-process in a thread it names `loader`, opening
+/// each image three times; its copies run in the GIO pool threads (`pool-pcmanfm`).
+const PREVIEW_THREADS: &[&str] = &["loader"];
+
+/// Who is reading: the calling thread `tid` (the FUSE request's pid) opening with
+/// `flags`. Reads `/proc` for the names and leaves the rule to `classify`.
+pub(super) fn reader_of(tid: u32, flags: i32) -> Reader {
     if tid == 0 {
         return Reader::User; // outside our pid namespace: cannot tell
     }
@@ -39,12 +44,31 @@ pub(super) fn reader_of(tid: u32) -> Reader {
                 .find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().to_string()))
         })
         .unwrap_or_else(|| tid.to_string());
-    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
-    let name = comm.trim();
-    if name.contains("thumb") || name.ends_with("-thum") || THUMBNAILERS.iter().any(|t| name.starts_with(t)) {
+    let process = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+    let thread = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm")).unwrap_or_default();
+    classify(process.trim(), thread.trim(), flags)
+}
+
+/// The rule, from the calling process's name, the calling thread's name and the open's
+/// flags. The process name decides the kind: thumbnailers by their name, "thumb" in it,
+/// or a name cut to 15 bytes ending in "-thum" (gnome-thumbnail-*,
+/// gdk-pixbuf-thumbnailer, evince-thumbnailer, ...); file managers by their name.
+/// Within a file manager's process a read is its own preview when the thread is one of
+/// `PREVIEW_THREADS` or the open carries `O_NOATIME`: GIO sniffs a file's content type
+/// (4 KiB, when the name does not tell) with `O_RDONLY|O_NOATIME`, while its copies open
+/// with plain `O_RDONLY` (observed in pcmanfm's pool threads, Thunar's main thread and
+/// Nautilus's pool threads). Thread names are the application's own choice, so they
+/// are only used to put more of a file manager's reads among the previews, never to
+/// raise a read above its process's kind.
+pub(super) fn classify(process: &str, thread: &str, flags: i32) -> Reader {
+    if process.contains("thumb") || process.ends_with("-thum") || THUMBNAILERS.iter().any(|t| process.starts_with(t)) {
         Reader::Thumbnailer
-    } else if FILE_MANAGERS.contains(&name) {
-        Reader::FileManager
+    } else if FILE_MANAGERS.contains(&process) {
+        if PREVIEW_THREADS.contains(&thread) || flags & libc::O_NOATIME != 0 {
+            Reader::FileManagerPreview
+        } else {
+            Reader::FileManager
+        }
     } else {
         Reader::User
     }
@@ -94,4 +118,48 @@ fn being_killed(tid: u32) -> bool {
         v.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             .is_some_and(|m| m & kill_bit != 0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RD: i32 = libc::O_RDONLY;
+    const SNIFF: i32 = libc::O_RDONLY | libc::O_NOATIME;
+
+    #[test]
+    fn pcmanfms_thumbnail_thread_is_a_preview_and_its_pool_threads_are_not() {
+        assert_eq!(classify("pcmanfm", "loader", RD), Reader::FileManagerPreview);
+        // Copies (ctrl+c / ctrl+v, drag) run in GIO's pool: the file manager, never refused.
+        assert_eq!(classify("pcmanfm", "pool-pcmanfm", RD), Reader::FileManager);
+        assert_eq!(classify("pcmanfm", "pcmanfm", RD), Reader::FileManager);
+    }
+
+    #[test]
+    fn gio_content_sniffing_with_o_noatime_is_a_file_managers_preview() {
+        assert_eq!(classify("pcmanfm", "pool-pcmanfm", SNIFF), Reader::FileManagerPreview);
+        assert_eq!(classify("thunar", "thunar", SNIFF), Reader::FileManagerPreview);
+        assert_eq!(
+            classify("nautilus", "pool-org.gnome.", SNIFF),
+            Reader::FileManagerPreview
+        );
+        assert_eq!(classify("thunar", "pool-thunar", RD), Reader::FileManager);
+    }
+
+    #[test]
+    fn thread_names_and_o_noatime_never_matter_outside_a_file_manager() {
+        // `tar --atime-preserve=system`, `rsync --open-noatime`, a program naming a thread "loader".
+        assert_eq!(classify("tar", "tar", SNIFF), Reader::User);
+        assert_eq!(classify("rsync", "loader", RD), Reader::User);
+        assert_eq!(classify("eog", "loader", SNIFF), Reader::User);
+    }
+
+    #[test]
+    fn thumbnailers_by_process_name_whatever_the_thread() {
+        assert_eq!(classify("tumblerd", "pool-tumblerd", RD), Reader::Thumbnailer);
+        assert_eq!(classify("gdk-pixbuf-thum", "gdk-pixbuf-thum", RD), Reader::Thumbnailer);
+        assert_eq!(classify("evince-thumbnai", "loader", RD), Reader::Thumbnailer);
+        assert_eq!(classify("ffmpegthumbnail", "x", RD), Reader::Thumbnailer);
+        assert_eq!(classify("cat", "cat", RD), Reader::User);
+    }
 }

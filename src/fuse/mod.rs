@@ -262,7 +262,12 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let core = self.core.clone();
         self.spawn(span, async move {
             // Who reads decides the download's priority (reading /proc: off the session thread).
-            let reader = if mode.write { Reader::User } else { reader_of(pid) };
+            let reader = if mode.write {
+                Reader::User
+            } else {
+                reader_of(pid, flags.0)
+            };
+            tracing::debug!(?reader, "open by");
             match unless_killed(pid, core.open_for(ino.0, mode, reader)).await {
                 Ok(o) => {
                     let mut f = FopenFlags::empty();

@@ -29,7 +29,11 @@ pub fn errno(e: &CoreError) -> Errno {
 /// Log a failed operation: expected misses at debug, the rest at warn.
 pub(super) fn log_err(op: &str, e: &CoreError) {
     match e {
-        CoreError::NotFound | CoreError::Exists | CoreError::Interrupted => tracing::debug!("{op}: {e}"),
+        // A refused preview is what --no-previews asked for: pcmanfm alone opens each
+        // image three times, so a warning each would bury the real ones.
+        CoreError::NotFound | CoreError::Exists | CoreError::Interrupted | CoreError::PreviewsOff => {
+            tracing::debug!("{op}: {e}")
+        }
         CoreError::AccessDenied => {
             tracing::error!("{op}: the IntakeQ API key was rejected; check INTAKEQ_API_KEY or --api-key-file")
         }

@@ -85,6 +85,10 @@ pub fn mount_in(dir: tempfile::TempDir, srv: &Server, extra: &[&str]) -> Mount {
         .args(extra)
         .env("INTAKEQ_API_KEY", KEY)
         .env("INTAKEQ_FS_LOG", "debug")
+        // The quota ledger is per account (base URL and key): with the shared default
+        // place, a mount on a port an earlier run used within the day would start with
+        // that run's spending, and tests with a small --daily-limit would flake.
+        .env("XDG_STATE_HOME", dir.path().join("state"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
