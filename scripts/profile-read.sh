@@ -101,7 +101,8 @@ echo
 echo "| stage (symbol, with its callees) | share of the daemon's samples | CPU ms per read |"
 echo "|---|---|---|"
 while IFS='|' read -r pat name; do
-  p=$(grep -E -- "$pat" "$W/report.txt" | grep -v '^#' | head -n 1 | awk '{ print $1 }' | tr -d '%')
+  # A stage that took no sample is absent from the report: 0.
+  p=$({ grep -E -- "$pat" "$W/report.txt" || true; } | grep -v '^#' | head -n 1 | awk '{ print $1 }' | tr -d '%')
   awk -v p="${p:-0}" -v n="$SAMPLES" -v r="$REPS" -v name="$name" \
     'BEGIN { printf "| %s | %.1f %% | %.0f |\n", name, p, p * n / 100 / 2000 * 1000 / r }'
 done <<'STAGES'
