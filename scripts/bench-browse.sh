@@ -17,8 +17,9 @@
 # and how much of the day's 500 is left. Prints one markdown table.
 #
 # Usage: scripts/bench-browse.sh
-# Optional: BENCH_BROWSE_CLIENTS (default 2000), BENCH_PROFILE=release (default: the
-# debug build, which is fine here: the run is bound by the rate limit, not the CPU).
+# Optional: BENCH_BROWSE_CLIENTS (default 2000), BENCH_BIN=PATH (that binary, no build),
+# BENCH_PROFILE=release (default: the debug build, which is fine here: the run is bound
+# by the rate limit, not the CPU).
 set -Eeuo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -27,45 +28,9 @@ N="${BENCH_BROWSE_CLIENTS:-2000}"
 PROFILE="${BENCH_PROFILE:-debug}"
 FIRST=20001 # client ids FIRST .. FIRST+N-1
 
-WORK=""
-MOUNTS=()
-PIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM ERR
-  local m p
-  for m in "${MOUNTS[@]}"; do
-    mountpoint -q "$m" 2>/dev/null && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
-  done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-log() { echo "bench-browse: $*" >&2; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-scripts/setup-deps.sh >/dev/null
-if [ "$PROFILE" = release ]; then
-  cargo build --release --locked -q
-else
-  cargo build --locked -q
-fi
-BIN="target/$PROFILE/intakeq-fs"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/intakeq-browse.XXXXXX")
-KEY="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-"$BIN" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$WORK/server.url" 2>"$WORK/server.log" &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
-BASE=$(head -n1 "$WORK/server.url")
-ADMIN="${BASE%/api/v1/}/_admin"
-admin_post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1" >/dev/null; }
-reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+# shellcheck source=scripts/lib/fake-bench.sh
+source scripts/lib/fake-bench.sh
+fake_bench_start bench-browse
 # Calls since the last reset: "N (endpoint n, ...)"
 calls() {
   curl -sS -f --noproxy '*' "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
@@ -85,10 +50,17 @@ mount_fs() {
   INTAKEQ_API_KEY="$KEY" INTAKEQ_FS_LOG=info "$BIN" mount "$MNT" --base-url "$BASE" --foreground \
     --spool-dir "$WORK/spool" --cache-dir "$WORK/cache" --listings-dir "$WORK/listings" \
     >>"$WORK/mount.log" 2>&1 &
-  PIDS+=($!)
+  MOUNT_PID=$!
+  PIDS+=($MOUNT_PID)
   MOUNTS+=("$MNT")
   for _ in $(seq 200); do mountpoint -q "$MNT" && return 0; sleep 0.1; done
   log "mount did not appear"; cat "$WORK/mount.log" >&2; return 1
+}
+# Unmount and wait for the daemon to exit (it holds the spool's lock until then).
+unmount_fs() {
+  fusermount3 -u "$MNT"
+  for _ in $(seq 300); do kill -0 "$MOUNT_PID" 2>/dev/null || return 0; sleep 0.1; done
+  log "the mount process did not exit within 30 s of the unmount"; return 1
 }
 
 ROWS=()
@@ -131,15 +103,14 @@ find_errs=$(grep -c 'Resource temporarily unavailable' "$WORK/find.err" || true)
 row "D" "\`find clients -name '*.pdf'\` ($(echo "$find_out" | grep -c . || true) found, $find_errs directories refused with EAGAIN)" "$(calls)" "$(since "$T") s"
 
 DAY_SPENT=$SUM
-fusermount3 -u "$MNT"
-sleep 1
+unmount_fs
 reset_counts
 T=$(now); mount_fs
 ls "$MNT/clients" >/dev/null
 ls "$MNT/clients/$CLICK" >/dev/null
 ls "$MNT/by-name" >/dev/null
 row "E" "remount, \`ls clients\`, \`ls by-name\` and C's folder again" "$(calls)" "$(since "$T") s"
-fusermount3 -u "$MNT"
+unmount_fs
 
 echo
 echo "$N clients, --rate-limit 10 --daily-limit 500 --max-wait 120 (defaults), $(date -u '+%Y-%m-%d %H:%M UTC'), $PROFILE build"

@@ -54,45 +54,9 @@ C_F=31001 C_F2=31002 C_A=31003 C_B=31004 C_B2=31005 C_C=31006
 C_P=(31011 31012 31013 31014 31015 31016 31017 31018 31019) C_A2=31020 C_B3=31021
 COPY_CLIENT=$C_A # "A" in the table: the client being copied into
 
-WORK=""
-MOUNTS=()
-PIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM ERR
-  local m p
-  for m in "${MOUNTS[@]}"; do
-    mountpoint -q "$m" 2>/dev/null && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
-  done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  [ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-log() { echo "bench-contention: $*" >&2; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-
-scripts/setup-deps.sh >/dev/null
-if [ "$PROFILE" = release ]; then
-  cargo build --release --locked -q
-else
-  cargo build --locked -q
-fi
-BIN="${BENCH_BIN:-target/$PROFILE/intakeq-fs}"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/intakeq-contention.XXXXXX")
-KEY="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-"$BIN" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$WORK/server.url" 2>"$WORK/server.log" &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
-BASE=$(head -n1 "$WORK/server.url")
-ADMIN="${BASE%/api/v1/}/_admin"
-admin_post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1" >/dev/null; }
-reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+# shellcheck source=scripts/lib/fake-bench.sh
+source scripts/lib/fake-bench.sh
+fake_bench_start bench-contention
 # The request log since the last reset, one "endpoint client" line per request, in order.
 requests() {
   { curl -sS -f --noproxy '*' "$ADMIN/requests" && echo; } | tr '{' '\n' |
@@ -171,7 +135,7 @@ ls_row() {
   t=$(now)
   # shellcheck disable=SC2086 # flags is empty or one word
   if out=$(ls $flags "$MNT/clients/$c" 2>&1); then out="$(echo "$out" | grep -c .) entries"; else out="FAILED: ${out##*: }"; fi
-  row "$step" "$what ($out)" "$(since "$t") s" "$(calls_for "$start" "$c")" "$(ahead_of "$start" "$c")"
+  row "$step" "$what ($out)" "$(since "$t" 2) s" "$(calls_for "$start" "$c")" "$(ahead_of "$start" "$c")"
 }
 
 # a: time to first listing --------------------------------------------------------
@@ -215,7 +179,7 @@ while ! requests | awk -v a="$C_A" '$1 == "upload" && $2 == a { up = NR } $1 == 
   sleep 0.5
 done
 by_prio=$(grep -o ': granted at [A-Za-z]*' "$WORK/mount.log" | awk '{ n[$NF]++ } END { for (p in n) s = s (s ? ", " : "") p " " n[p]; print s }')
-row d "the copy: $NFILES files, cp exit $cp_rc after $cp_time s; A listed after its last upload $(since "$T_CP") s after the copy started" \
+row d "the copy: $NFILES files, cp exit $cp_rc after $cp_time s; A listed after its last upload $(since "$T_CP" 2) s after the copy started" \
   "—" "$(uploads) uploads of A, $(requests | grep -c "^list_files $C_A\$" || true) listings of A (1 before the copy), $(requests | grep -c '^list_folders' || true) of the folders" \
   "grants so far, by priority: $by_prio"
 # e: the same when the minute's slots come one at a time -----------------------------

@@ -470,6 +470,40 @@ async fn the_refresher_fetches_what_was_served_stale_and_stops_when_told() {
     assert_eq!(t.store.total_requests(), 3);
 }
 
+/// An unmount must not wait for background refreshes: stopped while its refresh waits
+/// for a slot at the limiter, the refresher returns at once (the remount after it found
+/// the spool still locked by the old mount while that waited out the minute).
+#[tokio::test(start_paused = true)]
+async fn the_refresher_stops_at_once_when_told_while_its_refresh_waits_for_a_slot() {
+    let t = mount(&account(250));
+    mounted(&t).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let refresher = {
+        let core = t.core.clone();
+        tokio::spawn(async move { core.run_refresh(stopped).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+    // The minute is spent on ten client folders.
+    for i in 1..=10 {
+        t.ls(&format!("/clients/{}", 1001 + i)).await.unwrap();
+    }
+    t.store.reset_counts();
+    // The stale client list serves at once and is due for a refresh, which must wait.
+    assert_eq!(t.ls("/by-name").await.unwrap().len(), 250);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.store.total_requests(), 0, "the refresh waits for the next slot");
+    assert_eq!(t.limiter.budget().used_minute, 10, "the minute is spent");
+    let asked = Instant::now();
+    stop.send_replace(true);
+    refresher.await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(t.store.total_requests(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_file_deleted_through_the_mount_stays_gone_after_a_remount() {
     let store = account(3);

@@ -111,7 +111,12 @@ impl<R: Remote> Core<R> {
                 _ = self.refresh_due.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            self.refresh_due().await;
+            // A refresh may wait a minute for a slot: stopping (unmount) never waits for
+            // it. Listings are read-only, so an abandoned one leaves nothing half done.
+            tokio::select! {
+                _ = self.refresh_due() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
             if self.refreshes_due() > 0 {
                 // The limiter refused: rest, then try again (woken early by nothing).
                 tokio::select! {
