@@ -17,40 +17,16 @@ cd "$(dirname "$0")/.."
 
 REPS="${BENCH_REPS:-3}"
 MIB="${PROFILE_MIB:-256}"
-BIN="${1:-}"
 command -v perf >/dev/null || { echo "profile-read: perf is needed (apt-get install linux-perf)" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "profile-read: run as root (perf -p, drop_caches)" >&2; exit 1; }
-if [ -z "$BIN" ]; then
-  cargo build --release --locked >&2
-  BIN=target/release/intakeq-fs
-fi
-
-W=$(mktemp -d "${TMPDIR:-/tmp}/intakeq-profile.XXXXXX")
-chmod 700 "$W"
-SP="" MP=""
-cleanup() {
-  set +e
-  mountpoint -q "$W/m" 2>/dev/null && fusermount3 -u -z "$W/m"
-  [ -n "$MP" ] && kill "$MP" 2>/dev/null
-  [ -n "$SP" ] && kill "$SP" 2>/dev/null
-  sleep 0.3
-  rm -rf --one-file-system "$W"
-}
-trap cleanup EXIT
-
-KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-printf 'X-Auth-Key: %s\n' "$KEY" >"$W/auth.hdr"
-"$BIN" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$W/server.out" 2>"$W/server.log" &
-SP=$!
-BASE=""
-for _ in $(seq 100); do
-  BASE=$(head -n 1 "$W/server.out" 2>/dev/null || true)
-  [ -n "$BASE" ] && break
-  sleep 0.1
-done
-[ -n "$BASE" ] || { echo "profile-read: the fake server did not start" >&2; exit 1; }
-BASE=${BASE%/}
-ADMIN="${BASE%/api/v1}/_admin"
+[ -z "${1:-}" ] || BENCH_BIN=$1
+BENCH_PROFILE=release
+# shellcheck source=scripts/lib/fake-bench.sh
+source scripts/lib/fake-bench.sh
+fake_bench_start profile-read
+API=${BASE%/}
+printf 'X-Auth-Key: %s\n' "$KEY" >"$WORK/auth.hdr"
+# The admin API's answer carries the new file's id.
 post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1"; }
 post client '{"id":7001,"first_name":"Profile","last_name":"Reads"}' >/dev/null
 IDS=()
@@ -59,16 +35,18 @@ for r in $(seq $((REPS * 2))); do
     sed -n 's/.*"Id":"\([^"]*\)".*/\1/p')")
 done
 
+W=$WORK
 mkdir -p "$W/m"
-env INTAKEQ_API_KEY="$KEY" "$BIN" mount "$W/m" --base-url "$BASE" --rate-limit 100000 \
+env INTAKEQ_API_KEY="$KEY" "$BIN" mount "$W/m" --base-url "$API" --rate-limit 100000 \
   --daily-limit 1000000 --spool-dir "$W/spool" --cache-dir "$W/cache" \
   --listings-dir "$W/listings" --log-file "$W/mount.log" --foreground &
 MP=$!
+PIDS+=("$MP")
+MOUNTS+=("$W/m")
 for _ in $(seq 100); do mountpoint -q "$W/m" && break; sleep 0.1; done
-mountpoint -q "$W/m" || { echo "profile-read: no mount" >&2; exit 1; }
+mountpoint -q "$W/m" || { log "no mount"; exit 1; }
 ls -l "$W/m/clients/7001" >/dev/null # the listing is not part of the profile
 
-now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
@@ -87,7 +65,7 @@ wait "$PERF" || true
 for r in $(seq "$REPS"); do
   drop
   t0=$(now)
-  curl -sS -f --noproxy '*' -H @"$W/auth.hdr" -o /dev/null "$BASE/files/${IDS[$((REPS + r - 1))]}"
+  curl -sS -f --noproxy '*' -H @"$W/auth.hdr" -o /dev/null "$API/files/${IDS[$((REPS + r - 1))]}"
   T_CURL+=("$(secs "$t0" "$(now)")")
 done
 
