@@ -207,17 +207,24 @@ async fn listings_and_previews_never_spend_the_reserve() {
 
 #[tokio::test(start_paused = true)]
 async fn previews_go_after_everything_a_user_asked_for() {
-    use std::sync::Arc;
-    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(600)));
-    l.acquire(Priority::User, "first").await.unwrap();
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for (p, name) in [
+    let waiters = [
         (Priority::Preview, "preview"),
         (Priority::Refresh, "refresh"),
         (Priority::Background, "bg"),
         (Priority::User, "user"),
-    ] {
+    ];
+    assert_eq!(grant_order(&waiters).await, vec!["user", "bg", "refresh", "preview"]);
+}
+
+/// The order in which `waiters` are granted, each arriving 1 s after the one before
+/// while a limiter of 1 a minute has just spent its minute.
+async fn grant_order(waiters: &[(Priority, &'static str)]) -> Vec<&'static str> {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(3600)));
+    l.acquire(Priority::User, "first").await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for &(p, name) in waiters {
         let (l, o) = (l.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             l.acquire(p, name).await.unwrap();
@@ -228,7 +235,8 @@ async fn previews_go_after_everything_a_user_asked_for() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(*order.lock().unwrap(), vec!["user", "bg", "refresh", "preview"]);
+    let out = order.lock().unwrap().clone();
+    out
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,27 +286,12 @@ async fn a_listing_waits_behind_the_one_upload_queued_before_it_not_the_rest_of_
 
 #[tokio::test(start_paused = true)]
 async fn user_work_and_a_listing_go_in_the_order_they_came() {
-    use std::sync::Arc;
-    let l = Arc::new(Limiter::new(1, 1000, Duration::from_secs(3600)));
-    l.acquire(Priority::User, "first").await.unwrap();
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for (p, name) in [
+    let waiters = [
         (Priority::User, "read"),
         (Priority::Browse, "listing"),
         (Priority::User, "save"),
-    ] {
-        let (l, o) = (l.clone(), order.clone());
-        tasks.push(tokio::spawn(async move {
-            l.acquire(p, name).await.unwrap();
-            o.lock().unwrap().push(name);
-        }));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(*order.lock().unwrap(), vec!["read", "listing", "save"]);
+    ];
+    assert_eq!(grant_order(&waiters).await, vec!["read", "listing", "save"]);
 }
 
 #[tokio::test(start_paused = true)]
