@@ -34,6 +34,17 @@ fn calls(store: &Store) -> Calls {
 /// The calls once the mount is done: the listing that learns an upload's id comes a
 /// moment after the save returned (one per batch, `CONFIRM_SETTLE` after the last
 /// upload), so wait for the counts to reach `want`, then check they stay there.
+/// What `n` saves over an existing file cost: an upload each, a delete of what each
+/// replaced, and a listing each that learns the new file's id.
+fn saves(n: u64) -> Calls {
+    Calls {
+        upload: n,
+        delete: n,
+        list_files: n,
+        download: 0,
+    }
+}
+
 fn settled(store: &Store, want: Calls) {
     let t0 = std::time::Instant::now();
     while calls(store) != want && t0.elapsed() < std::time::Duration::from_secs(20) {
@@ -162,15 +173,7 @@ fn vim_saves_twice_with_one_upload_each_no_warning_and_no_swap_file_on_the_serve
         ["note.txt", "other.txt"],
         "no swap file ever reached it"
     );
-    settled(
-        &srv.store,
-        Calls {
-            upload: 2,
-            delete: 2,
-            list_files: 2,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(2));
 }
 
 #[test]
@@ -191,15 +194,7 @@ fn nano_saves_with_one_upload_and_its_lock_file_stays_home() {
     wait_for(|| bytes_of(&srv.store, 1001, "notes.txt") == [b"added by nano hello notes\n".to_vec()]);
     nano.keys(&["C-x"]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.ends_with(".swp")));
-    settled(
-        &srv.store,
-        Calls {
-            upload: 1,
-            delete: 1,
-            list_files: 1,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(1));
 }
 
 #[test]
@@ -212,15 +207,7 @@ fn sed_i_is_one_upload_and_its_temp_file_never_reaches_the_server() {
     ok("sed", &[&"-i", &"s/hello/goodbye/", &file]);
     assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"goodbye notes\n".to_vec()]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with("sed")));
-    settled(
-        &srv.store,
-        Calls {
-            upload: 1,
-            delete: 1,
-            list_files: 1,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(1));
     assert_eq!(fs::read(&file).unwrap(), b"goodbye notes\n");
 }
 
@@ -256,15 +243,7 @@ fn two_rsync_runs_into_twins_replace_only_the_file_shown_under_the_name() {
     assert_eq!(held, [b"from rsync".to_vec(), b"original one".to_vec()]);
     assert_eq!(fs::read(dst.join("report.pdf")).unwrap(), b"from rsync");
     assert!(!names(&srv.store, 1002).iter().any(|n| n.starts_with(".report")));
-    settled(
-        &srv.store,
-        Calls {
-            upload: 1,
-            delete: 1,
-            list_files: 1,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(1));
 }
 
 #[test]
@@ -347,15 +326,7 @@ fn gio_save_and_gio_copy_are_one_upload_each() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"saved by gio\n".to_vec()]);
     assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with(".goutputstream")));
-    settled(
-        &srv.store,
-        Calls {
-            upload: 1,
-            delete: 1,
-            list_files: 1,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(1));
     srv.store.reset_counts();
     let src = tempfile::tempdir().unwrap();
     fs::write(src.path().join("scan.txt"), b"copied by gio").unwrap();
@@ -407,15 +378,7 @@ fn an_office_style_save_is_one_upload_and_its_lock_file_never_reaches_the_server
     assert!(!names(&srv.store, 1001)
         .iter()
         .any(|n| n.contains("lock") || n.ends_with(".tmp")));
-    settled(
-        &srv.store,
-        Calls {
-            upload: 1,
-            delete: 1,
-            list_files: 1,
-            download: 0,
-        },
-    );
+    settled(&srv.store, saves(1));
 }
 
 #[test]
