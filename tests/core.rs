@@ -63,11 +63,7 @@ fn setup_with(store: Store, f: impl FnOnce(&mut Options)) -> T {
 
 impl T {
     async fn path(&self, p: &str) -> Result<u64, CoreError> {
-        let mut ino = ROOT_INO;
-        for part in p.split('/').filter(|s| !s.is_empty()) {
-            ino = self.core.lookup(ino, part).await?.ino;
-        }
-        Ok(ino)
+        ino_at(&self.core, p).await
     }
 
     async fn ls(&self, p: &str) -> Vec<String> {
@@ -111,6 +107,15 @@ impl T {
     }
 }
 
+/// The inode at path `p` (from the root), looked up one part at a time.
+async fn ino_at(core: &Core<MemRemote>, p: &str) -> Result<u64, CoreError> {
+    let mut ino = ROOT_INO;
+    for part in p.split('/').filter(|s| !s.is_empty()) {
+        ino = core.lookup(ino, part).await?.ino;
+    }
+    Ok(ino)
+}
+
 /// A core over `store` with its spool in `dir`: the account mounted (again).
 fn core_in(store: &Store, dir: &std::path::Path) -> Core<MemRemote> {
     Core::new(MemRemote::new(store.clone()), opts(dir)).unwrap()
@@ -127,8 +132,7 @@ async fn crash_with_staged_upload(
     times: Option<u32>,
 ) {
     let core = core_in(store, dir);
-    let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-    let top = core.lookup(top, "1002").await.unwrap().ino;
+    let top = ino_at(&core, "clients/1002").await.unwrap();
     let (_, o) = core.create(top, name).await.unwrap();
     core.write(o.fh, 0, data).unwrap();
     store.push_fault(
@@ -587,8 +591,7 @@ async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     {
         // The upload is accepted; the process dies before a listing confirms it.
         let core = core_in(&store, dir.path());
-        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, "once.txt").await.unwrap();
         core.write(o.fh, 0, b"exactly once").unwrap();
         core.flush(o.fh).await.unwrap();
@@ -682,11 +685,10 @@ async fn a_wait_longer_than_max_wait_fails_with_again_instead_of_hanging() {
     // Two requests a minute, and no caller may wait more than 10 s.
     let limiter = Arc::new(Limiter::new(2, 500, Duration::from_secs(10)));
     let core = Core::new(MemRemote::with_limiter(store.clone(), limiter), opts(dir.path())).unwrap();
-    let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-    let c = core.lookup(clients, "1001").await.unwrap().ino; // 1 call
+    let c = ino_at(&core, "clients/1001").await.unwrap(); // 1 call
     core.opendir(c).await.unwrap(); // folders: 2nd call
     let t0 = tokio::time::Instant::now();
-    let err = core.lookup(clients, "1002").await.unwrap_err();
+    let err = ino_at(&core, "clients/1002").await.unwrap_err();
     assert!(matches!(err, CoreError::Again(_)), "{err:?}");
     assert!(
         t0.elapsed() < Duration::from_secs(1),
@@ -831,9 +833,7 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
     let dir = tempfile::tempdir().unwrap();
     {
         let core = core_in(&store, dir.path());
-        let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let c = core.lookup(c, "1001").await.unwrap().ino;
-        let ino = core.lookup(c, "notes.txt").await.unwrap().ino;
+        let ino = ino_at(&core, "clients/1001/notes.txt").await.unwrap();
         let o = core.open(ino, trunc()).await.unwrap();
         core.write(o.fh, 0, b"v2").unwrap();
         store.push_fault(
@@ -866,9 +866,7 @@ async fn a_crash_between_the_confirmed_upload_and_the_delete_leaves_one_file() {
     let dir = tempfile::tempdir().unwrap();
     {
         let core = core_in(&store, dir.path());
-        let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(clients, "1001").await.unwrap().ino;
-        let ino = core.lookup(top, "notes.txt").await.unwrap().ino;
+        let ino = ino_at(&core, "clients/1001/notes.txt").await.unwrap();
         let o = core.open(ino, trunc()).await.unwrap();
         core.write(o.fh, 0, b"new bytes").unwrap();
         // The DELETE of the replaced file never answers; the process dies meanwhile.
@@ -950,8 +948,7 @@ async fn orphaned_staged_bytes_are_kept_for_a_while_then_removed_never_uploaded(
     let spool = dir.path().join("spool");
     {
         let core = core_in(&store, dir.path());
-        let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(clients, "1002").await.unwrap().ino;
+        let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, "open-when-killed.txt").await.unwrap();
         core.write(o.fh, 0, b"half written").unwrap();
         // kill -9: no flush, no release.
@@ -1092,8 +1089,7 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     );
     // The next mount shows the same names.
     let again = Core::new(MemRemote::new(t.store.clone()), opts(&t._dir.path().join("again"))).unwrap();
-    let clients = again.lookup(ROOT_INO, "clients").await.unwrap().ino;
-    let dir = again.lookup(clients, "1002").await.unwrap().ino;
+    let dir = ino_at(&again, "clients/1002").await.unwrap();
     let fh = again.opendir(dir).await.unwrap();
     let names: Vec<String> = again.readdir(fh, 0).unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(names, [&dirs[..], &["other.txt", &tagged]].concat());
@@ -1431,8 +1427,7 @@ async fn scratch_files_of_a_crashed_run_are_cleared_at_the_next_mount() {
     let dir = tempfile::tempdir().unwrap();
     {
         let core = core_in(&store, dir.path());
-        let top = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-        let top = core.lookup(top, "1002").await.unwrap().ino;
+        let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, ".notes.txt.swp").await.unwrap();
         core.write(o.fh, 0, b"swap").unwrap();
         // kill -9
