@@ -319,13 +319,10 @@ async fn kept_listings_that_are_not_private_are_ignored() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_double_click_is_served_in_the_next_slot_while_30_scans_are_thumbnailed() {
-    let t = mount(&account(3));
-    mounted(&t).await; // 2
-    t.ls("/clients/1001").await.unwrap(); // 3
-    let t0 = Instant::now();
-    let thumbs: Vec<_> = (1..=30)
+/// A thumbnailer reading the first 4 KiB of each of client 1001's 30 scans, all at
+/// once; each answers when its read was served (since `t0`) or why it failed.
+fn thumbnail_all_30(t: &T, t0: Instant) -> Vec<tokio::task::JoinHandle<Result<Duration, CoreError>>> {
+    (1..=30)
         .map(|i| {
             let core = t.core.clone();
             tokio::spawn(async move {
@@ -338,7 +335,16 @@ async fn a_double_click_is_served_in_the_next_slot_while_30_scans_are_thumbnaile
                 r.map(|_| t0.elapsed())
             })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_double_click_is_served_in_the_next_slot_while_30_scans_are_thumbnailed() {
+    let t = mount(&account(3));
+    mounted(&t).await; // 2
+    t.ls("/clients/1001").await.unwrap(); // 3
+    let t0 = Instant::now();
+    let thumbs = thumbnail_all_30(&t, t0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let data = t.cat_as("/clients/1001/intake.pdf", Reader::User).await.unwrap();
     assert_eq!(data, b"form");
@@ -417,20 +423,7 @@ async fn a_double_click_on_a_file_whose_thumbnail_is_queued_takes_over_its_downl
     mounted(&t).await; // 2
     t.ls("/clients/1001").await.unwrap(); // 3
     let t0 = Instant::now();
-    let thumbs: Vec<_> = (1..=30)
-        .map(|i| {
-            let core = t.core.clone();
-            tokio::spawn(async move {
-                let c = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
-                let c = core.lookup(c, "1001").await.unwrap().ino;
-                let f = core.lookup(c, &format!("scan-{i:02}.jpg")).await.unwrap().ino;
-                let o = core.open_for(f, OpenMode::default(), Reader::Thumbnailer).await?;
-                let r = core.read(o.fh, 0, 4096).await;
-                core.release(o.fh);
-                r
-            })
-        })
-        .collect();
+    let thumbs = thumbnail_all_30(&t, t0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // scan-20's thumbnail is queued behind 12 others: the user does not wait for them.
     let data = t.cat_as("/clients/1001/scan-20.jpg", Reader::User).await.unwrap();
