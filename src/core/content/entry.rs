@@ -15,8 +15,8 @@ use crate::remote::{ByteStream, RemoteError};
 
 /// Bytes of a download gathered before one write to the temp file: one 1 MiB write
 /// costs the filesystem a fraction of what sixty-four 16 KiB writes do (measured in
-/// docs/BENCHMARKS.md, "Cold reads"), and a reader close behind the download reads
-/// them from memory.
+/// docs/BENCHMARKS.md, "Issue 10, outcomes 3 and 4"), and a reader close behind the
+/// download reads them from memory.
 const WRITE_BATCH: usize = 1 << 20;
 
 /// Where an entry's bytes are kept.

@@ -167,9 +167,10 @@ impl ContentCache {
 }
 
 /// Reserve a temp file's blocks before the download fills it: writes into reserved
-/// blocks skip the filesystem's per-write allocation (about half the cost of the
-/// write on ext4, docs/BENCHMARKS.md "Cold reads"), and a disk too full for the file
-/// fails here, before any call is spent. Filesystems without `fallocate` just go on.
+/// blocks skip the filesystem's per-write allocation (about half the cost of the write
+/// on ext4, docs/BENCHMARKS.md "Issue 10, outcomes 3 and 4"), and a disk too full for
+/// the file fails here, before any call is spent. Filesystems without `fallocate` just
+/// go on.
 fn preallocate(f: &File, size: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let Ok(len) = libc::off_t::try_from(size) else {
@@ -329,6 +330,17 @@ mod tests {
         let mut back = vec![0u8; size];
         out.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, data);
+    }
+
+    /// A file the cache's disk cannot hold fails when its entry starts (before any
+    /// download is asked for), and nothing is cached for it.
+    #[test]
+    fn a_file_too_big_for_the_disk_fails_before_its_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ContentCache::new(0, u64::MAX, dir.path().to_path_buf());
+        assert!(c.start("huge", 1 << 60).is_err());
+        assert!(c.get("huge").is_none());
+        assert!(c.start("fits", 1 << 20).is_ok());
     }
 
     /// A complete entry over a sparse temp file of `size` bytes with `mark` at `at`:
