@@ -3,7 +3,8 @@
 # (`intakeq-fs mock-server`) on loopback, fills it through its /_admin/ API, mounts it
 # and measures, side by side in one run, against curl on the same server, a tmpfs
 # file and rclone (mount of `rclone serve webdav`):
-#   1 cold sequential read    2 warm re-read        3 copy in (upload)
+#   1 cold sequential read (1f: vs its floor, curl saving to disk)   2 warm re-read
+#   3 copy in (upload; 3f: vs its floor, a local staged and fsynced copy, then curl -F)
 #   4 time to first 4 KiB on a throttled link       5 ls -l of a 2,000-file client
 #   6 peak RSS of the daemon  7 API calls per workload vs minimum   8 rclone peer
 # and prints one markdown table (paste it into docs/BENCHMARKS.md).
@@ -293,7 +294,7 @@ ls -l "$CL/$C_READ" >/dev/null # listing cached: the reads below time data, not 
 
 # 1. cold sequential read vs curl ------------------------------------------
 log "1. cold sequential read (${BIG_MIB} MiB) vs curl"
-T_MOUNT=() T_CURL=()
+T_MOUNT=() T_CURL=() T_KEEP=()
 COLD_READ_CALLS=""
 for r in $(seq "$REPS"); do
   id=${COLD_IDS[$((r - 1))]}
@@ -303,6 +304,11 @@ for r in $(seq "$REPS"); do
   [ -n "$COLD_READ_CALLS" ] || COLD_READ_CALLS=$(calls)
   drop_caches
   T_CURL+=("$(timed curl_api -o /dev/null "$BASE/files/$id")")
+  # The floor of a download that is kept (row 1f): curl saving the same bytes to a
+  # file on the disk the mount's cache is on ($WORK holds the cache directory).
+  drop_caches
+  T_KEEP+=("$(timed curl_api -o "$WORK/keep.bin" "$BASE/files/$id")")
+  rm -f "$WORK/keep.bin"
 done
 cold_m=$(min_of "${T_MOUNT[@]}") cold_c=$(min_of "${T_CURL[@]}")
 cold_ratio=$(ratio "$cold_m" "$cold_c")
@@ -311,6 +317,12 @@ row 1 "cold sequential read, ${BIG_MIB} MiB (dd bs=1M) vs curl GET" \
   "${cold_m} s ($(mibps "$BIG_MIB" "$cold_m"))" "curl ${cold_c} s ($(mibps "$BIG_MIB" "$cold_c"))" \
   "$cold_ratio (run by run: median $cold_pairs)" "≤ 1.3: $(verdict "$cold_pairs" 1.3)"
 log "   mount ${T_MOUNT[*]} s; curl ${T_CURL[*]} s"
+keep_c=$(min_of "${T_KEEP[@]}")
+row 1f "row 1's mount read vs its floor: curl GET saving the file to the cache's disk (curl -o)" \
+  "${cold_m} s" "curl -o file ${keep_c} s ($(mibps "$BIG_MIB" "$keep_c"))" \
+  "$(ratio "$cold_m" "$keep_c") (run by run: median $(pair_ratio "${T_MOUNT[*]}" "${T_KEEP[*]}"))" \
+  "— (reported: a kept download's floor)"
+log "   curl -o file ${T_KEEP[*]} s"
 
 # 2. warm re-read vs tmpfs ---------------------------------------------------
 LAST=$REPS
@@ -335,13 +347,21 @@ for id in "${COLD_IDS[@]:0:$((REPS - 1))}"; do delete_file "$id"; done
 # 3. copy in vs curl -F -----------------------------------------------------
 log "3. cp of ${UP_MIB} MiB into the mount vs curl -F upload"
 ls -l "$CL/$C_UP" >/dev/null
-T_CP=() T_UP=()
+T_CP=() T_UP=() T_STAGED=()
 CP_IN_CALLS=""
+# The floor of a crash-safe staged upload (row 3f): copy to a file on the disk the
+# mount's spool is on, fsync it (coreutils `sync FILE`), then the same curl -F.
+staged_upload() {
+  cp "$WORK/up.bin" "$WORK/staged.bin" && sync "$WORK/staged.bin" &&
+    curl_api -H 'Expect:' -o /dev/null -F "file=@$WORK/staged.bin;filename=$1" "$BASE/files/$C_UP"
+}
 for r in $(seq "$REPS"); do
   reset_counts
   T_CP+=("$(timed cp "$WORK/up.bin" "$CL/$C_UP/cp-$r.bin")")
   [ -n "$CP_IN_CALLS" ] || CP_IN_CALLS=$(calls)
   T_UP+=("$(timed curl_api -H 'Expect:' -o /dev/null -F "file=@$WORK/up.bin;filename=curl-$r.bin" "$BASE/files/$C_UP")")
+  T_STAGED+=("$(timed staged_upload "staged-$r.bin")")
+  rm -f "$WORK/staged.bin"
 done
 cp_m=$(min_of "${T_CP[@]}") cp_c=$(min_of "${T_UP[@]}")
 cp_ratio=$(ratio "$cp_m" "$cp_c")
@@ -350,6 +370,12 @@ row 3 "cp of a ${UP_MIB} MiB local file into a client dir vs curl -F upload" \
   "${cp_m} s ($(mibps "$UP_MIB" "$cp_m"))" "curl ${cp_c} s ($(mibps "$UP_MIB" "$cp_c"))" \
   "$cp_ratio (run by run: median $cp_pairs)" "≤ 1.3: $(verdict "$cp_pairs" 1.3)"
 log "   mount ${T_CP[*]} s; curl ${T_UP[*]} s"
+staged_c=$(min_of "${T_STAGED[@]}")
+row 3f "row 3's cp vs its floor: cp to the spool's disk, fsync, then curl -F" \
+  "${cp_m} s" "cp + fsync + curl ${staged_c} s" \
+  "$(ratio "$cp_m" "$staged_c") (run by run: median $(pair_ratio "${T_CP[*]}" "${T_STAGED[*]}"))" \
+  "— (reported: a crash-safe staged upload's floor)"
+log "   cp + fsync + curl ${T_STAGED[*]} s"
 UP_CHECK="uploaded bytes: not checked"
 up_id=$(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$C_UP" | tr '{' '\n' | grep '"FileName":"cp-1.bin"' |
   sed -n 's/.*"Id":"\([^"]*\)".*/\1/p' | head -n 1)
