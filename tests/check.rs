@@ -275,6 +275,164 @@ async fn an_upload_answered_500_that_stored_nothing_leaves_nothing_to_delete() {
 }
 
 #[tokio::test]
+async fn chunked_round_trip_stores_reads_back_and_deletes_only_its_own_marker_in_sixteen_calls() {
+    let s = seeded_store(Profile::Contract);
+    let base = serve(&s).await;
+    let before = snapshot(&s);
+    let mut o = opts(&base, Some(1), true);
+    o.chunked = true;
+    let (r, lines) = run(&o).await;
+
+    assert_eq!(r.codes(), Vec::<&str>::new(), "{}", r.to_text());
+    assert_eq!((r.incomplete.as_deref(), r.leftover.as_deref()), (None, None));
+    assert_eq!(r.exit_code(), check::EXIT_SAFE);
+    assert_eq!(snapshot(&s), before, "the account is exactly as before");
+    assert_eq!(
+        counts(&s),
+        BTreeMap::from([
+            ("delete", 2),
+            ("download", 3),
+            ("list_clients", 1),
+            ("list_files", 6),
+            ("list_folders", 2),
+            ("upload", 2)
+        ])
+    );
+    assert_eq!((r.calls, r.budget), (16, 16));
+    assert!(
+        lines[0].starts_with("intakeq-fs check: at most 16 API calls (write, chunked)"),
+        "{lines:?}"
+    );
+    let obs = |i: usize| r.steps[i].observations.join("\n");
+    // Steps 6..=10 are the first round trip; 11..=15 the one without a length.
+    assert_eq!(r.steps[11].request, "POST files/1");
+    assert!(obs(11).contains("\"intakeq-fs check chunked.txt\""), "{}", obs(11));
+    assert!(obs(11).contains("no Content-Length"), "{}", obs(11));
+    // The first marker was f00000005 and is gone; the second is the next id.
+    assert!(
+        obs(12).contains("1 not listed before\nmarker file id: f00000006"),
+        "{}",
+        obs(12)
+    );
+    assert!(obs(12).contains("stored Size: 74"), "{}", obs(12));
+    assert!(obs(13).contains("bytes: identical to the ones sent"), "{}", obs(13));
+    assert!(
+        obs(13).contains("streamed while a file is written would work"),
+        "{}",
+        obs(13)
+    );
+    assert_eq!(r.steps[14].request, "DELETE files/f00000006");
+    assert!(
+        obs(15).contains("the marker file is gone\nevery file listed before the check is still listed"),
+        "{}",
+        obs(15)
+    );
+    assert_no_secrets(&r.to_text());
+}
+
+#[tokio::test]
+async fn a_first_marker_left_by_an_ineffective_delete_stops_the_check_before_a_second_upload() {
+    let s = seeded_store(Profile::Contract);
+    s.push_fault(Some(Endpoint::Delete), Fault::Discard, Some(1));
+    let base = serve(&s).await;
+    let before = snapshot(&s);
+    let mut o = opts(&base, Some(1), true);
+    o.chunked = true;
+    let (r, _) = run(&o).await;
+    assert_eq!(r.codes(), vec!["delete-not-effective"], "{}", r.to_text());
+    assert_eq!(r.calls, 11, "no second upload");
+    assert_eq!(s.count(Endpoint::Upload), 1);
+    assert!(
+        r.incomplete
+            .as_deref()
+            .unwrap()
+            .starts_with("the round trip without Content-Length did not run: the first marker (id f00000005)"),
+        "{:?}",
+        r.incomplete
+    );
+    assert!(r.leftover.as_deref().unwrap().contains("f00000005"), "{:?}", r.leftover);
+    assert_eq!(r.exit_code(), check::EXIT_UNSAFE, "the unsafe finding decides");
+    // What is left is the first marker, which the report names for the person to delete.
+    let mut after = snapshot(&s);
+    let left = after.remove("f00000005").expect("the first marker is still stored");
+    assert_eq!((left.0, left.1.as_str()), (1, check::MARKER_NAME));
+    assert_eq!(after, before);
+    assert_no_secrets(&r.to_text());
+}
+
+#[tokio::test]
+async fn an_upload_without_content_length_refused_411_is_reported_and_nothing_else_is_touched() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l = log.clone();
+    let (base, _) = canned(move |c: Call| {
+        let mut log = l.lock().unwrap();
+        let uploaded = log.iter().any(|x| x.starts_with("POST"));
+        let deleted = log.iter().any(|x| x.starts_with("DELETE"));
+        log.push(format!("{} {} sized={}", c.method, c.target, c.sized));
+        if !c.key_ok {
+            return (StatusCode::UNAUTHORIZED, json(r#"{"Message": "bad key"}"#)).into_response();
+        }
+        match (c.method.as_str(), c.target.as_str()) {
+            ("GET", "/api/v1/folders") => json("[]"),
+            ("GET", t) if t.starts_with("/api/v1/clients") => json(r#"[{"ClientId": 1, "Name": "Jane Doe"}]"#),
+            ("GET", "/api/v1/files?clientId=1") if uploaded && !deleted => json(&format!(
+                r#"[{{"Id": "m1", "DateCreated": 1700000000000, "Size": 74, "FileName": {},
+                     "ContentType": "text/plain", "FolderId": null}}]"#,
+                serde_json::to_string(check::MARKER_NAME).unwrap()
+            )),
+            ("GET", t) if t.starts_with("/api/v1/files?") => json("[]"),
+            ("POST", "/api/v1/files/1") if !c.sized => StatusCode::LENGTH_REQUIRED.into_response(),
+            ("POST", "/api/v1/files/1") => StatusCode::OK.into_response(),
+            ("GET", "/api/v1/files/m1") => check::MARKER_BYTES.into_response(),
+            ("DELETE", _) => StatusCode::OK.into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    })
+    .await;
+    let mut o = opts(&base, Some(1), true);
+    o.chunked = true;
+    let (r, _) = run(&o).await;
+    assert_eq!(r.codes(), vec!["upload-chunked-refused"], "{}", r.to_text());
+    assert_eq!(r.findings[0].severity, Severity::Handled);
+    assert_eq!(r.findings[0].observed, "answered 411 with empty");
+    assert_eq!(r.exit_code(), check::EXIT_SAFE);
+    assert_eq!((r.incomplete.as_deref(), r.leftover.as_deref()), (None, None));
+    // Read-only 5 (no file to download), the first round trip 5, then upload + list.
+    assert_eq!(r.calls, 12);
+    assert_eq!(r.steps[10].request, "POST files/1");
+    assert_eq!(
+        r.steps[11].observations.last().map(String::as_str),
+        Some("nothing was stored")
+    );
+    let log = log.lock().unwrap();
+    let sent: Vec<&str> = log
+        .iter()
+        .filter(|x| x.starts_with("POST") || x.starts_with("DELETE"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            "POST /api/v1/files/1 sized=true",
+            "DELETE /api/v1/files/m1 sized=false",
+            "POST /api/v1/files/1 sized=false"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn chunked_without_write_is_refused_before_any_call() {
+    let s = seeded_store(Profile::Contract);
+    let base = serve(&s).await;
+    let mut o = opts(&base, Some(1), false);
+    o.chunked = true;
+    let mut progress = |_: &str| {};
+    let err = check::run(&o, &mut progress).await.unwrap_err();
+    assert_eq!(err, CheckError::ChunkedNeedsWrite);
+    assert_eq!(s.total_requests(), 0);
+}
+
+#[tokio::test]
 async fn write_without_a_client_is_refused_before_any_call() {
     let s = seeded_store(Profile::Contract);
     let base = serve(&s).await;
@@ -374,6 +532,8 @@ struct Call {
     target: String,
     /// Whether it carried the test key.
     key_ok: bool,
+    /// Whether it carried a `Content-Length` (a chunked body has none).
+    sized: bool,
 }
 
 /// A server answering every request with `answer`, counting requests.
@@ -394,6 +554,7 @@ where
                     .headers()
                     .get("x-auth-key")
                     .is_some_and(|v| v.as_bytes() == KEY.as_bytes()),
+                sized: req.headers().contains_key(header::CONTENT_LENGTH),
             };
             answer(call)
         }

@@ -1,7 +1,8 @@
 //! `intakeq-fs check`: an opt-in probe of the real service that compares every answer
 //! with the API contract (`intakeq-files-api.md`) and reports each deviation with what
 //! it means for the mount. Read-only by default; `--write --client ID` adds one upload
-//! round trip of a marker file in the named client.
+//! round trip of a marker file in the named client, and `--chunked` a second one whose
+//! upload has no `Content-Length`.
 //!
 //! The check makes its own raw requests (its own reqwest client, no redirects followed,
 //! the key sent only to the base URL's origin, plain http only to loopback) because it
@@ -42,6 +43,9 @@ use crate::remote::ClientId;
 /// quoting), precomposed Latin accents (Unicode normalisation) and CJK (UTF-8 beyond
 /// Latin-1). It starts with `intakeq-fs check` so a person can tell what it is.
 pub const MARKER_NAME: &str = "intakeq-fs check \"quoted\" \u{e9} \u{fc} \u{65e5}\u{672c}.txt";
+/// The second marker's name (`--chunked`): plain ASCII, so only the missing length is
+/// new in its round trip.
+pub const MARKER_NAME_CHUNKED: &str = "intakeq-fs check chunked.txt";
 /// The marker file's content type.
 pub const MARKER_CONTENT_TYPE: &str = "text/plain";
 /// The marker file's bytes.
@@ -54,6 +58,8 @@ pub const BAD_KEY: &str = "intakeq-fs-check-deliberately-invalid-key";
 pub const READ_CALLS: u32 = 6;
 /// Calls the write round trip adds: upload, list, download, delete, list.
 pub const WRITE_CALLS: u32 = 5;
+/// Calls `--chunked` adds: the same round trip again, its upload without a length.
+pub const CHUNKED_CALLS: u32 = 5;
 /// The standard plan's per-minute limit, the default pace.
 pub const DEFAULT_RATE_PER_MINUTE: u32 = 10;
 /// Largest listing or error body examined.
@@ -69,6 +75,9 @@ pub enum CheckError {
     /// `--write` without `--client`.
     #[error("--write needs --client ID: the round trip only ever touches the one client you name")]
     WriteNeedsClient,
+    /// `--chunked` without `--write`.
+    #[error("--chunked needs --write: it is a second upload round trip")]
+    ChunkedNeedsWrite,
     /// The base URL is malformed, or plain http to a host other than loopback.
     #[error("invalid API base URL: {0}")]
     BaseUrl(String),
@@ -90,6 +99,8 @@ pub struct CheckOptions {
     pub client: Option<ClientId>,
     /// Add the upload round trip.
     pub write: bool,
+    /// Add a second round trip whose upload has no `Content-Length` (needs `write`).
+    pub chunked: bool,
     /// Most calls per rolling minute (0: no pacing).
     pub rate_per_minute: u32,
     /// TCP + TLS connect timeout.
@@ -106,6 +117,7 @@ impl CheckOptions {
             api_key,
             client: None,
             write: false,
+            chunked: false,
             rate_per_minute: DEFAULT_RATE_PER_MINUTE,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -114,11 +126,11 @@ impl CheckOptions {
 }
 
 /// The most calls a check with these options makes.
-pub fn budget(write: bool) -> u32 {
-    if write {
-        READ_CALLS + WRITE_CALLS
-    } else {
-        READ_CALLS
+pub fn budget(write: bool, chunked: bool) -> u32 {
+    match (write, chunked) {
+        (false, _) => READ_CALLS,
+        (true, false) => READ_CALLS + WRITE_CALLS,
+        (true, true) => READ_CALLS + WRITE_CALLS + CHUNKED_CALLS,
     }
 }
 
@@ -137,6 +149,10 @@ pub struct CheckArgs {
     /// Add an upload round trip of one marker file in --client (5 more calls).
     #[arg(long, requires = "client")]
     pub write: bool,
+    /// With --write: a second round trip whose upload is sent without Content-Length
+    /// (chunked), to learn whether uploads could stream while a file is written (5 more calls).
+    #[arg(long, requires = "write")]
+    pub chunked: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -155,6 +171,7 @@ pub fn run_cli(args: CheckArgs, api_key: String, default_base_url: &str) -> Exit
     let mut opts = CheckOptions::new(&base, api_key);
     opts.client = args.client;
     opts.write = args.write;
+    opts.chunked = args.chunked;
     opts.rate_per_minute = args.rate_limit;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -186,6 +203,9 @@ pub async fn run(opts: &CheckOptions, progress: &mut (dyn FnMut(&str) + Send)) -
     if opts.write && opts.client.is_none() {
         return Err(CheckError::WriteNeedsClient);
     }
+    if opts.chunked && !opts.write {
+        return Err(CheckError::ChunkedNeedsWrite);
+    }
     let base = parse_base(&opts.base_url)?;
     let mut key = HeaderValue::from_str(&opts.api_key).map_err(|_| CheckError::KeyNotSendable)?;
     key.set_sensitive(true);
@@ -201,14 +221,18 @@ pub async fn run(opts: &CheckOptions, progress: &mut (dyn FnMut(&str) + Send)) -
         .user_agent(concat!("intakeq-fs-check/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| CheckError::Http(e.to_string()))?;
-    let budget = budget(opts.write);
+    let budget = budget(opts.write, opts.chunked);
     let service = service_name(&base);
     let pace = if opts.rate_per_minute > 0 {
         format!(", paced to at most {} per minute", opts.rate_per_minute)
     } else {
         String::new()
     };
-    let mode = if opts.write { "write" } else { "read-only" };
+    let mode = match (opts.write, opts.chunked) {
+        (false, _) => "read-only",
+        (true, false) => "write",
+        (true, true) => "write, chunked",
+    };
     progress(&format!(
         "intakeq-fs check: at most {budget} API calls ({mode}) to {service}{pace}"
     ));
@@ -323,7 +347,9 @@ mod tests {
         assert!(MARKER_NAME.contains('"'));
         assert!(!MARKER_NAME.is_ascii());
         assert!(MARKER_NAME.starts_with("intakeq-fs check"));
-        assert_eq!(budget(false), 6);
-        assert_eq!(budget(true), 11);
+        assert_eq!(budget(false, false), 6);
+        assert_eq!(budget(true, false), 11);
+        assert_eq!(budget(true, true), 16);
+        assert!(MARKER_NAME_CHUNKED.is_ascii() && MARKER_NAME_CHUNKED.starts_with("intakeq-fs check"));
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::probe::{client_id, file_path, id_text, Answer, Halt, Keep, KeyUse, Prober};
 use super::report::Severity;
 use super::shape::{self, describe_body, describe_mime, describe_string, RowsShape};
+use super::write::Transfer;
 use super::{CheckOptions, UNKNOWN_CLIENT};
 use crate::remote::ClientId;
 
@@ -31,7 +32,20 @@ impl Prober<'_> {
         self.bad_key().await?;
         if opts.write {
             match (opts.client, &rows) {
-                (Some(c), Some(rows)) => self.round_trip(c, rows).await?,
+                (Some(c), Some(rows)) => {
+                    let ids_before: BTreeSet<String> = rows.iter().filter_map(|r| id_text(r.get("Id"))).collect();
+                    let left = self.round_trip(c, &ids_before, Transfer::Sized).await?;
+                    if opts.chunked {
+                        if let Some(id) = left {
+                            // Its delete did not take: no second file to leave behind.
+                            return Err(self.stop(format!(
+                                "the round trip without Content-Length did not run: the first marker (id {id}) is \
+                                 still listed"
+                            )));
+                        }
+                        self.round_trip(c, &ids_before, Transfer::Unsized).await?;
+                    }
+                }
                 _ => {
                     return Err(self.stop(
                         "the upload round trip did not run: the client's listing before it could not be read".into(),

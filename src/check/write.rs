@@ -1,6 +1,8 @@
 //! The write round trip (`--write --client ID`): upload a marker file, list to find
 //! the one id that was not there before, download and compare, delete that id and
-//! nothing else, list again; what the service stored and answered at each step.
+//! nothing else, list again; what the service stored and answered at each step. With
+//! `--chunked`, a second round trip whose upload has no `Content-Length` (chunked on
+//! HTTP/1.1): whether the service would accept an upload streamed while it is written.
 
 use std::collections::BTreeSet;
 
@@ -9,8 +11,28 @@ use serde_json::Value;
 use super::probe::{file_path, id_text, Answer, Fail, Halt, Keep, KeyUse, Prober};
 use super::report::Severity;
 use super::shape::{self, describe_body, describe_mime, describe_string, escape_exact};
-use super::{MARKER_BYTES, MARKER_CONTENT_TYPE, MARKER_NAME};
+use super::{MARKER_BYTES, MARKER_CONTENT_TYPE, MARKER_NAME, MARKER_NAME_CHUNKED};
 use crate::remote::ClientId;
+
+/// How a round trip's upload sends its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Transfer {
+    /// With its length, as the mount sends every upload.
+    Sized,
+    /// Without a length (chunked on HTTP/1.1), as an upload streamed while a file is
+    /// still being written would have to be; the mount never sends one.
+    Unsized,
+}
+
+impl Transfer {
+    /// The marker's name in this round trip.
+    fn marker(self) -> &'static str {
+        match self {
+            Transfer::Sized => MARKER_NAME,
+            Transfer::Unsized => MARKER_NAME_CHUNKED,
+        }
+    }
+}
 
 /// What the upload's answer told.
 struct Upload {
@@ -55,10 +77,10 @@ fn name_of(r: &Value) -> Option<String> {
     r.get("FileName").and_then(Value::as_str).map(str::to_string)
 }
 
-/// Which of the rows not listed before is the marker: the id the upload answered, else
-/// the one row with the marker's exact name, else the only new row if its name is still
-/// recognisably the marker.
-fn pick_own<'r>(new: &[&'r Value], answered_id: Option<&String>) -> Option<&'r Value> {
+/// Which of the rows not listed before is the marker `marker`: the id the upload
+/// answered, else the one row with the marker's exact name, else the only new row if its
+/// name is still recognisably the marker.
+fn pick_own<'r>(new: &[&'r Value], answered_id: Option<&String>, marker: &str) -> Option<&'r Value> {
     if let Some(aid) = answered_id {
         if let Some(r) = new.iter().copied().find(|r| id_text(r.get("Id")).as_ref() == Some(aid)) {
             return Some(r);
@@ -67,7 +89,7 @@ fn pick_own<'r>(new: &[&'r Value], answered_id: Option<&String>) -> Option<&'r V
     let exact: Vec<&Value> = new
         .iter()
         .copied()
-        .filter(|r| name_of(r).as_deref() == Some(MARKER_NAME))
+        .filter(|r| name_of(r).as_deref() == Some(marker))
         .collect();
     if exact.len() == 1 {
         return exact.first().copied();
@@ -82,14 +104,20 @@ fn pick_own<'r>(new: &[&'r Value], answered_id: Option<&String>) -> Option<&'r V
 
 impl Prober<'_> {
     /// Upload a marker, list, download, compare, delete, list: only in client `c`, and
-    /// only the file whose id was not listed before.
-    pub(super) async fn round_trip(&mut self, c: ClientId, before: &[Value]) -> Result<(), Halt> {
-        let ids_before: BTreeSet<String> = before.iter().filter_map(|r| id_text(r.get("Id"))).collect();
-        let upload = self.upload_marker(c).await?;
-        let Some(own) = self.list_after_upload(c, &ids_before, &upload).await? else {
-            return Ok(());
+    /// only the file whose id is not in `ids_before`. Returns the id of the marker this
+    /// round trip stored if it is still listed after its delete (then no second round
+    /// trip runs).
+    pub(super) async fn round_trip(
+        &mut self,
+        c: ClientId,
+        ids_before: &BTreeSet<String>,
+        t: Transfer,
+    ) -> Result<Option<String>, Halt> {
+        let upload = self.upload_marker(c, t).await?;
+        let Some(own) = self.list_after_upload(c, ids_before, &upload, t).await? else {
+            return Ok(None);
         };
-        let bytes_match = self.download_compare(&own).await?;
+        let bytes_match = self.download_compare(&own, t).await?;
         // Delete our file, and only it: a new id that is recognisably the marker by
         // name or by content.
         if !(bytes_match || own.name.as_deref().is_some_and(recognisably_marker)) {
@@ -99,15 +127,31 @@ impl Prober<'_> {
             )));
         }
         self.delete_marker(&own.id).await?;
-        self.list_after_delete(c, &ids_before, &own.id).await
+        let still_listed = self.list_after_delete(c, ids_before, &own.id).await?;
+        Ok(still_listed.then_some(own.id))
     }
 
     /// `POST files/c` of the marker, and what its answer says.
-    async fn upload_marker(&mut self, c: ClientId) -> Result<Upload, Halt> {
-        let marker = escape_exact(MARKER_NAME);
+    async fn upload_marker(&mut self, c: ClientId, t: Transfer) -> Result<Upload, Halt> {
+        let marker = escape_exact(t.marker());
         let req = format!("POST files/{c}");
-        let part = reqwest::multipart::Part::bytes(MARKER_BYTES)
-            .file_name(MARKER_NAME)
+        let (part, how) = match t {
+            Transfer::Sized => (
+                reqwest::multipart::Part::bytes(MARKER_BYTES),
+                "multipart part `file`, as the mount sends it",
+            ),
+            Transfer::Unsized => {
+                // A stream of unknown length: no Content-Length for the part, so none
+                // for the request, whose body goes chunked (HTTP/1.1) or as bare frames (h2).
+                let body = futures_util::stream::once(async { Ok::<_, std::io::Error>(MARKER_BYTES) });
+                (
+                    reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)),
+                    "multipart part `file` without Content-Length (chunked), as a streamed upload would be",
+                )
+            }
+        };
+        let part = part
+            .file_name(t.marker())
             .mime_str(MARKER_CONTENT_TYPE)
             .map_err(|_| Halt)?;
         let form = reqwest::multipart::Form::new().part("file", part);
@@ -119,7 +163,7 @@ impl Prober<'_> {
         let (idx, r) = self
             .call(
                 req.clone(),
-                "upload the marker file (multipart part `file`, as the mount sends it)",
+                &format!("upload the marker file ({how})"),
                 rb,
                 KeyUse::Real,
                 Keep::Body,
@@ -145,27 +189,40 @@ impl Prober<'_> {
         self.observe(
             idx,
             format!(
-                "sent: name \"{marker}\" ({} bytes of UTF-8), {} bytes, {MARKER_CONTENT_TYPE}",
-                MARKER_NAME.len(),
-                MARKER_BYTES.len()
+                "sent: name \"{marker}\" ({} bytes of UTF-8), {} bytes, {MARKER_CONTENT_TYPE}{}",
+                t.marker().len(),
+                MARKER_BYTES.len(),
+                match t {
+                    Transfer::Sized => "",
+                    Transfer::Unsized => ", no Content-Length",
+                }
             ),
         );
         if let Some(a) = &answer {
-            self.judge_upload_answer(idx, a, &mut upload);
+            self.judge_upload_answer(idx, a, &mut upload, t);
         }
         Ok(upload)
     }
 
     /// What the upload's answer says: accepted? an id? Findings when it was refused or
     /// has a body other than the contract's empty one.
-    fn judge_upload_answer(&mut self, idx: usize, a: &Answer, upload: &mut Upload) {
+    fn judge_upload_answer(&mut self, idx: usize, a: &Answer, upload: &mut Upload, t: Transfer) {
         self.observe(idx, a.describe());
         upload.accepted = a.is_success();
         let body = serde_json::from_slice::<Value>(&a.body).ok();
         upload.answered_id = body.as_ref().and_then(|b| id_text(b.get("Id")));
         let only_id =
             upload.answered_id.is_some() && body.as_ref().and_then(Value::as_object).is_some_and(|o| o.len() == 1);
-        if !upload.accepted {
+        if !upload.accepted && t == Transfer::Unsized {
+            self.find(
+                "upload-chunked-refused",
+                Severity::Handled,
+                &upload.req,
+                format!("answered {} with {}", a.status, describe_body(&a.body)),
+                "the service refuses uploads without Content-Length: the mount never sends one (it stages each \
+                 file whole and uploads it at close()), and uploads streamed while a file is written cannot work",
+            );
+        } else if !upload.accepted {
             self.find(
                 "upload-rejected",
                 Severity::Degraded,
@@ -218,6 +275,7 @@ impl Prober<'_> {
         c: ClientId,
         ids_before: &BTreeSet<String>,
         upload: &Upload,
+        t: Transfer,
     ) -> Result<Option<Stored>, Halt> {
         let Listing { idx, req, rows } = self
             .list_client(c, "after the upload", "find the marker file: the id not listed before")
@@ -227,7 +285,7 @@ impl Prober<'_> {
             .filter(|r| id_text(r.get("Id")).is_some_and(|id| !ids_before.contains(&id)))
             .collect();
         self.observe(idx, format!("{} row(s), {} not listed before", rows.len(), new.len()));
-        let Some(own) = pick_own(&new, upload.answered_id.as_ref()) else {
+        let Some(own) = pick_own(&new, upload.answered_id.as_ref(), t.marker()) else {
             return self.marker_not_found(idx, c, upload, new.len());
         };
         if upload.lost {
@@ -251,8 +309,8 @@ impl Prober<'_> {
             self.observe(idx, "the id the upload answered differs from the listed one".into());
         }
         let name = name_of(own);
-        self.judge_stored_name(idx, &req, name.as_deref());
-        self.judge_stored_row(idx, &req, own);
+        self.judge_stored_name(idx, &req, name.as_deref(), t);
+        self.judge_stored_row(idx, &req, own, t);
         Ok(Some(Stored {
             id: own_id,
             name,
@@ -291,9 +349,9 @@ impl Prober<'_> {
     }
 
     /// Is the stored name the one sent, byte for byte?
-    fn judge_stored_name(&mut self, idx: usize, list_req: &str, stored: Option<&str>) {
+    fn judge_stored_name(&mut self, idx: usize, list_req: &str, stored: Option<&str>, t: Transfer) {
         match stored {
-            Some(n) if n == MARKER_NAME => self.observe(idx, "stored FileName: byte-exact as sent".into()),
+            Some(n) if n == t.marker() => self.observe(idx, "stored FileName: byte-exact as sent".into()),
             Some(n) => {
                 // Shown exactly only while it is recognisably the marker (a name the
                 // check chose); anything else is described by shape.
@@ -307,7 +365,7 @@ impl Prober<'_> {
                     "stored-name-differs",
                     Severity::Unsafe,
                     list_req,
-                    format!("sent \"{}\", stored \"{shown}\"", escape_exact(MARKER_NAME)),
+                    format!("sent \"{}\", stored \"{shown}\"", escape_exact(t.marker())),
                     "the mount finds its uploads by their exact name: such names are not confirmed (close() \
                      fails or uploads again) and show under a different name",
                 );
@@ -317,7 +375,7 @@ impl Prober<'_> {
     }
 
     /// The marker's listed Size, FolderId and ContentType: the size sent, at the top level?
-    fn judge_stored_row(&mut self, idx: usize, list_req: &str, own: &Value) {
+    fn judge_stored_row(&mut self, idx: usize, list_req: &str, own: &Value, t: Transfer) {
         let stored_size = own.get("Size").and_then(Value::as_u64);
         self.observe(
             idx,
@@ -334,17 +392,21 @@ impl Prober<'_> {
             ),
         );
         if stored_size.is_some_and(|s| s != MARKER_BYTES.len() as u64) {
-            self.find(
-                "stored-size-differs",
-                Severity::Unsafe,
-                list_req,
-                format!(
-                    "sent {} bytes, listed Size {}",
-                    MARKER_BYTES.len(),
-                    stored_size.unwrap_or(0)
-                ),
-                "sizes of uploaded files are wrong: reading them back fails (EIO)",
+            let observed = format!(
+                "sent {} bytes, listed Size {}",
+                MARKER_BYTES.len(),
+                stored_size.unwrap_or(0)
             );
+            match t {
+                Transfer::Sized => self.find(
+                    "stored-size-differs",
+                    Severity::Unsafe,
+                    list_req,
+                    observed,
+                    "sizes of uploaded files are wrong: reading them back fails (EIO)",
+                ),
+                Transfer::Unsized => self.chunked_differs(list_req, observed),
+            }
         }
         if own.get("FolderId").is_some_and(|f| !f.is_null()) {
             self.find(
@@ -358,7 +420,7 @@ impl Prober<'_> {
     }
 
     /// Download the marker and compare: are its bytes the ones sent?
-    async fn download_compare(&mut self, own: &Stored) -> Result<bool, Halt> {
+    async fn download_compare(&mut self, own: &Stored, t: Transfer) -> Result<bool, Halt> {
         let dl_req = format!("GET files/{}", own.id);
         let Some((idx, a)) = self
             .get(
@@ -387,24 +449,49 @@ impl Prober<'_> {
         self.describe_download(idx, &a, own.content_type.as_deref(), own.name.as_deref());
         if a.body == MARKER_BYTES {
             self.observe(idx, "bytes: identical to the ones sent".into());
+            if t == Transfer::Unsized {
+                self.observe(
+                    idx,
+                    "an upload without Content-Length was accepted and stored byte-exact: uploads streamed while \
+                     a file is written would work with this service"
+                        .into(),
+                );
+            }
             return Ok(true);
         }
         self.observe(
             idx,
             format!("bytes: {} received, differ from the ones sent", a.received),
         );
-        self.find(
-            "stored-bytes-differ",
-            Severity::Unsafe,
-            &dl_req,
-            format!(
-                "sent {} bytes, got back {} different bytes",
-                MARKER_BYTES.len(),
-                a.received
-            ),
-            "the service changes file contents: files written through the mount come back different",
+        let observed = format!(
+            "sent {} bytes, got back {} different bytes",
+            MARKER_BYTES.len(),
+            a.received
         );
+        match t {
+            Transfer::Sized => self.find(
+                "stored-bytes-differ",
+                Severity::Unsafe,
+                &dl_req,
+                observed,
+                "the service changes file contents: files written through the mount come back different",
+            ),
+            Transfer::Unsized => self.chunked_differs(&dl_req, observed),
+        }
         Ok(false)
+    }
+
+    /// The upload without Content-Length was stored other than sent. Not a risk to the
+    /// mount, which never sends one; a reason never to stream uploads to this service.
+    fn chunked_differs(&mut self, req: &str, observed: String) {
+        self.find(
+            "upload-chunked-differs",
+            Severity::Handled,
+            req,
+            observed,
+            "the service stores an upload without Content-Length other than sent: the mount never sends one, \
+             and uploads streamed while a file is written must not be built for this service",
+        );
     }
 
     /// `DELETE files/<own id>`: was it accepted?
@@ -440,13 +527,13 @@ impl Prober<'_> {
         }
     }
 
-    /// List again: gone? The others untouched?
+    /// List again: gone? The others untouched? True if the marker is still listed.
     async fn list_after_delete(
         &mut self,
         c: ClientId,
         ids_before: &BTreeSet<String>,
         own_id: &str,
-    ) -> Result<(), Halt> {
+    ) -> Result<bool, Halt> {
         let Listing { idx, req, rows } = self
             .list_client(
                 c,
@@ -455,7 +542,8 @@ impl Prober<'_> {
             )
             .await?;
         let ids_after: BTreeSet<String> = rows.iter().filter_map(|r| id_text(r.get("Id"))).collect();
-        if ids_after.contains(own_id) {
+        let still_listed = ids_after.contains(own_id);
+        if still_listed {
             self.observe(idx, "the marker file is still listed".into());
             self.find(
                 "delete-not-effective",
@@ -480,6 +568,6 @@ impl Prober<'_> {
                 ),
             );
         }
-        Ok(())
+        Ok(still_listed)
     }
 }
