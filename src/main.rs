@@ -19,6 +19,7 @@ use intakeq_fs::limiter::Limiter;
 use intakeq_fs::mount::{serve, MountConfig};
 use intakeq_fs::private_dir::{ensure_private_dir, open_private_append, private_subdir};
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
+use intakeq_fs::remote::RemoteError;
 
 mod cli;
 
@@ -342,8 +343,7 @@ fn run_mount(
     let core = Arc::new(
         Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,
     );
-    rt.block_on(core.check_access())
-        .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"))?;
+    check_key(&rt, &core, &limiter, base)?;
     let info = intakeq_fs::status::MountInfo {
         mountpoint: mountpoint.to_path_buf(),
         account: core.options().account.clone(),
@@ -368,6 +368,47 @@ fn run_mount(
         p.stop(&rt);
     }
     result
+}
+
+/// Longest wait for a request slot that the mount-time key check may take before the
+/// mount appears. A longer wait means this account's minute was spent by an earlier run
+/// (the quota ledger says so): the mount then appears at once and checks its key at the
+/// next free slot, instead of keeping `mount` (and systemd) waiting up to a minute.
+const KEY_CHECK_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// The one call that proves the key and the address work (its answer, the folders, is
+/// kept): before the mount appears when a slot is free within [`KEY_CHECK_MAX_WAIT`],
+/// else in the background once one is (docs/SEMANTICS.md, "Mounting").
+fn check_key(
+    rt: &tokio::runtime::Runtime,
+    core: &Arc<Core<HttpRemote>>,
+    limiter: &Limiter,
+    base: &str,
+) -> Result<(), String> {
+    let wait = limiter.budget().next_slot_in;
+    if wait <= KEY_CHECK_MAX_WAIT {
+        return rt
+            .block_on(core.check_access())
+            .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"));
+    }
+    tracing::info!(
+        "this account's requests for the minute are spent (by an earlier run): the mount appears now and \
+         checks its key at the next free slot, in {} s",
+        wait.as_secs().max(1)
+    );
+    let (core, base) = (core.clone(), base.to_string());
+    // Dropped with the runtime at unmount if the slot has not come by then.
+    rt.spawn(async move {
+        match core.check_access().await {
+            Ok(()) => tracing::info!("key check: the IntakeQ API accepts the key"),
+            Err(e @ RemoteError::Unauthorized { .. }) => tracing::error!(
+                "cannot use the IntakeQ API at {base}: {e}; every call of this mount will fail: unmount it and \
+                 fix the key"
+            ),
+            Err(e) => tracing::warn!("key check at {base} did not complete: {e}; the next call will tell"),
+        }
+    });
+    Ok(())
 }
 
 /// The status file `intakeq-fs status` reads, and the note on long rate-limit waits
