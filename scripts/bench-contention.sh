@@ -44,6 +44,7 @@ cd "$(dirname "$0")/.."
 NFILES="${BENCH_CONTENTION_FILES:-24}"
 NPACED="${BENCH_CONTENTION_PACED_FILES:-12}"
 PROFILE="${BENCH_PROFILE:-debug}"
+[ -z "${BENCH_BIN:-}" ] || PROFILE="given ($BENCH_BIN)"
 for n in "$NFILES" "$NPACED"; do
   case "$n" in '' | *[!0-9]* | 0) echo "BENCH_CONTENTION_FILES and BENCH_CONTENTION_PACED_FILES must be positive integers" >&2; exit 2 ;; esac
 done
