@@ -275,7 +275,10 @@ impl<R: Remote> Core<R> {
             .commit(&staged.file, &staged.path, &journal)
             .await
             .map_err(|e| fail(e.into()))?;
-        let new_id = match self.land(&staged.path, &journal, None, Priority::User, trust).await {
+        let new_id = match self
+            .land(&staged.path, &journal, None, true, Priority::User, trust)
+            .await
+        {
             Ok(Uploaded { id: None, .. }) if trust => {
                 return Ok(Copied::Accepted(journal.attempts.clone().unwrap_or_default()));
             }

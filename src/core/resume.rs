@@ -188,7 +188,7 @@ impl<R: Remote> Core<R> {
             }
         }
         match self
-            .land(path, j, j.attempts.as_ref(), Priority::Background, false)
+            .land(path, j, j.attempts.as_ref(), true, Priority::Background, false)
             .await
         {
             Ok(_) => {

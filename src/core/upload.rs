@@ -164,12 +164,13 @@ impl<R: Remote> Core<R> {
         self.clean_abandoned(client, Some(&name), prio).await?;
         let known = self.known_ids(client);
         // Step 1 of the protocol (see `land`): journal the bytes as they are now.
-        let (j, path, prior, file) = {
+        let (j, path, prior, compare, file) = {
             let mut w = lock(&w);
             if !w.life().unsent() {
                 return Ok(());
             }
             let prior = w.life().attempts().cloned();
+            let compare = w.prior_may_match();
             let mut attempts = prior.clone().unwrap_or(Attempts {
                 before: known,
                 sizes: Vec::new(),
@@ -185,7 +186,7 @@ impl<R: Remote> Core<R> {
                 abandoned: false,
             };
             w.step(Event::UploadStarts(attempts));
-            (j, w.spool.path.clone(), prior, w.spool.file.try_clone())
+            (j, w.spool.path.clone(), prior, compare, w.spool.file.try_clone())
         };
         let journaled = match file {
             Ok(file) => self.spool.commit(&file, &path, &j).await,
@@ -205,7 +206,7 @@ impl<R: Remote> Core<R> {
                 _ => None,
             }
         };
-        let up = match self.land(&path, &j, prior.as_ref(), prio, true).await {
+        let up = match self.land(&path, &j, prior.as_ref(), compare, prio, true).await {
             Ok(up) => up,
             Err(f) => {
                 lock(&w).step(match f.maybe_landed {
@@ -451,10 +452,11 @@ impl<R: Remote> Core<R> {
         path: &Path,
         j: &Journal,
         prior: Option<&Attempts>,
+        compare: bool,
         prio: Priority,
         trust_2xx: bool,
     ) -> Result<Uploaded, UploadFailed> {
-        let up = self.upload_confirmed(j, path, prior, prio, trust_2xx).await?;
+        let up = self.upload_confirmed(j, path, prior, compare, prio, trust_2xx).await?;
         self.settle(path, j, &up.leftovers, prio, up.id.is_some()).await;
         Ok(up)
     }
@@ -479,14 +481,16 @@ impl<R: Remote> Core<R> {
     /// identifiable.
     ///
     /// `prior`: earlier attempts of the same staged file that may have landed
-    /// unconfirmed. One listing finds their copies first: an exact copy of the bytes
-    /// staged now is adopted instead of uploading again, and the others are returned
-    /// (second element) to be deleted along with what this upload replaces.
+    /// unconfirmed. One listing finds their copies first: with `compare` (the staged
+    /// bytes may be the ones an attempt sent), an exact copy of the bytes staged now is
+    /// adopted instead of uploading again; the others are returned (`leftovers`) to be
+    /// deleted along with what this upload replaces, once it has landed.
     pub(super) async fn upload_confirmed(
         &self,
         j: &Journal,
         path: &Path,
         prior: Option<&Attempts>,
+        compare: bool,
         prio: Priority,
         trust_2xx: bool,
     ) -> Result<Uploaded, UploadFailed> {
@@ -500,7 +504,7 @@ impl<R: Remote> Core<R> {
                 .await
                 .map_err(UploadFailed::not_landed)?;
             for f in found {
-                if adopted.is_none() && f.size == size && self.same_bytes(&f.id, f.size, path).await {
+                if adopted.is_none() && compare && f.size == size && self.same_bytes(&f.id, f.size, path).await {
                     tracing::info!("an earlier upload of {} had landed after all", Name(name));
                     adopted = Some(f.id);
                 } else {

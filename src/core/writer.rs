@@ -180,6 +180,9 @@ pub(super) struct Writer {
     /// Counts changes to the staged bytes, so an upload knows whether the bytes it sent
     /// are still the latest.
     pub(super) version: u64,
+    /// The `version` the last upload started with: a copy it left on the server holds
+    /// the bytes of that version.
+    sent_version: Option<u64>,
     /// Server files the next upload replaces (deleted once it is confirmed): the file
     /// opened for writing, or what the last upload landed as.
     pub(super) replaces: Vec<String>,
@@ -211,6 +214,7 @@ impl Writer {
             spool,
             size,
             version: 0,
+            sent_version: None,
             replaces,
             handles: 1,
             mtime: SystemTime::now(),
@@ -231,6 +235,14 @@ impl Writer {
         self.step(Event::Changed);
     }
 
+    /// Whether a copy an earlier upload left on the server can hold exactly the bytes
+    /// staged now: only if they have not changed since that upload started. Otherwise
+    /// it holds older bytes (or, if written during the upload, a mix), and downloading
+    /// it to compare would cost a call to learn what is already known.
+    pub(super) fn prior_may_match(&self) -> bool {
+        self.sent_version.is_none_or(|v| v == self.version)
+    }
+
     pub(super) fn life(&self) -> &Life {
         &self.life
     }
@@ -238,6 +250,7 @@ impl Writer {
     /// The one place a writer's [`Life`] changes (see its table).
     pub(super) fn step(&mut self, event: Event) {
         use Life::*;
+        let starts = matches!(event, Event::UploadStarts(_));
         let now = std::mem::replace(&mut self.life, Discarded);
         self.life = match (now, event) {
             (Discarded, Event::Restored { prev, version }) => match prev {
@@ -285,6 +298,9 @@ impl Writer {
                 now
             }
         };
+        if starts && matches!(self.life, Uploading { .. }) {
+            self.sent_version = Some(self.version);
+        }
     }
 }
 
@@ -584,5 +600,48 @@ impl<R: Remote> Core<R> {
             self.spool.drop_journal(&w.spool.path);
         }
         self.retire_writer(ino);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::spool::Attempts;
+
+    fn writer() -> Writer {
+        let spool = SpoolFile {
+            path: std::path::PathBuf::from("unused.data"),
+            file: tempfile::tempfile().unwrap(),
+        };
+        Writer::new(1, "a.txt".into(), spool, 0, Vec::new(), Life::Staged)
+    }
+
+    fn attempt() -> Event {
+        Event::UploadStarts(Attempts {
+            before: Vec::new(),
+            sizes: vec![0],
+        })
+    }
+
+    #[test]
+    fn an_earlier_copy_can_match_only_while_the_bytes_it_sent_are_the_latest() {
+        let mut w = writer();
+        assert!(w.prior_may_match(), "nothing sent yet");
+        w.step(attempt());
+        w.step(Event::Accepted);
+        assert!(matches!(w.life(), Life::Unconfirmed { .. }));
+        assert!(w.prior_may_match(), "accepted, unchanged since");
+        w.changed();
+        assert!(matches!(w.life(), Life::Failed { .. }));
+        assert!(!w.prior_may_match(), "changed after the copy was sent");
+        w.step(attempt());
+        assert!(w.prior_may_match(), "the latest attempt sends the latest bytes");
+        w.changed();
+        w.step(Event::Accepted);
+        assert!(matches!(w.life(), Life::Failed { .. }));
+        assert!(
+            !w.prior_may_match(),
+            "written during the upload: the copy is older or a mix"
+        );
     }
 }
