@@ -89,6 +89,61 @@ fn assert_no_secrets(text: &str) {
     }
 }
 
+/// A write check that found nothing, finished, left the account exactly as before,
+/// and made the read-only calls plus `round_trips` upload round trips (each: upload,
+/// list, download, delete, list).
+fn assert_clean_write_run(
+    r: &Report,
+    s: &Store,
+    before: &BTreeMap<String, (u64, String, Option<String>, Bytes)>,
+    round_trips: u64,
+) {
+    assert_eq!(r.codes(), Vec::<&str>::new(), "{}", r.to_text());
+    assert_eq!((r.incomplete.as_deref(), r.leftover.as_deref()), (None, None));
+    assert_eq!(r.exit_code(), check::EXIT_SAFE);
+    assert_eq!(&snapshot(s), before, "the account is exactly as before");
+    let n = round_trips;
+    assert_eq!(
+        counts(s),
+        BTreeMap::from([
+            ("delete", n),
+            ("download", 1 + n),
+            ("list_clients", 1),
+            ("list_files", 2 + 2 * n),
+            ("list_folders", 2),
+            ("upload", n)
+        ])
+    );
+}
+
+/// The round trip whose upload is step `at` stored marker `id` as sent, read it back
+/// byte-exact, deleted it and only it.
+fn assert_clean_round_trip(r: &Report, at: usize, id: &str) {
+    let obs = |i: usize| r.steps[i].observations.join("\n");
+    assert_eq!(r.steps[at].request, "POST files/1");
+    let listed = obs(at + 1);
+    assert!(
+        listed.contains(&format!("1 not listed before\nmarker file id: {id}")),
+        "{listed}"
+    );
+    assert!(listed.contains("stored FileName: byte-exact as sent"), "{listed}");
+    assert!(
+        listed.contains("stored Size: 74; FolderId: null; ContentType: text/plain"),
+        "{listed}"
+    );
+    assert!(
+        obs(at + 2).contains("bytes: identical to the ones sent"),
+        "{}",
+        obs(at + 2)
+    );
+    assert_eq!(r.steps[at + 3].request, format!("DELETE files/{id}"));
+    assert!(
+        obs(at + 4).contains("the marker file is gone\nevery file listed before the check is still listed"),
+        "{}",
+        obs(at + 4)
+    );
+}
+
 fn sorted_codes(r: &Report) -> Vec<&'static str> {
     let mut c = r.codes();
     c.sort_unstable();
@@ -180,43 +235,14 @@ async fn write_round_trip_touches_only_its_own_file_and_reports_each_step() {
     let before = snapshot(&s);
     let (r, lines) = run(&opts(&base, Some(1), true)).await;
 
-    assert_eq!(r.codes(), Vec::<&str>::new(), "{}", r.to_text());
-    assert_eq!((r.incomplete.as_deref(), r.leftover.as_deref()), (None, None));
-    assert_eq!(r.exit_code(), check::EXIT_SAFE);
-    assert_eq!(snapshot(&s), before, "the account is exactly as before");
-    assert_eq!(
-        counts(&s),
-        BTreeMap::from([
-            ("delete", 1),
-            ("download", 2),
-            ("list_clients", 1),
-            ("list_files", 4),
-            ("list_folders", 2),
-            ("upload", 1)
-        ])
-    );
+    assert_clean_write_run(&r, &s, &before, 1);
     assert!(
         lines[0].starts_with("intakeq-fs check: at most 11 API calls (write)"),
         "{lines:?}"
     );
-    let obs = |i: usize| r.steps[i].observations.join("\n");
-    assert_eq!(r.steps[6].request, "POST files/1");
-    assert!(obs(6).contains("body: empty"), "{}", obs(6));
+    assert!(r.steps[6].observations.join("\n").contains("body: empty"));
     // The file the check created had id f00000005 (4 seeded before it).
-    assert!(
-        obs(7).contains("1 not listed before\nmarker file id: f00000005"),
-        "{}",
-        obs(7)
-    );
-    assert!(obs(7).contains("stored FileName: byte-exact as sent"), "{}", obs(7));
-    assert!(
-        obs(7).contains("stored Size: 74; FolderId: null; ContentType: text/plain"),
-        "{}",
-        obs(7)
-    );
-    assert!(obs(8).contains("bytes: identical to the ones sent"), "{}", obs(8));
-    assert_eq!(r.steps[9].request, "DELETE files/f00000005");
-    assert!(obs(10).contains("the marker file is gone\nevery file listed before the check is still listed"));
+    assert_clean_round_trip(&r, 6, "f00000005");
     assert_no_secrets(&r.to_text());
 }
 
@@ -283,49 +309,24 @@ async fn chunked_round_trip_stores_reads_back_and_deletes_only_its_own_marker_in
     o.chunked = true;
     let (r, lines) = run(&o).await;
 
-    assert_eq!(r.codes(), Vec::<&str>::new(), "{}", r.to_text());
-    assert_eq!((r.incomplete.as_deref(), r.leftover.as_deref()), (None, None));
-    assert_eq!(r.exit_code(), check::EXIT_SAFE);
-    assert_eq!(snapshot(&s), before, "the account is exactly as before");
-    assert_eq!(
-        counts(&s),
-        BTreeMap::from([
-            ("delete", 2),
-            ("download", 3),
-            ("list_clients", 1),
-            ("list_files", 6),
-            ("list_folders", 2),
-            ("upload", 2)
-        ])
-    );
+    assert_clean_write_run(&r, &s, &before, 2);
     assert_eq!((r.calls, r.budget), (16, 16));
     assert!(
         lines[0].starts_with("intakeq-fs check: at most 16 API calls (write, chunked)"),
         "{lines:?}"
     );
     let obs = |i: usize| r.steps[i].observations.join("\n");
-    // Steps 6..=10 are the first round trip; 11..=15 the one without a length.
-    assert_eq!(r.steps[11].request, "POST files/1");
+    // Steps 6..=10 are the first round trip; 11..=15 the one without a length, whose
+    // marker is the next id (the first is gone by then).
+    assert_clean_round_trip(&r, 6, "f00000005");
+    assert_clean_round_trip(&r, 11, "f00000006");
     assert!(obs(11).contains("\"intakeq-fs check chunked.txt\""), "{}", obs(11));
     assert!(obs(11).contains("no Content-Length"), "{}", obs(11));
-    // The first marker was f00000005 and is gone; the second is the next id.
-    assert!(
-        obs(12).contains("1 not listed before\nmarker file id: f00000006"),
-        "{}",
-        obs(12)
-    );
-    assert!(obs(12).contains("stored Size: 74"), "{}", obs(12));
-    assert!(obs(13).contains("bytes: identical to the ones sent"), "{}", obs(13));
+    assert!(!obs(6).contains("no Content-Length"), "{}", obs(6));
     assert!(
         obs(13).contains("streamed while a file is written would work"),
         "{}",
         obs(13)
-    );
-    assert_eq!(r.steps[14].request, "DELETE files/f00000006");
-    assert!(
-        obs(15).contains("the marker file is gone\nevery file listed before the check is still listed"),
-        "{}",
-        obs(15)
     );
     assert_no_secrets(&r.to_text());
 }
