@@ -371,14 +371,16 @@ fn run_mount(
 }
 
 /// Longest wait for a request slot that the mount-time key check may take before the
-/// mount appears. A longer wait means this account's minute was spent by an earlier run
-/// (the quota ledger says so): the mount then appears at once and checks its key at the
-/// next free slot, instead of keeping `mount` (and systemd) waiting up to a minute.
+/// mount appears. A longer wait means this account's budget was spent by an earlier run
+/// (the quota ledger says so) or a 429 pause is on: the mount then appears at once and
+/// checks its key at the next free slot, instead of keeping `mount` (and systemd)
+/// waiting up to a minute.
 const KEY_CHECK_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The one call that proves the key and the address work (its answer, the folders, is
 /// kept): before the mount appears when a slot is free within [`KEY_CHECK_MAX_WAIT`],
-/// else in the background once one is (docs/SEMANTICS.md, "Mounting").
+/// else in the background once one is (docs/SEMANTICS.md, "The key check at mount never
+/// holds the mount back").
 fn check_key(
     rt: &tokio::runtime::Runtime,
     core: &Arc<Core<HttpRemote>>,
@@ -392,8 +394,8 @@ fn check_key(
             .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"));
     }
     tracing::info!(
-        "this account's requests for the minute are spent (by an earlier run): the mount appears now and \
-         checks its key at the next free slot, in {} s",
+        "no request slot for {} s (this account's budget was spent by an earlier run, or the server asked to \
+         slow down): the mount appears now and checks its key at the next free slot",
         wait.as_secs().max(1)
     );
     let (core, base) = (core.clone(), base.to_string());

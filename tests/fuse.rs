@@ -790,7 +790,10 @@ fn a_remount_counts_the_requests_an_earlier_mount_spent_and_appears_at_once() {
     assert!(names.contains(&"notes.txt".to_string()), "{names:?}");
     common::wait_for(|| m2.log_text().contains("key check at"));
     let log = m2.log_text();
-    assert!(log.contains("checks its key at the next free slot"), "{log}");
+    assert!(
+        log.contains("the mount appears now and checks its key at the next free slot"),
+        "{log}"
+    );
     assert!(log.contains("rate limit: request would wait"), "{log}");
     assert_eq!(
         srv.store.total_requests(),
