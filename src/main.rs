@@ -343,7 +343,7 @@ fn run_mount(
     let core = Arc::new(
         Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,
     );
-    check_key(&rt, &core, &limiter, base)?;
+    check_key(&rt, &core, &limiter, Duration::from_secs(c.max_wait), base)?;
     let info = intakeq_fs::status::MountInfo {
         mountpoint: mountpoint.to_path_buf(),
         account: core.options().account.clone(),
@@ -371,31 +371,33 @@ fn run_mount(
 }
 
 /// Longest wait for a request slot that the mount-time key check may take before the
-/// mount appears. A longer wait means this account's budget was spent by an earlier run
-/// (the quota ledger says so) or a 429 pause is on: the mount then appears at once and
+/// mount appears. A longer wait (within `--max-wait`) means this account's minute was
+/// spent by an earlier run (the quota ledger says so): the mount then appears at once and
 /// checks its key at the next free slot, instead of keeping `mount` (and systemd)
 /// waiting up to a minute.
 const KEY_CHECK_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The one call that proves the key and the address work (its answer, the folders, is
 /// kept): before the mount appears when a slot is free within [`KEY_CHECK_MAX_WAIT`],
-/// else in the background once one is (docs/SEMANTICS.md, "The key check at mount never
-/// holds the mount back").
+/// else in the background once one is. A slot further away than `max_wait` (the day is
+/// spent) fails the mount at once, as every call would fail (docs/SEMANTICS.md, "The key
+/// check at mount never holds the mount back").
 fn check_key(
     rt: &tokio::runtime::Runtime,
     core: &Arc<Core<HttpRemote>>,
     limiter: &Limiter,
+    max_wait: Duration,
     base: &str,
 ) -> Result<(), String> {
     let wait = limiter.budget().next_slot_in;
-    if wait <= KEY_CHECK_MAX_WAIT {
+    if wait <= KEY_CHECK_MAX_WAIT || wait > max_wait {
         return rt
             .block_on(core.check_access())
             .map_err(|e| format!("cannot use the IntakeQ API at {base}: {e}"));
     }
     tracing::info!(
-        "no request slot for {} s (this account's budget was spent by an earlier run, or the server asked to \
-         slow down): the mount appears now and checks its key at the next free slot",
+        "no request slot for {} s (this account's minute was spent by an earlier run): the mount appears now and \
+         checks its key at the next free slot",
         wait.as_secs().max(1)
     );
     let (core, base) = (core.clone(), base.to_string());

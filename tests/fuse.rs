@@ -768,13 +768,13 @@ fn kill_9_right_after_cp_loses_nothing() {
 /// The limiter's spending is kept in a private per-account ledger: a remount starts
 /// from what was spent in the last minute and day, instead of from zero and then
 /// colliding with the server's 429s. With the minute spent, the remount still appears
-/// at once: its key check waits for the next slot in the background (here it gives up
-/// at `--max-wait`), and what the first mount kept is served with no call.
+/// at once (its key check waits for the next slot in the background, and is dropped at
+/// unmount) and serves what the first mount kept, with no call. With a slot further
+/// away than `--max-wait`, the mount fails at once, with no call.
 #[test]
 fn a_remount_counts_the_requests_an_earlier_mount_spent_and_appears_at_once() {
     let srv = server(account());
-    let limits = ["--rate-limit", "3", "--max-wait", "1"];
-    let m = mount(&srv, &limits);
+    let m = mount(&srv, &["--rate-limit", "3"]);
     assert_eq!(fs::read(m.p("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
     let spent = srv.store.total_requests();
     assert_eq!(spent, 3, "the key check, one listing, one download");
@@ -782,24 +782,43 @@ fn a_remount_counts_the_requests_an_earlier_mount_spent_and_appears_at_once() {
     assert!(status.success());
     // `mount_in` fails the test unless the mount appears within 20 s (the minute's wait
     // would have kept it away for about 60).
-    let m2 = mount_in(dir, &srv, &limits);
+    let m2 = mount_in(dir, &srv, &["--rate-limit", "3"]);
     let names: Vec<String> = fs::read_dir(m2.p("clients/1001"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.contains(&"notes.txt".to_string()), "{names:?}");
-    common::wait_for(|| m2.log_text().contains("key check at"));
     let log = m2.log_text();
     assert!(
         log.contains("the mount appears now and checks its key at the next free slot"),
         "{log}"
     );
-    assert!(log.contains("rate limit: request would wait"), "{log}");
-    assert_eq!(
-        srv.store.total_requests(),
-        spent,
-        "the minute was already spent: no call"
-    );
-    let (status, _, _) = m2.unmount();
+    assert_eq!(srv.store.total_requests(), spent, "the minute is still spent: no call");
+    let t0 = std::time::Instant::now();
+    let (status, _, dir) = m2.unmount();
     assert!(status.success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the waiting key check does not hold the unmount"
+    );
+    let out = Command::new(common::bin())
+        .arg("mount")
+        .arg(dir.path().join("mnt"))
+        .args(["--base-url", &srv.base, "--foreground", "--daily-limit", "1000"])
+        .args(["--rate-limit", "3", "--max-wait", "1"])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("XDG_STATE_HOME", dir.path().join("state")) // where `mount` keeps the ledger
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("cannot use the IntakeQ API"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(srv.store.total_requests(), spent, "no call");
 }
