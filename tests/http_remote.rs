@@ -646,6 +646,32 @@ async fn bandwidth_cap_slows_downloads() {
     assert!(ttfb < expected, "first byte after {ttfb:?}");
 }
 
+/// The store's download and upload caps, read under one lock.
+fn caps(s: &Store) -> (Option<u64>, Option<u64>) {
+    let st = s.lock();
+    (st.bandwidth, st.upload_bandwidth)
+}
+
+#[tokio::test]
+async fn upload_bandwidth_cap_slows_uploads_and_keeps_the_bytes() {
+    let s = one_client_store();
+    let size = 800 * 1024;
+    let data = pseudo_random_bytes(11, size);
+    let f = temp_file(&data);
+    let bytes_per_sec = 400 * 1024;
+    s.set_upload_bandwidth(Some(bytes_per_sec));
+    let addr = serve(&s).await;
+    let r = remote(addr);
+    let t0 = Instant::now();
+    r.upload(1, "slow.bin", "application/octet-stream", f.path(), P)
+        .await
+        .unwrap();
+    let expected = Duration::from_secs_f64(size as f64 / bytes_per_sec as f64);
+    assert!(t0.elapsed() >= expected / 2, "{:?}", t0.elapsed());
+    assert_eq!(s.files_named(1, "slow.bin")[0].data, data);
+    assert_eq!(s.count(Endpoint::Upload), 1);
+}
+
 #[tokio::test]
 async fn stalled_body_hits_the_inactivity_timeout() {
     let s = one_client_store();
@@ -731,11 +757,18 @@ async fn admin_api_counts_and_injects_faults() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    assert_eq!(s.lock().bandwidth, Some(1000));
+    assert_eq!(caps(&s), (Some(1000), None));
+    post_json(
+        "bandwidth",
+        serde_json::json!({"bytes_per_sec": null, "upload_bytes_per_sec": 2000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(caps(&s), (None, Some(2000)));
     post_json("bandwidth", serde_json::json!({"bytes_per_sec": null}))
         .await
         .unwrap();
-    assert_eq!(s.lock().bandwidth, None);
+    assert_eq!(caps(&s), (None, None));
     post_json("budget", serde_json::json!({"requests": 10, "retry_after": 3}))
         .await
         .unwrap();

@@ -145,6 +145,9 @@ pub struct State {
     pub budget_retry_after: Option<u64>,
     /// Download bandwidth cap, bytes per second.
     pub bandwidth: Option<u64>,
+    /// Upload bandwidth cap, bytes per second: upload bodies are read no faster (the
+    /// client's sending then slows too, as on a link of that speed).
+    pub upload_bandwidth: Option<u64>,
     pub unknown_client_files: UnknownClientFiles,
     /// Which unconfirmed answer shapes the server uses.
     pub profile: Profile,
@@ -258,6 +261,10 @@ impl Store {
 
     pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
         self.lock().bandwidth = bytes_per_sec;
+    }
+
+    pub fn set_upload_bandwidth(&self, bytes_per_sec: Option<u64>) {
+        self.lock().upload_bandwidth = bytes_per_sec;
     }
 
     pub fn count(&self, e: Endpoint) -> u64 {

@@ -136,7 +136,11 @@ pub(super) async fn admin_clear_faults(State(app): State<App>) -> StatusCode {
 
 #[derive(Deserialize)]
 pub(super) struct BandwidthReq {
+    /// Downloads; `null` or absent: no cap.
     bytes_per_sec: Option<u64>,
+    /// Uploads; `null` or absent: no cap.
+    #[serde(default)]
+    upload_bytes_per_sec: Option<u64>,
 }
 
 pub(super) async fn admin_bandwidth(
@@ -146,6 +150,7 @@ pub(super) async fn admin_bandwidth(
     match body {
         Ok(Json(r)) => {
             app.store.set_bandwidth(r.bytes_per_sec);
+            app.store.set_upload_bandwidth(r.upload_bytes_per_sec);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => bad_json(e),

@@ -146,7 +146,16 @@ pub(super) async fn upload(
         };
         let ct = field.content_type().unwrap_or("application/octet-stream").to_string();
         let mut buf = BytesMut::new();
+        let (start, cap) = (
+            tokio::time::Instant::now(),
+            app.store.lock().upload_bandwidth.filter(|b| *b > 0),
+        );
         loop {
+            if let Some(bw) = cap {
+                // Read no faster than the cap: the client's sending slows to it too.
+                let due = start + std::time::Duration::from_secs_f64(buf.len() as f64 / bw as f64);
+                tokio::time::sleep_until(due).await;
+            }
             match field.chunk().await {
                 Ok(Some(c)) => buf.extend_from_slice(&c),
                 Ok(None) => break,

@@ -1,6 +1,6 @@
 //! The fake IntakeQ HTTP server: the Files and Clients API over a [`Store`], faithful
 //! to the API contract, with the store's fault plan applied at the connection level
-//! (dropped connections, cut bodies, hangs), a download bandwidth cap, and a small
+//! (dropped connections, cut bodies, hangs), download and upload bandwidth caps, and a small
 //! uncounted `/_admin/` API for tests and the benchmark script. Where the contract is
 //! unconfirmed, the store's [`Profile`](super::profile::Profile) picks the answer's shape.
 //!
