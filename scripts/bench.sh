@@ -140,6 +140,13 @@ add_file() {
     sed -n 's/.*"Id":"\([^"]*\)".*/\1/p'
 }
 delete_file() { curl_api -X DELETE -o /dev/null "$BASE/files/$1" || true; }
+# Delete every file of client $1 on the server (ids from the uncounted admin listing).
+delete_all_of() {
+  local id
+  for id in $(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$1" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
+    delete_file "$id"
+  done
+}
 reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
 # API calls since the last reset, from the fake's counters: "N (endpoint n, ...)"
 calls() {
@@ -392,9 +399,7 @@ log "   $UP_CHECK"
 # The mount's batch listing confirms its uploads 2 s after the last one: let it, before
 # the files are removed behind its back (it would take them for lost and send them again).
 sleep 3
-for id in $(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$C_UP" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
-  delete_file "$id"
-done
+delete_all_of "$C_UP"
 
 # 3t. the same copy in through a 32 MiB/s upload link ------------------------
 log "3t. cp of ${UP_MIB} MiB into the mount vs curl -F, uploads at 32 MiB/s"
@@ -411,9 +416,7 @@ row 3t "row 3 through a 32 MiB/s upload link (the fake reads upload bodies no fa
   "$(ratio "$cpt_m" "$cpt_c") (run by run: median $(pair_ratio "${T_CPT[*]}" "${T_UPT[*]}"))" "— (reported)"
 log "   mount ${T_CPT[*]} s; curl ${T_UPT[*]} s"
 sleep 3 # as after row 3
-for id in $(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$C_UP" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
-  delete_file "$id"
-done
+delete_all_of "$C_UP"
 
 # 4. time to first 4 KiB on a 32 MiB/s link ----------------------------------
 log "4. time to first 4 KiB of ${THR_MIB} MiB at 32 MiB/s"
@@ -568,9 +571,7 @@ T_IN=$(timed cp "$WORK/huge-in.bin" "$MNT/clients/$C_RSS/huge-in.bin")
 IN_HWM=$(vmhwm_mib "$MPID")
 stop_mount "$MNT" "$MPID"
 rm -f "$WORK/huge-in.bin"
-for id in $(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$C_RSS" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
-  delete_file "$id"
-done
+delete_all_of "$C_RSS"
 
 row 6 "peak RSS (VmHWM), idle mount after one listing" "${IDLE_HWM} MiB" \
   "budget ${RSS_CACHE_MIB} MiB" "—" "≤ ${goal} MiB: $(verdict "$IDLE_HWM" "$goal")"

@@ -440,15 +440,18 @@ async fn a_double_click_on_a_file_whose_thumbnail_is_queued_takes_over_its_downl
     assert_eq!(t.calls(Endpoint::Download), 27);
 }
 
+/// The background refresher of `t`'s core, running until told to stop through the sender.
+fn start_refresher(t: &T) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let core = t.core.clone();
+    (stop, tokio::spawn(async move { core.run_refresh(stopped).await }))
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_refresher_fetches_what_was_served_stale_and_stops_when_told() {
     let t = mount(&account(250));
     mounted(&t).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let refresher = {
-        let core = t.core.clone();
-        tokio::spawn(async move { core.run_refresh(stopped).await })
-    };
+    let (stop, refresher) = start_refresher(&t);
     tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
     t.store.add_client(5000, "New", "Client");
     t.store.reset_counts();
@@ -470,11 +473,7 @@ async fn the_refresher_fetches_what_was_served_stale_and_stops_when_told() {
 async fn the_refresher_stops_at_once_when_told_while_its_refresh_waits_for_a_slot() {
     let t = mount(&account(250));
     mounted(&t).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let refresher = {
-        let core = t.core.clone();
-        tokio::spawn(async move { core.run_refresh(stopped).await })
-    };
+    let (stop, refresher) = start_refresher(&t);
     tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
     // The minute is spent on ten client folders.
     for i in 1..=10 {
