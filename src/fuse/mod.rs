@@ -107,7 +107,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
         self.spawn(span, async move {
-            match unless_killed(pid, core.lookup(parent.0, &name)).await {
+            let process = caller::process_of(pid);
+            match unless_killed(pid, core.lookup_by(parent.0, &name, process)).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, uid, gid), Generation(0)),
                 Err(CoreError::NotFound) => {
                     // A negative entry: the kernel remembers the miss for the TTL.
@@ -406,7 +407,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let span = tracing::debug_span!("opendir", ino = ino.0);
         let core = self.core.clone();
         self.spawn(span, async move {
-            match unless_killed(pid, core.opendir(ino.0)).await {
+            let process = caller::process_of(pid);
+            match unless_killed(pid, core.opendir_by(ino.0, process)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => {
                     log_err("opendir", &e);
