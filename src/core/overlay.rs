@@ -78,7 +78,7 @@ impl<R: Remote> Core<R> {
                     match w.wait {
                         Wait::No => None,
                         // The user's own close, only later: user priority.
-                        Wait::Release => Some((*ino, Priority::User)),
+                        Wait::Release | Wait::Opener => Some((*ino, Priority::User)),
                         Wait::Rename => (all || w.released_at.is_some_and(|t| t + HOLD_IDLE <= now))
                             .then_some((*ino, Priority::Background)),
                     }
