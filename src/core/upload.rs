@@ -316,7 +316,7 @@ impl<R: Remote> Core<R> {
                 );
                 let mut w = lock(&w);
                 w.step(Event::Missing);
-                w.wait = Wait::Release;
+                w.wait = Wait::Resend;
                 self.wake.notify_one();
                 continue;
             };

@@ -168,6 +168,9 @@ pub(super) enum Wait {
     /// the opener closed first. A script that runs ten commands into one redirect costs
     /// one upload, not ten.
     Opener,
+    /// Accepted, but a later listing did not show it: sent again by the background
+    /// loop as unattended work (it never takes the slots kept for a person).
+    Resend,
 }
 
 /// A file being written: shared by all its open write handles, kept after they close
@@ -611,7 +614,7 @@ impl<R: Remote> Core<R> {
             let mut w = lock(&w);
             match (by_child, w.wait) {
                 (true, Wait::No | Wait::Release) if w.life.unsent() => w.wait = Wait::Opener,
-                (false, Wait::Opener) => w.wait = Wait::No,
+                (false, Wait::Opener | Wait::Resend) => w.wait = Wait::No,
                 _ => {}
             }
         }

@@ -465,7 +465,9 @@ impl Limiter {
         {
             s.browse_arrivals.pop_front();
         }
-        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(1);
+        // At least 2 before: a person's one action may cost two listings in a row
+        // (a client's files, then the folders), even at a tiny --rate-limit.
+        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(2);
         let close = s
             .browse_arrivals
             .back()
