@@ -323,12 +323,9 @@ impl H {
                 const SHELL: Option<u32> = Some(1);
                 const CHILD: Option<u32> = Some(2);
                 let dir = tri!(self.dir(*c).await);
-                let (ino, fh) = match self.core.lookup(dir, NAMES[*n]).await {
-                    Ok(a) => (a.ino, tri!(self.core.open(a.ino, write(true)).await).fh),
-                    Err(CoreError::NotFound) => {
-                        let (a, o) = tri!(self.core.create(dir, NAMES[*n]).await);
-                        (a.ino, o.fh)
-                    }
+                let fh = match self.core.lookup(dir, NAMES[*n]).await {
+                    Ok(a) => tri!(self.core.open(a.ino, write(true)).await).fh,
+                    Err(CoreError::NotFound) => tri!(self.core.create(dir, NAMES[*n]).await).1.fh,
                     Err(e) => return early(e),
                 };
                 self.core.opened_by(fh, SHELL);
