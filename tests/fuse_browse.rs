@@ -39,13 +39,17 @@ fn listings_kept_by_one_mount_serve_the_next_without_a_call() {
     ok("ls", &[&m.p("clients/1001")]);
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    // `--listings-dir DIR` keeps them in the private `DIR/intakeq-fs-<uid>`.
+    // `--listings-dir DIR` keeps them in the private `DIR/intakeq-fs-<uid>/<account>`.
     let kept = dir
         .path()
         .join("listings")
         .join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }));
     assert_eq!(std::fs::metadata(&kept).unwrap().mode() & 0o777, 0o700);
-    for e in std::fs::read_dir(&kept).unwrap() {
+    // One private directory per account inside it, holding 0600 records.
+    let accounts: Vec<_> = std::fs::read_dir(&kept).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(std::fs::metadata(&accounts[0]).unwrap().mode() & 0o777, 0o700);
+    for e in std::fs::read_dir(&accounts[0]).unwrap() {
         let e = e.unwrap();
         assert_eq!(e.metadata().unwrap().mode() & 0o777, 0o600, "{:?}", e.file_name());
     }

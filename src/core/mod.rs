@@ -245,7 +245,7 @@ impl<R: Remote> Core<R> {
         let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);
         debug_assert_eq!((root, clients, by_name), (ROOT_INO, CLIENTS_INO, BY_NAME_INO));
         let disk = match &opts.state_dir {
-            Some(dir) => Some(persist::Disk::open(dir)?),
+            Some(dir) => Some(persist::Disk::open(dir, &opts.account)?),
             None => None,
         };
         let core = Core {
