@@ -255,10 +255,11 @@ fn state_is_private_whatever_the_umask_and_given_directories_are_left_alone() {
 fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
     let srv = server(account());
     let dir = tempfile::tempdir().unwrap();
-    // The spool the mount will use: <spool-dir>/intakeq-fs-<uid>.
-    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    // The spool the mount will use: <spool-dir>/intakeq-fs-<uid>/<account>.
+    let spool = account_spool(dir.path(), &srv);
     fs::create_dir_all(&spool).unwrap();
     fs::set_permissions(dir.path().join("spool"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(spool.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
     fs::set_permissions(&spool, fs::Permissions::from_mode(0o700)).unwrap();
     let account = intakeq_fs::core::account_id(&srv.base, KEY);
     let journal = serde_json::json!({
@@ -294,7 +295,7 @@ fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
     assert!(!log.contains("planted.pdf"), "no file names in the warning");
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    let spool = account_spool(dir.path(), &srv);
     assert!(spool.join("1-1-1.json").exists(), "left in place");
 }
 
