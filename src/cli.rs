@@ -67,10 +67,18 @@ pub(crate) struct CommonMount {
     /// downloading for them; copies made with a file manager still work, below everything else.
     #[arg(long)]
     pub(crate) no_previews: bool,
-    /// Private directory (0700) where listings are kept across mounts
-    /// (default $XDG_STATE_HOME/intakeq-fs/listings/<account>).
+    /// Private directory (0700) where listings are kept across mounts, sealed with a
+    /// key derived from the API key (default $XDG_STATE_HOME/intakeq-fs/listings/<account>).
     #[arg(long)]
     pub(crate) listings_dir: Option<PathBuf>,
+    /// Keep listings (client and file names) in memory only: nothing is written, and a
+    /// remount lists again.
+    #[arg(long)]
+    pub(crate) no_keep_listings: bool,
+    /// Days kept listings are kept; listings of accounts not mounted for as long are
+    /// removed at mount too.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub(crate) keep_listings_days: u64,
     /// Memory budget of the content cache, in MiB.
     #[arg(long, default_value_t = 256)]
     pub(crate) cache_size: u64,

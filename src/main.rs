@@ -301,6 +301,7 @@ fn run_mount(
             .map_err(|e| format!("quota ledger {}: {e}", path.display()))?,
         None => limiter,
     });
+    let listings_key = intakeq_fs::core::listings_key(&key, &account);
     let remote = HttpRemote::new(base, key, limiter.clone(), http).map_err(|e| format!("{e}"))?;
     // Held until this function returns: no second daemon may share the spool.
     let _spool_lock = intakeq_fs::core::spool::lock(&places.spool)?;
@@ -316,9 +317,12 @@ fn run_mount(
         // Listings are kept beside the rest of the private state, or in a private
         // subdirectory of the directory given (which is never changed).
         state_dir: match &c.listings_dir {
+            _ if c.no_keep_listings => None,
             Some(d) => Some(given_account_dir(d, "listings directory", &account)?),
             None => state_dir().ok().map(|s| s.join("listings").join(&account)),
         },
+        listings_key,
+        keep_listings_for: Duration::from_secs(c.keep_listings_days.saturating_mul(86_400)),
         previews: !c.no_previews,
         account,
     };
@@ -443,6 +447,8 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         reserve_percent: intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT,
         no_previews: false,
         listings_dir: Some(tmp.join("listings")),
+        no_keep_listings: false,
+        keep_listings_days: 30,
         cache_size: 256,
         rate_limit: a.rate_limit,
         daily_limit: u32::MAX,

@@ -22,6 +22,7 @@ const VALUED: &[(&str, &str)] = &[
     ("api_key_file", "--api-key-file"),
     ("base_url", "--base-url"),
     ("metadata_ttl", "--metadata-ttl"),
+    ("keep_listings_days", "--keep-listings-days"),
     ("cache_size", "--cache-size"),
     ("rate_limit", "--rate-limit"),
     ("daily_limit", "--daily-limit"),
@@ -36,6 +37,7 @@ const VALUED: &[(&str, &str)] = &[
 /// `-o` switches, and the flag each becomes.
 const SWITCHES: &[(&str, &str)] = &[
     ("allow_other", "--allow-other"),
+    ("no_keep_listings", "--no-keep-listings"),
     ("ro", "--read-only"),
     ("read_only", "--read-only"),
     ("foreground", "--foreground"),

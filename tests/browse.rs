@@ -25,6 +25,8 @@ fn opts(dir: &std::path::Path) -> Options {
         client_list_ttl: Duration::from_secs(3600),
         state_dir: Some(dir.join("listings")),
         previews: true,
+        listings_key: [7; 32],
+        keep_listings_for: Duration::from_secs(30 * 86_400),
     }
 }
 

@@ -472,29 +472,33 @@ fn two_accounts_given_the_same_directories_never_see_each_others_clients() {
     assert_eq!(practice_a.store.total_requests(), 2, "A was never asked again");
 }
 
-/// A kept record that names another account (copied in by hand, or written by another
-/// account before records named theirs) is ignored and fetched again, never served.
+/// A kept record of another account (copied in by hand, or left by another account in
+/// a shared directory) does not open with this account's key: ignored with a warning and
+/// fetched again, never served.
 #[test]
 fn a_kept_listing_of_another_account_is_ignored() {
-    let srv = server(account());
-    let m = mount(&srv, &[]);
+    let practice_a = server(account());
+    let m = mount(&practice_a, &[]);
     assert_eq!(ok("ls", &[&m.p("clients")]), "1001\n1002\n");
     let (status, _, dir) = m.unmount();
     assert!(status.success());
+    let b = intakeq_fs::fake::store::Store::new();
+    b.add_client(2001, "Grace", "Hopper");
+    let practice_b = server(b);
     let kept = dir.path().join("listings").join(format!("intakeq-fs-{}", uid()));
-    let own = fs::read_dir(&kept).unwrap().next().unwrap().unwrap().path();
-    let record = own.join("clients.json");
-    let text = fs::read_to_string(&record).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["account"] = "someone-else".into();
-    fs::write(&record, v.to_string()).unwrap();
-    srv.store.reset_counts();
-    let m = mount_in(dir, &srv, &[]);
-    assert_eq!(ok("ls", &[&m.p("clients")]), "1001\n1002\n");
-    assert_eq!(srv.store.count(Endpoint::ListClients), 1, "fetched again, not served");
-    assert!(fs::read_to_string(&m.log)
-        .unwrap()
-        .contains("belongs to another account"));
+    let a_dir = fs::read_dir(&kept).unwrap().next().unwrap().unwrap().path();
+    let b_dir = kept.join(intakeq_fs::core::account_id(&practice_b.base, KEY));
+    fs::create_dir(&b_dir).unwrap();
+    fs::set_permissions(&b_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::copy(a_dir.join("clients.json"), b_dir.join("clients.json")).unwrap();
+    let m = mount_in(dir, &practice_b, &[]);
+    assert_eq!(ok("ls", &[&m.p("clients")]), "2001\n");
+    assert_eq!(practice_b.store.count(Endpoint::ListClients), 1, "fetched, not served");
+    assert!(
+        m.log_text().contains("does not open with this account's key"),
+        "{}",
+        m.log_text()
+    );
 }
 
 /// A base URL with a user name and password is refused in one line that never repeats
@@ -545,4 +549,47 @@ fn a_key_file_through_a_symlink_or_of_another_user_is_refused() {
     }
     assert_eq!(srv.store.total_requests(), 0);
     assert!(!is_mounted(&mnt));
+}
+
+/// Kept listings are sealed with a key derived from the API key: read from the disk
+/// they show no client or file name; with `--no-keep-listings` nothing is written.
+#[test]
+fn kept_listings_show_no_name_on_disk_and_none_are_kept_by_choice() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
+    assert!(ok("ls", &[&m.p("clients/1001")]).contains("notes.txt"));
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let kept = dir.path().join("listings").join(format!("intakeq-fs-{}", uid()));
+    let mut files = 0;
+    for account in fs::read_dir(&kept).unwrap() {
+        for f in fs::read_dir(account.unwrap().path()).unwrap() {
+            let bytes = fs::read(f.unwrap().path()).unwrap();
+            for name in ["Lovelace", "Turing", "notes.txt", "Insurance"] {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(name),
+                    "{name} readable at rest"
+                );
+            }
+            files += 1;
+        }
+    }
+    assert!(files >= 3, "clients, folders and a client's files were kept");
+    // They still serve the next mount (with the key) without a call.
+    srv.store.reset_counts();
+    let m = mount_in(dir, &srv, &[]);
+    assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
+    assert_eq!(srv.store.count(Endpoint::ListClients), 0);
+    drop(m);
+    let srv = server(account());
+    let m = mount(&srv, &["--no-keep-listings"]);
+    assert!(ok("ls", &[&m.p("clients/1001")]).contains("notes.txt"));
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let kept = dir.path().join("listings");
+    assert!(
+        !kept.exists() || fs::read_dir(&kept).unwrap().count() == 0,
+        "nothing written"
+    );
 }

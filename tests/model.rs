@@ -279,6 +279,8 @@ impl H {
             client_list_ttl: Duration::from_secs(3600),
             state_dir: None,
             previews: true,
+            listings_key: [7; 32],
+            keep_listings_for: Duration::from_secs(30 * 86_400),
         };
         let core = Core::new(MemRemote::new(store.clone()), opts).unwrap();
         H { store, core, _dir: dir }

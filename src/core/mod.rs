@@ -58,6 +58,7 @@ mod namespace;
 mod overlay;
 pub mod patterns;
 mod persist;
+pub use self::persist::listings_key;
 mod read;
 mod refresh;
 mod rename;
@@ -181,8 +182,14 @@ pub struct Options {
     /// refreshed behind the answer, at `Priority::Refresh`.
     pub client_list_ttl: Duration,
     /// Private directory (0700, files 0600) where listings and the client list are kept
-    /// across mounts; `None`: kept in memory only.
+    /// across mounts; `None`: kept in memory only (`--no-keep-listings`).
     pub state_dir: Option<PathBuf>,
+    /// The key kept listings are sealed with (`persist::listings_key`, derived from the
+    /// API key): without it they read as noise.
+    pub listings_key: [u8; 32],
+    /// How long kept listings, and the listings of accounts not mounted meanwhile, are
+    /// kept (`--keep-listings-days`, default 30 days).
+    pub keep_listings_for: Duration,
     /// Serve reads by thumbnailers (`Priority::Preview`); false: they fail at once.
     pub previews: bool,
 }
@@ -245,7 +252,12 @@ impl<R: Remote> Core<R> {
         let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);
         debug_assert_eq!((root, clients, by_name), (ROOT_INO, CLIENTS_INO, BY_NAME_INO));
         let disk = match &opts.state_dir {
-            Some(dir) => Some(persist::Disk::open(dir, &opts.account)?),
+            Some(dir) => Some(persist::Disk::open(
+                dir,
+                &opts.account,
+                &opts.listings_key,
+                opts.keep_listings_for,
+            )?),
             None => None,
         };
         let core = Core {
