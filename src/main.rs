@@ -243,6 +243,10 @@ fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     intakeq_fs::remote::http::check_base_url(&base, &http).map_err(|e| e.to_string())?;
     let account = intakeq_fs::core::account_id(&base, &key);
     let mut places = Places::resolve(&a.common, &account, !a.common.foreground)?;
+    // Names in logs are tagged with the install's secret (before any is logged).
+    let name_secret = state_dir().and_then(|s| {
+        intakeq_fs::phi::use_secret_file(&s.join("name-key")).map_err(|e| format!("the secret for names in logs: {e}"))
+    });
     places.quota = state_dir().ok().and_then(|s| {
         let dir = s.join("quota");
         ensure_private_dir(&dir).ok()?;
@@ -260,6 +264,9 @@ fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     };
     if let Err(e) = hardened {
         tracing::warn!("{e}");
+    }
+    if let Err(e) = name_secret {
+        tracing::warn!("{e}; names in this run's log are tagged with a secret of this run only");
     }
     if a.insecure_plain_http {
         tracing::warn!("--insecure-plain-http: the API key and files may cross the network unencrypted");
