@@ -422,6 +422,8 @@ fn publish_status(
         _ => String::new(),
     }));
     let dir = intakeq_fs::status::run_dir(&state_dir().ok()?);
+    // What dead daemons left (upload names) goes with this mount.
+    intakeq_fs::status::remove_stale(&dir);
     Some(intakeq_fs::status::Publisher::start(
         rt,
         core.clone(),

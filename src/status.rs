@@ -292,6 +292,8 @@ pub struct StatusArgs {
 /// One status file as read back, and whether its daemon still runs.
 #[derive(Debug)]
 pub struct Found {
+    /// Where it was read from.
+    pub path: PathBuf,
     /// The file's content.
     pub status: StatusFile,
     /// The daemon process is alive (else the file is stale: it crashed or was killed).
@@ -307,14 +309,39 @@ pub fn read_all(dir: &Path) -> Vec<Found> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
-        .filter_map(|p| serde_json::from_slice::<StatusFile>(&std::fs::read(p).ok()?).ok())
-        .map(|status| Found {
+        .filter_map(|p| Some((serde_json::from_slice::<StatusFile>(&std::fs::read(&p).ok()?).ok()?, p)))
+        .map(|(status, path)| Found {
             alive: process_alive(status.pid),
             status,
+            path,
         })
         .collect();
     out.sort_by_key(|f| (f.status.started_at, f.status.pid));
     out
+}
+
+/// Remove the status files of daemons that no longer run (crashed or killed): they
+/// hold upload names and must not outlive what they describe. Run by the next mount
+/// and by `status` (which shows each once first). Returns how many went.
+pub fn remove_stale(dir: &Path) -> usize {
+    read_all(dir)
+        .into_iter()
+        .filter(|f| !f.alive && std::fs::remove_file(&f.path).is_ok())
+        .count()
+}
+
+/// `s` with every control character (CR, LF, ESC, DEL, C1 ...) shown escaped, so a
+/// server's name cannot break lines or send terminal sequences.
+fn escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Is `pid` a running intakeq-fs?
@@ -353,6 +380,10 @@ pub fn run_cli(a: StatusArgs, state_dir: &Path) -> ExitCode {
             print!("{}", render(f, now));
         }
     }
+    // Shown once, then gone: a dead daemon's file keeps upload names.
+    for f in found.iter().filter(|f| !f.alive) {
+        let _ = std::fs::remove_file(&f.path);
+    }
     if running {
         ExitCode::SUCCESS
     } else {
@@ -368,7 +399,7 @@ pub fn render(f: &Found, now: u64) -> String {
     if f.alive {
         out.push_str(&format!(
             "{}  (pid {}, up {}, status {} s old{})\n",
-            s.mountpoint.display(),
+            escaped(&s.mountpoint.to_string_lossy()),
             s.pid,
             duration_text(now.saturating_sub(s.started_at)),
             age,
@@ -377,7 +408,7 @@ pub fn render(f: &Found, now: u64) -> String {
     } else {
         out.push_str(&format!(
             "{}  (pid {}): NOT RUNNING: stale status, last written {} ago; what it had not uploaded stays in its spool for the next mount\n",
-            s.mountpoint.display(),
+            escaped(&s.mountpoint.to_string_lossy()),
             s.pid,
             duration_text(age)
         ));
@@ -393,7 +424,10 @@ pub fn render(f: &Found, now: u64) -> String {
     for u in &s.core.uploads {
         out.push_str(&format!(
             "    {:<11} {}/{} ({} bytes)\n",
-            u.state, u.client, u.name, u.size
+            u.state,
+            u.client,
+            escaped(&u.name),
+            u.size
         ));
     }
     out.push_str(&format!("  deletes owed: {}", s.core.owed_deletes));
@@ -429,7 +463,7 @@ pub fn render(f: &Found, now: u64) -> String {
                 "    {} ago  {:<5} {}\n",
                 duration_text(now.saturating_sub(e.at)),
                 e.level,
-                e.message
+                escaped(&e.message)
             ));
         }
     }
@@ -500,6 +534,7 @@ mod tests {
     #[test]
     fn the_text_report_says_what_is_pending_and_when_the_next_slot_is() {
         let f = Found {
+            path: PathBuf::new(),
             status: sample(),
             alive: true,
         };
@@ -519,8 +554,46 @@ mod tests {
     }
 
     #[test]
+    fn names_and_messages_are_printed_with_control_characters_escaped() {
+        let mut st = sample();
+        st.core.uploads[0].name = "evil\r\nX-Injected: 1\u{1b}[2J.txt".into();
+        st.last_errors[0].message = "bad\nline".into();
+        let text = render(
+            &Found {
+                path: PathBuf::new(),
+                status: st,
+                alive: true,
+            },
+            4700,
+        );
+        assert!(text.contains("evil\\r\\nX-Injected: 1\\u{1b}[2J.txt"), "{text}");
+        assert!(text.contains("bad\\nline"));
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'));
+    }
+
+    #[test]
+    fn a_dead_daemons_file_is_removed_and_a_live_ones_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = StatusFile {
+            pid: 999_999_999,
+            ..sample()
+        };
+        let alive = StatusFile {
+            pid: std::process::id(),
+            ..sample()
+        };
+        write_status(&tmp.path().join("999999999.json"), &dead).unwrap();
+        write_status(&tmp.path().join("me.json"), &alive).unwrap();
+        // This test binary is not named intakeq-fs, so both read as not running.
+        assert_eq!(read_all(tmp.path()).iter().filter(|f| !f.alive).count(), 2);
+        assert_eq!(remove_stale(tmp.path()), 2);
+        assert!(read_all(tmp.path()).is_empty());
+    }
+
+    #[test]
     fn a_dead_daemons_file_is_reported_stale() {
         let f = Found {
+            path: PathBuf::new(),
             status: sample(),
             alive: false,
         };
