@@ -31,6 +31,9 @@ pub(crate) enum Cmd {
     Check(check::CheckArgs),
     /// Print what the running mounts of this user are doing (no API call).
     Status(intakeq_fs::status::StatusArgs),
+    /// Remove everything this machine keeps for an account (kept listings, cache, quota
+    /// ledger); uploads not yet sent are listed and kept unless --discard-uploads.
+    Forget(intakeq_fs::forget::ForgetArgs),
     /// Print a shell completion script: `intakeq-fs completions bash > /etc/bash_completion.d/intakeq-fs`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.

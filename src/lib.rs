@@ -5,6 +5,7 @@ pub mod check;
 pub mod core;
 pub mod daemon;
 pub mod fake;
+pub mod forget;
 pub mod fuse;
 pub mod harden;
 pub mod key;

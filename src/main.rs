@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Ok(dir) => return intakeq_fs::status::run_cli(a, &dir),
             Err(e) => Err(e),
         },
+        Cmd::Forget(a) => cmd_forget(a),
         Cmd::Completions { shell } => cmd_completions(shell),
         Cmd::Man => cmd_man(),
     };
@@ -224,6 +225,46 @@ fn cmd_check(a: check::CheckArgs) -> ExitCode {
             ExitCode::from(check::EXIT_ERROR)
         }
     }
+}
+
+/// `forget`: the account from base URL and key as for `mount`, its places as `mount`
+/// resolves them (without creating any), then `forget::forget`.
+fn cmd_forget(a: intakeq_fs::forget::ForgetArgs) -> Result<(), String> {
+    let _ = intakeq_fs::harden::harden_process();
+    let key = intakeq_fs::key::read_key(a.api_key_file.as_deref())?;
+    let base = a
+        .base_url
+        .clone()
+        .or_else(|| std::env::var("INTAKEQ_BASE_URL").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    // Checked as `mount` checks it; the account is the hash of the text as given, as
+    // `mount` computes it.
+    let http = HttpOptions {
+        allow_plain_http: true,
+        ..HttpOptions::default()
+    };
+    intakeq_fs::remote::http::check_base_url(&base, &http).map_err(|e| e.to_string())?;
+    let account = intakeq_fs::core::account_id(&base, &key);
+    drop(key);
+    let state = state_dir().ok();
+    let mine = |given: &Option<PathBuf>, default: &str| -> Option<PathBuf> {
+        match given {
+            Some(d) => Some(
+                d.join(format!("intakeq-fs-{}", intakeq_fs::private_dir::euid()))
+                    .join(&account),
+            ),
+            None => state.as_ref().map(|s| s.join(default).join(&account)),
+        }
+    };
+    let places = intakeq_fs::forget::Places {
+        spool: mine(&a.spool_dir, "spool").ok_or("no state directory: pass --spool-dir")?,
+        cache: mine(&a.cache_dir, "cache").ok_or("no state directory: pass --cache-dir")?,
+        listings: mine(&a.listings_dir, "listings"),
+        quota: state.as_ref().map(|s| s.join("quota").join(&account)),
+    };
+    println!("account {account}");
+    print!("{}", intakeq_fs::forget::forget(&places, &account, a.discard_uploads)?);
+    Ok(())
 }
 
 fn cmd_mount(mut a: MountArgs) -> Result<(), String> {

@@ -12,6 +12,7 @@ const SUBCOMMANDS: &[&str] = &[
     "mock-server",
     "check",
     "status",
+    "forget",
     "completions",
     "man",
     "help",

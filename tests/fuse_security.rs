@@ -593,3 +593,40 @@ fn kept_listings_show_no_name_on_disk_and_none_are_kept_by_choice() {
         "nothing written"
     );
 }
+
+/// `intakeq-fs forget` removes what the machine keeps for the account (kept listings,
+/// cache, quota ledger) and the next mount lists again; uploads not yet sent would be
+/// listed and kept (unit-tested in `forget.rs`).
+#[test]
+fn forget_removes_what_is_kept_for_the_account() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let d = dir.path();
+    let out = Command::new(bin())
+        .args(["forget", "--base-url", &srv.base])
+        .arg("--spool-dir")
+        .arg(d.join("spool"))
+        .arg("--cache-dir")
+        .arg(d.join("cache"))
+        .arg("--listings-dir")
+        .arg(d.join("listings"))
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("XDG_STATE_HOME", d.join("state"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", stderr_of(&out));
+    assert!(said.contains("removed the kept listings"), "{said}");
+    assert!(said.contains("removed the quota ledger"), "{said}");
+    let account = intakeq_fs::core::account_id(&srv.base, KEY);
+    let kept = d.join("listings").join(format!("intakeq-fs-{}", uid())).join(&account);
+    assert!(!kept.exists());
+    assert!(!account_spool(d, &srv).exists());
+    srv.store.reset_counts();
+    let m = mount_in(dir, &srv, &[]);
+    assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
+    assert_eq!(srv.store.count(Endpoint::ListClients), 1, "listed again");
+}
