@@ -225,7 +225,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Start publishing `<dir>/<pid>.json` for this mount.
+    /// Start publishing `<dir>/<account>/<pid>.json` for this mount (the account's own
+    /// private directory, made 0700 if missing).
     pub fn start<R: Remote>(
         rt: &tokio::runtime::Runtime,
         core: Arc<Core<R>>,
@@ -233,6 +234,10 @@ impl Publisher {
         info: MountInfo,
         dir: &Path,
     ) -> Publisher {
+        let dir = dir.join(&info.account);
+        if let Err(e) = crate::private_dir::ensure_private_dir(&dir) {
+            tracing::warn!("cannot make the status directory {}: {e}", dir.display());
+        }
         let path = dir.join(format!("{}.json", std::process::id()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let file = path.clone();
@@ -300,16 +305,36 @@ pub struct Found {
     pub alive: bool,
 }
 
-/// Every status file under `dir`, oldest mount first.
+/// Every status file under `dir` (in each account's directory, and at the top as an
+/// older version left them), oldest mount first. A file in an account's directory
+/// that names another account is ignored.
 pub fn read_all(dir: &Path) -> Vec<Found> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<Found> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
-        .filter_map(|p| Some((serde_json::from_slice::<StatusFile>(&std::fs::read(&p).ok()?).ok()?, p)))
+    let mut files: Vec<(PathBuf, Option<String>)> = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let account = e.file_name().to_string_lossy().into_owned();
+            if let Ok(inner) = std::fs::read_dir(&p) {
+                files.extend(inner.flatten().map(|f| (f.path(), Some(account.clone()))));
+            }
+        } else {
+            files.push((p, None));
+        }
+    }
+    let mut out: Vec<Found> = files
+        .into_iter()
+        .filter(|(p, _)| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .filter_map(|(p, account)| {
+            let status = serde_json::from_slice::<StatusFile>(&std::fs::read(&p).ok()?).ok()?;
+            if account.is_some_and(|a| a != status.account) {
+                tracing::debug!("ignoring a status file of another account in {}", p.display());
+                return None;
+            }
+            Some((status, p))
+        })
         .map(|(status, path)| Found {
             alive: process_alive(status.pid),
             status,
@@ -587,6 +612,11 @@ mod tests {
         // This test binary is not named intakeq-fs, so both read as not running.
         assert_eq!(read_all(tmp.path()).iter().filter(|f| !f.alive).count(), 2);
         assert_eq!(remove_stale(tmp.path()), 2);
+        // In an account's directory, a file naming another account is not read.
+        let acct = tmp.path().join("0123");
+        std::fs::create_dir(&acct).unwrap();
+        write_status(&acct.join("1.json"), &dead).unwrap();
+        assert!(read_all(tmp.path()).is_empty(), "sample() names another account");
         assert!(read_all(tmp.path()).is_empty());
     }
 

@@ -391,7 +391,8 @@ fn status_shows_a_failed_upload_by_name_the_budget_and_the_last_error_without_a_
     assert_eq!(json[0]["running"], true);
     assert_eq!(json[0]["core"]["uploads"][0]["name"], "precious.txt");
     assert_eq!(json[0]["core"]["uploads"][0]["state"], "failed");
-    let file = state.path().join(format!("intakeq-fs/run/{}.json", m.pid()));
+    // In the account's own directory.
+    let file = state.path().join(format!("intakeq-fs/run/{account}/{}.json", m.pid()));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     // Another mountpoint: nothing there.
