@@ -281,6 +281,10 @@ impl Publisher {
                 tracing::warn!("cannot remove the status file {}: {e}", self.path.display());
             }
         }
+        // The account's directory too, once no other mount of it publishes there.
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
