@@ -911,3 +911,210 @@ async fn the_key_never_leaks() {
     }
     assert_eq!(errors.len(), 6);
 }
+
+// ----- the core over HTTP against servers that read upload names their own way -----
+
+use intakeq_fs::core::status::GIVEN_UP;
+use intakeq_fs::core::{Core, CoreError, OpenMode, Options, ROOT_INO};
+use intakeq_fs::fake::profile::Profile;
+use intakeq_fs::fake::store::UploadNames;
+
+/// A core over the HTTP client and the fake server at `addr`, its spool and cache in
+/// `dir`: the account mounted (again, with the same `dir`).
+fn core_over_http(addr: SocketAddr, dir: &std::path::Path) -> Core<HttpRemote> {
+    let o = Options {
+        read_only: false,
+        metadata_ttl: Duration::from_secs(60),
+        cache_bytes: 64 << 20,
+        allow_other: false,
+        spool_dir: dir.join("spool"),
+        cache_dir: dir.join("cache"),
+        disk_cache_bytes: 1 << 30,
+        account: "test-account".into(),
+        client_list_ttl: Duration::from_secs(3600),
+        state_dir: None,
+        previews: true,
+    };
+    Core::new(remote(addr), o).unwrap()
+}
+
+/// The inode of `/clients/<client>/<name>`.
+async fn file_ino(core: &Core<HttpRemote>, client: u64, name: &str) -> u64 {
+    let mut ino = ROOT_INO;
+    for part in ["clients", &client.to_string(), name] {
+        ino = core.lookup(ino, part).await.unwrap().ino;
+    }
+    ino
+}
+
+/// Names a multipart header cannot carry verbatim, each with the server that reads it
+/// differently: CR/LF (the header breaks), a backslash (kept escaped), a trailing
+/// space (stripped).
+const UNCARRIABLE: [(&str, UploadNames); 3] = [
+    ("evil\r\nX-Injected: 1.txt", UploadNames::Verbatim),
+    ("C:\\fakepath\\scan.pdf", UploadNames::KeepEscapes),
+    ("scan.pdf ", UploadNames::StripSpaces),
+];
+
+#[tokio::test]
+async fn overwriting_a_listed_file_whose_name_the_upload_cannot_carry_is_refused_and_leaves_it_untouched() {
+    for profile in [Profile::Contract, Profile::Alt] {
+        for (name, reads) in UNCARRIABLE {
+            let s = one_client_store();
+            s.set_profile(profile);
+            s.lock().upload_names = reads;
+            let id = s.add_file(1, name, None, &b"original"[..]);
+            let addr = serve(&s).await;
+            let dir = tempfile::tempdir().unwrap();
+            let core = core_over_http(addr, dir.path());
+            let ino = file_ino(&core, 1, name).await;
+            let how = format!("{profile:?} {name:?}");
+            for mode in [
+                OpenMode {
+                    write: true,
+                    truncate: false,
+                },
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            ] {
+                let err = core.open(ino, mode).await.err();
+                assert!(matches!(err, Some(CoreError::Invalid(_))), "{how} {mode:?}: {err:?}");
+            }
+            let err = core.setattr(ino, None, Some(0)).await.err();
+            assert!(matches!(err, Some(CoreError::Invalid(_))), "{how} truncate: {err:?}");
+            // Nothing was staged, sent or deleted: the file is as it was, and reads.
+            assert_eq!(core.pending_uploads(), 0, "{how}");
+            core.retry_failed_uploads().await;
+            core.confirm_due(true).await;
+            assert_eq!(s.count(Endpoint::Upload), 0, "{how}");
+            assert_eq!(s.count(Endpoint::Delete), 0, "{how}");
+            let files = s.files_of(1);
+            assert_eq!(files.len(), 1, "{how}");
+            assert_eq!(
+                (files[0].id.as_str(), files[0].name.as_str()),
+                (id.as_str(), name),
+                "{how}"
+            );
+            assert_eq!(&files[0].data[..], b"original", "{how}");
+            let o = core.open(ino, OpenMode::default()).await.unwrap();
+            assert_eq!(core.read(o.fh, 0, 100).await.unwrap(), b"original", "{how}");
+            core.release(o.fh);
+            assert_eq!(
+                std::fs::read_dir(dir.path().join("spool"))
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+                    .count(),
+                0,
+                "{how}: nothing staged"
+            );
+        }
+    }
+}
+
+/// One round of the mount's background work, as fast as the test wants it: confirm
+/// what was accepted, send what is due again, retry what failed.
+async fn background_round(core: &Core<HttpRemote>) {
+    core.confirm_due(true).await;
+    core.upload_due(true).await;
+    core.retry_failed_uploads().await;
+}
+
+#[tokio::test]
+async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_failed_and_kept() {
+    for profile in [Profile::Contract, Profile::Alt] {
+        let s = one_client_store();
+        s.set_profile(profile);
+        s.lock().upload_names = UploadNames::Rename;
+        let addr = serve(&s).await;
+        let dir = tempfile::tempdir().unwrap();
+        let core = core_over_http(addr, dir.path());
+        let parent = core
+            .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
+            .await
+            .unwrap()
+            .ino;
+        let (_, o) = core.create(parent, "a.txt").await.unwrap();
+        core.write(o.fh, 0, b"the note").unwrap();
+        core.flush(o.fh).await.unwrap();
+        core.release(o.fh);
+        for _ in 0..8 {
+            background_round(&core).await;
+        }
+        assert_eq!(
+            s.count(Endpoint::Upload),
+            3,
+            "{profile:?}: the first upload and 2 re-sends"
+        );
+        let st = core.status();
+        assert_eq!(st.uploads.len(), 1, "{profile:?} {st:?}");
+        assert_eq!(
+            (st.uploads[0].name.as_str(), st.uploads[0].state.as_str()),
+            ("a.txt", GIVEN_UP)
+        );
+        assert_eq!(core.pending_uploads(), 0, "not retried");
+        // Still readable through the mount, from the spool.
+        let ino = file_ino(&core, 1, "a.txt").await;
+        let r = core.open(ino, OpenMode::default()).await.unwrap();
+        assert_eq!(core.read(r.fh, 0, 100).await.unwrap(), b"the note");
+        core.release(r.fh);
+        drop(core);
+
+        // A later mount keeps it, shows it failed and does not send it again.
+        let calls = s.total_requests();
+        let again = core_over_http(addr, dir.path());
+        assert_eq!(again.resume_pending().await, 0);
+        for _ in 0..3 {
+            background_round(&again).await;
+        }
+        assert_eq!(s.count(Endpoint::Upload), 3, "{profile:?}: not sent by a later mount");
+        assert_eq!(
+            s.total_requests(),
+            calls,
+            "{profile:?}: a given-up upload costs no call"
+        );
+        let st = again.status();
+        assert_eq!(st.uploads.len(), 1, "{st:?}");
+        assert_eq!(st.uploads[0].state, GIVEN_UP);
+        let kept: Vec<Vec<u8>> = std::fs::read_dir(dir.path().join("spool"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        assert_eq!(kept, vec![b"the note".to_vec()], "kept in the spool");
+        let names: Vec<String> = s.files_of(1).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, vec!["renamed-a.txt"; 3]);
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_upload_the_server_renames_is_sent_at_most_three_times_across_remounts() {
+    let s = one_client_store();
+    s.lock().upload_names = UploadNames::Rename;
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = core_over_http(addr, dir.path());
+        let parent = core
+            .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
+            .await
+            .unwrap()
+            .ino;
+        let (_, o) = core.create(parent, "b.txt").await.unwrap();
+        core.write(o.fh, 0, b"bytes").unwrap();
+        core.flush(o.fh).await.unwrap();
+        // The process dies before any confirming listing: the journal is all there is.
+    }
+    for _ in 0..5 {
+        let core = core_over_http(addr, dir.path());
+        core.resume_pending().await;
+    }
+    assert_eq!(s.count(Endpoint::Upload), 3);
+    let core = core_over_http(addr, dir.path());
+    let st = core.status();
+    assert_eq!(st.uploads.len(), 1, "{st:?}");
+    assert_eq!(st.uploads[0].state, GIVEN_UP);
+}

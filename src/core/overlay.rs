@@ -53,6 +53,8 @@ impl<R: Remote> Core<R> {
                 // first upload (no record would make a resume look for an exact copy).
                 attempts: Some(Attempts::default()),
                 abandoned: false,
+                sends: w.sends,
+                given_up: false,
             };
             (journal, w.spool.file.try_clone(), w.spool.path.clone())
         };

@@ -26,6 +26,7 @@ use crate::remote::{ClientId, Priority, Remote};
 /// | `Discarded`       | `Discarded`| ·              | `Discarded`             | `Discarded`      | `Discarded`     | `Discarded` | `prev` (`Staged` if it was `Landed` and was written meanwhile) |
 /// | `Local`           | `Local`    | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `Unconfirmed`     | `Failed` (look first) | ·   | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `GivenUp`         | `GivenUp`  | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 ///
 /// A close trusts the server's 2xx (`Accepted`: `Uploading` → `Unconfirmed`, or
 /// `Failed` with this attempt's record if written meanwhile): `close()` returns, what
@@ -33,6 +34,14 @@ use crate::remote::{ClientId, Priority, Remote};
 /// listing of the client (one per batch, `metadata.rs`) shows the new file:
 /// `Confirmed(id)` → `Landed { id }`; a listing taken after the upload that does not
 /// show it is reported and the bytes are sent again (`Missing` → `Staged`).
+///
+/// Sends are bounded: every upload is counted (`Writer::sends`, `Journal::sends`)
+/// before it goes out, and one whose listing never shows it under its name stays
+/// counted. When an upload is due with `spool::MAX_SENDS` (3) already sent, nothing is
+/// sent: `GiveUp` takes `Staged`, `Failed` or `Uploading` to `GivenUp`, with one
+/// warning and the journal entry marked `given_up`, so a later mount does not send it
+/// either. A server that renames every upload gets 3 copies, not one every 2 s. The
+/// count goes back to 0 when a listing shows the file (`Landed`).
 ///
 /// Two more events move a file in and out of the local overlay (`overlay.rs`):
 /// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
@@ -54,6 +63,9 @@ use crate::remote::{ClientId, Priority, Remote};
 ///   uploaded. Those two are fates of server copies, not of staged bytes, so they live
 ///   in `State`, not here.
 /// - `Restored` exists for an unlink whose delete failed: the file is back as it was.
+/// - `GivenUp` keeps the writer and its staged bytes (readable through the mount,
+///   listed as failed by `intakeq-fs status`, never deleted by the mount); only an
+///   unlink (`Discarded`) ends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Life {
     /// Bytes the server does not have: created, written or truncated since the last
@@ -95,6 +107,10 @@ pub(super) enum Life {
         /// When the server accepted it: only a listing started later can confirm it.
         at: tokio::time::Instant,
     },
+    /// `spool::MAX_SENDS` uploads went out and no listing showed the file under its
+    /// name: never sent again (not by the background retry, not by a later mount); the
+    /// staged bytes and the journal entry (marked `given_up`) stay in the spool.
+    GivenUp,
 }
 
 /// What happens to a writer; see the table on [`Life`].
@@ -118,6 +134,9 @@ pub(super) enum Event {
     Confirmed(String),
     /// A listing taken after the accepted upload does not show it.
     Missing,
+    /// `spool::MAX_SENDS` uploads were sent unseen (or the name cannot be carried):
+    /// no more are.
+    GiveUp,
     /// A scratch file was renamed onto an ordinary name: its bytes are due for upload.
     Promoted,
     /// A file not on the server was renamed onto a scratch name: it stays local.
@@ -142,13 +161,13 @@ impl Life {
         match self {
             Life::Failed { attempts } | Life::Uploading { prior: attempts, .. } => attempts.as_ref(),
             Life::Unconfirmed { attempts, .. } => Some(attempts),
-            Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local => None,
+            Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local | Life::GivenUp => None,
         }
     }
 
     /// The writer holds bytes nobody else has: kept after its last close.
     pub(super) fn keeps_writer(&self) -> bool {
-        self.unsent() || matches!(self, Life::Local | Life::Unconfirmed { .. })
+        self.unsent() || matches!(self, Life::Local | Life::Unconfirmed { .. } | Life::GivenUp)
     }
 }
 
@@ -195,6 +214,9 @@ pub(super) struct Writer {
     pub(super) wait: Wait,
     /// When the last handle was released (for `Wait::Rename`'s idle time).
     pub(super) released_at: Option<tokio::time::Instant>,
+    /// Uploads of these bytes sent that no listing has shown under the name
+    /// (`Journal::sends`); back to 0 once one lands.
+    pub(super) sends: u32,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
 }
@@ -220,6 +242,7 @@ impl Writer {
             mtime: SystemTime::now(),
             wait: Wait::No,
             released_at: None,
+            sends: 0,
             life,
         }
     }
@@ -293,6 +316,7 @@ impl Writer {
             (Uploading { attempts, .. }, Event::MaybeLanded) => Failed {
                 attempts: Some(attempts),
             },
+            (Staged | Failed { .. } | Uploading { .. }, Event::GiveUp) => GivenUp,
             (now, event) => {
                 tracing::debug!(?now, ?event, "writer: transition that cannot happen, ignored");
                 now
@@ -300,6 +324,9 @@ impl Writer {
         };
         if starts && matches!(self.life, Uploading { .. }) {
             self.sent_version = Some(self.version);
+        }
+        if matches!(self.life, Landed { .. }) {
+            self.sends = 0;
         }
     }
 }
@@ -326,12 +353,12 @@ fn upload_name(server_name: &str, shown: Option<&str>) -> String {
 }
 
 /// Refuse, before any byte is staged, a name the upload could not store exactly
-/// (`patterns::uncarriable`), unless it is a scratch name, which never leaves the mount.
+/// (`names::uncarriable`), unless it is a scratch name, which never leaves the mount.
 pub(super) fn refuse_uncarriable(name: &str) -> CoreResult<()> {
     if patterns::class(name) == patterns::Class::Scratch {
         return Ok(());
     }
-    match patterns::uncarriable(name) {
+    match names::uncarriable(name) {
         Some(why) => {
             tracing::warn!("refusing the name {}: {why}", Name(name));
             Err(CoreError::Invalid(why))
@@ -387,6 +414,10 @@ impl<R: Remote> Core<R> {
                     st.nodes.get(&ino).map(|n| n.mtime),
                 )
             };
+            // A listed file whose name the upload cannot carry (CR/LF, a backslash, a
+            // trailing space) would come back under another name, never confirmed:
+            // refused before anything is staged; the file on the server stays as it is.
+            refuse_uncarriable(&name)?;
             // The whole current content is needed to modify it in place; wait for it
             // before staging anything, so an abandoned open leaves no spool file behind.
             let current = match mode.truncate {
