@@ -229,7 +229,13 @@ impl<R: Remote> Core<R> {
             }
         };
         let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, true).await;
-        lock(&w).sends = j.sends;
+        {
+            let mut w = lock(&w);
+            if matches!(w.life(), Life::Uploading { version, .. } if *version == w.version) {
+                // Not written meanwhile: these are still the bytes the count is about.
+                w.sends = j.sends;
+            }
+        }
         let up = match landed {
             Ok(up) => up,
             Err(f) if f.given_up => {

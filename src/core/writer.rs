@@ -37,11 +37,11 @@ use crate::remote::{ClientId, Priority, Remote};
 ///
 /// Sends are bounded: every upload is counted (`Writer::sends`, `Journal::sends`)
 /// before it goes out, and one whose listing never shows it under its name stays
-/// counted. When an upload is due with `spool::MAX_SENDS` (3) already sent, nothing is
+/// counted. When an upload of the same bytes is due with `spool::MAX_SENDS` (3) already sent, nothing is
 /// sent: `GiveUp` takes `Staged`, `Failed` or `Uploading` to `GivenUp`, with one
 /// warning and the journal entry marked `given_up`, so a later mount does not send it
 /// either. A server that renames every upload gets 3 copies, not one every 2 s. The
-/// count goes back to 0 when a listing shows the file (`Landed`).
+/// count goes back to 0 when a listing shows the file (`Landed`) or the bytes change.
 ///
 /// Two more events move a file in and out of the local overlay (`overlay.rs`):
 /// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
@@ -215,7 +215,7 @@ pub(super) struct Writer {
     /// When the last handle was released (for `Wait::Rename`'s idle time).
     pub(super) released_at: Option<tokio::time::Instant>,
     /// Uploads of these bytes sent that no listing has shown under the name
-    /// (`Journal::sends`); back to 0 once one lands.
+    /// (`Journal::sends`); back to 0 once one lands or the bytes change.
     pub(super) sends: u32,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
@@ -250,6 +250,8 @@ impl Writer {
     /// The staged bytes changed (a write or a size change).
     fn changed(&mut self) {
         self.version += 1;
+        // New bytes: their uploads are not re-sends of the old ones.
+        self.sends = 0;
         self.mtime = SystemTime::now();
         if self.wait == Wait::Release {
             // Written at last: the next close uploads as usual.
@@ -652,6 +654,26 @@ mod tests {
             before: Vec::new(),
             sizes: vec![0],
         })
+    }
+
+    #[test]
+    fn a_given_up_writer_is_kept_never_due_and_ends_only_by_an_unlink() {
+        let mut w = writer();
+        w.sends = 3;
+        w.step(Event::GiveUp);
+        assert_eq!(*w.life(), Life::GivenUp);
+        assert!(!w.life().unsent() && w.life().keeps_writer());
+        w.changed();
+        w.step(attempt());
+        assert_eq!(*w.life(), Life::GivenUp, "written again or due: still given up");
+        w.step(Event::Discarded);
+        assert_eq!(*w.life(), Life::Discarded);
+
+        let mut w = writer();
+        w.step(attempt());
+        w.sends = 2;
+        w.step(Event::Landed(Some("f1".into())));
+        assert_eq!(w.sends, 0, "a listing showed it: the count starts again");
     }
 
     #[test]
