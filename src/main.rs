@@ -479,11 +479,17 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
     // The fake server runs on its own small runtime beside the mount's.
     let server_rt = runtime()?;
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let token = fake::server::random_token().map_err(|e| format!("cannot make the admin token: {e}"))?;
     let (bound, _task) = server_rt
-        .block_on(fake::server::spawn(fake::demo::demo_store(), addr, key.clone()))
+        .block_on(fake::server::spawn(
+            fake::demo::demo_store(),
+            addr,
+            key.clone(),
+            token.clone(),
+        ))
         .map_err(|e| format!("cannot start the demo server: {e}"))?;
     let base = fake::server::base_url(bound);
-    eprint!("{}", demo_banner(&base, &mountpoint));
+    eprint!("{}", demo_banner(&base, &mountpoint, &token));
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
     ensure_private_dir(&tmp).map_err(|e| format!("demo directory: {e}"))?;
     let common = CommonMount {
@@ -527,7 +533,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
 
 /// What the demo prints first: where it is, what to try, whether writes survive, how
 /// to stop it.
-fn demo_banner(base: &str, mnt: &Path) -> String {
+fn demo_banner(base: &str, mnt: &Path, admin_token: &str) -> String {
     let m = mnt.display();
     let exe = std::env::current_exe().unwrap_or_else(|_| "intakeq-fs".into());
     let try_first = [
@@ -554,7 +560,11 @@ fn demo_banner(base: &str, mnt: &Path) -> String {
         "\nWrites (cp, editors, mv, rm) work, against the fake server inside this process:\n\
          they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n\
          Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n\
-         (or `kill %1`) unmounts it the same way.\n\n"
+         (or `kill %1`) unmounts it the same way.\n\
+         The fake's admin API ({admin}/counts, …) answers only with the header\n\
+         `{header}: {admin_token}`.\n\n",
+        admin = format_args!("{}/_admin", base.trim_end_matches('/').trim_end_matches("/api/v1")),
+        header = fake::server::ADMIN_TOKEN_HEADER,
     ));
     out
 }
@@ -571,12 +581,15 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
         fake::store::Store::new()
     };
     store.set_profile(a.profile);
+    let token = fake::server::random_token().map_err(|e| format!("cannot make the admin token: {e}"))?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let (bound, task) = fake::server::spawn(store, a.listen, key)
+        let (bound, task) = fake::server::spawn(store, a.listen, key, token.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+        // Line 1: the base URL; line 2: the header `/_admin/` requires, as it is sent.
         println!("{}", fake::server::base_url(bound));
+        println!("{}: {token}", fake::server::ADMIN_TOKEN_HEADER);
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::select! {

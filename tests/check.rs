@@ -40,9 +40,14 @@ fn seeded_store(profile: Profile) -> Store {
 }
 
 async fn serve(store: &Store) -> String {
-    let (addr, _task) = spawn(store.clone(), "127.0.0.1:0".parse().unwrap(), KEY.into())
-        .await
-        .unwrap();
+    let (addr, _task) = spawn(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        KEY.into(),
+        "check-admin-token".into(),
+    )
+    .await
+    .unwrap();
     base_url(addr)
 }
 

@@ -9,13 +9,14 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use intakeq_fs::fake::demo::{add_bulk_client, pseudo_random_bytes};
-use intakeq_fs::fake::server::{base_url, spawn};
+use intakeq_fs::fake::server::{base_url, spawn, ADMIN_TOKEN_HEADER};
 use intakeq_fs::fake::store::{Endpoint, Fault, Store, UnknownClientFiles};
 use intakeq_fs::limiter::Limiter;
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
 use intakeq_fs::remote::{ByteStream, Priority, Remote, RemoteError};
 
 const KEY: &str = "sk-test-7f3e9a1c-SECRET-KEY";
+const ADMIN_TOKEN: &str = "admin-token-5c2e";
 const P: Priority = Priority::User;
 
 fn fast_opts() -> HttpOptions {
@@ -29,9 +30,14 @@ fn fast_opts() -> HttpOptions {
 }
 
 async fn serve(store: &Store) -> SocketAddr {
-    let (addr, _task) = spawn(store.clone(), "127.0.0.1:0".parse().unwrap(), KEY.into())
-        .await
-        .unwrap();
+    let (addr, _task) = spawn(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        KEY.into(),
+        ADMIN_TOKEN.into(),
+    )
+    .await
+    .unwrap();
     addr
 }
 
@@ -250,6 +256,14 @@ async fn missing_or_non_numeric_client_id_is_400() {
 fn reqwest_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// A client that sends the fake's admin token with every request.
+fn admin_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(ADMIN_TOKEN_HEADER, ADMIN_TOKEN.parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
 }
 
 #[tokio::test]
@@ -696,7 +710,7 @@ async fn stalled_body_hits_the_inactivity_timeout() {
 async fn admin_api_counts_and_injects_faults() {
     let s = one_client_store();
     let addr = serve(&s).await;
-    let http = reqwest_client();
+    let http = admin_client();
     let admin = |p: &str| format!("http://{addr}/_admin/{p}");
     let post_json = |p: &str, body: serde_json::Value| {
         http.post(admin(p))
@@ -1117,4 +1131,45 @@ async fn a_resumed_upload_the_server_renames_is_sent_at_most_three_times_across_
     let st = core.status();
     assert_eq!(st.uploads.len(), 1, "{st:?}");
     assert_eq!(st.uploads[0].state, GIVEN_UP);
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_only_with_the_token_the_server_was_given() {
+    let s = one_client_store();
+    let id = s.add_file(1, "notes.txt", None, &b"a patient's notes"[..]);
+    let addr = serve(&s).await;
+    let admin = |p: &str| format!("http://{addr}/_admin/{p}");
+    for sent in [
+        None,
+        Some("wrong"),
+        Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+        Some(""),
+    ] {
+        let http = reqwest_client();
+        let with = |rb: reqwest::RequestBuilder| match sent {
+            Some(t) => rb.header(ADMIN_TOKEN_HEADER, t),
+            None => rb,
+        };
+        for (rb, what) in [
+            (with(http.get(admin(&format!("file/{id}")))), "file bytes"),
+            (with(http.get(admin("files?clientId=1"))), "listing"),
+            (with(http.get(admin("counts"))), "counts"),
+            (
+                with(http.post(admin("file")))
+                    .header("content-type", "application/json")
+                    .body(r#"{"client_id": 1, "name": "planted.txt", "size": 3}"#),
+                "add a file",
+            ),
+            (with(http.post(admin("reset-counts"))), "reset"),
+        ] {
+            let resp = rb.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{sent:?} {what}");
+            let body = resp.text().await.unwrap();
+            assert!(!body.contains("patient"), "{body}");
+        }
+    }
+    assert_eq!(s.files_of(1).len(), 1, "nothing added");
+    let resp = admin_client().get(admin(&format!("file/{id}"))).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"a patient's notes");
 }
