@@ -1015,17 +1015,29 @@ async fn overwriting_a_listed_file_whose_name_the_upload_cannot_carry_is_refused
             let o = core.open(ino, OpenMode::default()).await.unwrap();
             assert_eq!(core.read(o.fh, 0, 100).await.unwrap(), b"original", "{how}");
             core.release(o.fh);
-            assert_eq!(
-                std::fs::read_dir(dir.path().join("spool"))
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
-                    .count(),
-                0,
-                "{how}: nothing staged"
-            );
+            assert!(staged(dir.path()).is_empty(), "{how}: nothing staged");
         }
     }
+}
+
+/// Create `name` in client 1, write `data` and close it (the close's upload goes out).
+async fn create_and_close(core: &Core<HttpRemote>, name: &str, data: &[u8]) -> u64 {
+    let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+    let parent = core.lookup(clients, "1").await.unwrap().ino;
+    let (_, o) = core.create(parent, name).await.unwrap();
+    core.write(o.fh, 0, data).unwrap();
+    core.flush(o.fh).await.unwrap();
+    o.fh
+}
+
+/// The bytes of every staged file in the spool under `dir`.
+fn staged(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
 }
 
 /// One round of the mount's background work, as fast as the test wants it: confirm
@@ -1045,15 +1057,8 @@ async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_
         let addr = serve(&s).await;
         let dir = tempfile::tempdir().unwrap();
         let core = core_over_http(addr, dir.path());
-        let parent = core
-            .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
-            .await
-            .unwrap()
-            .ino;
-        let (_, o) = core.create(parent, "a.txt").await.unwrap();
-        core.write(o.fh, 0, b"the note").unwrap();
-        core.flush(o.fh).await.unwrap();
-        core.release(o.fh);
+        let fh = create_and_close(&core, "a.txt", b"the note").await;
+        core.release(fh);
         for _ in 0..8 {
             background_round(&core).await;
         }
@@ -1092,13 +1097,7 @@ async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_
         let st = again.status();
         assert_eq!(st.uploads.len(), 1, "{st:?}");
         assert_eq!(st.uploads[0].state, GIVEN_UP);
-        let kept: Vec<Vec<u8>> = std::fs::read_dir(dir.path().join("spool"))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
-            .map(|e| std::fs::read(e.path()).unwrap())
-            .collect();
-        assert_eq!(kept, vec![b"the note".to_vec()], "kept in the spool");
+        assert_eq!(staged(dir.path()), vec![b"the note".to_vec()], "kept in the spool");
         let names: Vec<String> = s.files_of(1).into_iter().map(|f| f.name).collect();
         assert_eq!(names, vec!["renamed-a.txt"; 3]);
     }
@@ -1112,14 +1111,7 @@ async fn a_resumed_upload_the_server_renames_is_sent_at_most_three_times_across_
     let dir = tempfile::tempdir().unwrap();
     {
         let core = core_over_http(addr, dir.path());
-        let parent = core
-            .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
-            .await
-            .unwrap()
-            .ino;
-        let (_, o) = core.create(parent, "b.txt").await.unwrap();
-        core.write(o.fh, 0, b"bytes").unwrap();
-        core.flush(o.fh).await.unwrap();
+        create_and_close(&core, "b.txt", b"bytes").await;
         // The process dies before any confirming listing: the journal is all there is.
     }
     for _ in 0..5 {
