@@ -1048,8 +1048,33 @@ async fn background_round(core: &Core<HttpRemote>) {
     core.retry_failed_uploads().await;
 }
 
+/// Log lines written while the guard lives (this thread's tasks: `#[tokio::test]` runs
+/// them all on it), at the default level.
+fn capture_logs() -> (Arc<std::sync::Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(sub))
+}
+
 #[tokio::test]
 async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_failed_and_kept() {
+    let (logs, _guard) = capture_logs();
     for profile in [Profile::Contract, Profile::Alt] {
         let s = one_client_store();
         s.set_profile(profile);
@@ -1101,6 +1126,11 @@ async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_
         let names: Vec<String> = s.files_of(1).into_iter().map(|f| f.name).collect();
         assert_eq!(names, vec!["renamed-a.txt"; 3]);
     }
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let given_up: Vec<&str> = logs.lines().filter(|l| l.contains("given up after")).collect();
+    assert_eq!(given_up.len(), 2, "one warning per profile's file: {logs}");
+    assert!(given_up.iter().all(|l| l.contains("WARN")), "{given_up:?}");
+    assert!(!logs.contains("a.txt"), "no name at the default level: {logs}");
 }
 
 #[tokio::test]

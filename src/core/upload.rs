@@ -364,11 +364,14 @@ impl<R: Remote> Core<R> {
                 .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !claimed.contains(&f.id))
                 .max_by_key(|f| (f.created_ms, f.id.clone()));
             let Some(f) = hit else {
-                tracing::warn!(
-                    "upload of {} was accepted but the listing does not show it; sending it again",
-                    Name(&name)
-                );
                 let mut w = lock(&w);
+                if w.sends < MAX_SENDS {
+                    // At the bound, `give_up`'s warning is the one this gets.
+                    tracing::warn!(
+                        "upload of {} was accepted but the listing does not show it; sending it again",
+                        Name(&name)
+                    );
+                }
                 w.step(Event::Missing);
                 w.wait = Wait::Release;
                 self.wake.notify_one();
