@@ -1195,3 +1195,37 @@ async fn the_admin_api_answers_only_with_the_token_the_server_was_given() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(&resp.bytes().await.unwrap()[..], b"a patient's notes");
 }
+
+#[tokio::test]
+async fn a_journaled_upload_whose_name_cannot_be_carried_is_never_sent_by_a_resume() {
+    use intakeq_fs::core::spool::{Journal, Spool};
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    // What an older version journaled for a file named with CR/LF, then died.
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let sf = spool.create().unwrap();
+    std::io::Write::write_all(&mut &sf.file, b"bytes").unwrap();
+    let j = Journal {
+        account: "test-account".into(),
+        client: 1,
+        name: "evil\r\nX-Injected: 1.txt".into(),
+        replaces: Vec::new(),
+        size: 5,
+        attempts: None,
+        abandoned: false,
+        sends: 0,
+        given_up: false,
+    };
+    spool.commit(&sf.file, &sf.path, &j).await.unwrap();
+    drop(spool);
+    for _ in 0..2 {
+        let core = core_over_http(addr, dir.path());
+        assert_eq!(core.resume_pending().await, 0);
+        let st = core.status();
+        assert_eq!(st.uploads.len(), 1, "{st:?}");
+        assert_eq!(st.uploads[0].state, GIVEN_UP);
+    }
+    assert_eq!(s.total_requests(), 0, "no upload, and no call spent on it");
+    assert_eq!(staged(dir.path()), vec![b"bytes".to_vec()], "kept");
+}

@@ -10,7 +10,7 @@ use super::error::CoreResult;
 use super::metadata::Flight;
 use super::spool::Journal;
 use super::writer::lock;
-use super::{Core, Ino};
+use super::{names, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{Priority, Remote};
 
@@ -170,6 +170,11 @@ impl<R: Remote> Core<R> {
     /// Run the upload protocol (`land`) for one journaled upload of an earlier run;
     /// true once it landed. It stays in the spool otherwise.
     async fn resume_upload(&self, path: &Path, j: &Journal) -> bool {
+        if names::uncarriable(&j.name).is_some() {
+            // Journaled by an older version: never sent, and worth no call.
+            self.give_up(path, &mut j.clone()).await;
+            return false;
+        }
         let _g = self.flight(Flight::Mutate(j.client)).await;
         if self
             .clean_abandoned(j.client, Some(&j.name), Priority::Background)
