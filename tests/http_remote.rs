@@ -1229,3 +1229,32 @@ async fn a_journaled_upload_whose_name_cannot_be_carried_is_never_sent_by_a_resu
     assert_eq!(s.total_requests(), 0, "no upload, and no call spent on it");
     assert_eq!(staged(dir.path()), vec![b"bytes".to_vec()], "kept");
 }
+
+#[tokio::test]
+async fn a_given_up_file_renamed_onto_another_name_is_tried_again_under_it() {
+    let s = one_client_store();
+    s.lock().upload_names = UploadNames::Rename;
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let core = core_over_http(addr, dir.path());
+    let fh = create_and_close(&core, "a.txt", b"the note").await;
+    core.release(fh);
+    for _ in 0..5 {
+        background_round(&core).await;
+    }
+    assert_eq!(core.status().uploads[0].state, GIVEN_UP);
+    // The server is fixed; the user renames the file.
+    s.lock().upload_names = UploadNames::Verbatim;
+    let uploads = s.count(Endpoint::Upload);
+    let parent = core
+        .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
+        .await
+        .unwrap()
+        .ino;
+    core.rename(parent, "a.txt", parent, "b.txt", false).await.unwrap();
+    background_round(&core).await;
+    assert_eq!(s.count(Endpoint::Upload), uploads + 1);
+    assert_eq!(&s.files_named(1, "b.txt")[0].data[..], b"the note");
+    assert!(core.status().uploads.is_empty(), "{:?}", core.status());
+    assert!(staged(dir.path()).is_empty(), "landed: nothing left in the spool");
+}

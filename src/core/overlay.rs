@@ -173,7 +173,9 @@ impl<R: Remote> Core<R> {
                     w.replaces.clear();
                     self.spool.drop_journal(&w.spool.path);
                 } else {
-                    if *w.life() == Life::Local {
+                    if matches!(w.life(), Life::Local | Life::GivenUp) {
+                        // A scratch file becomes a document; a given-up one gets a new
+                        // name, which is a new try.
                         self.spool.adopt(&mut w.spool)?;
                         w.step(Event::Promoted);
                     }

@@ -28,6 +28,8 @@ use crate::remote::{ClientId, Priority, Remote};
 /// | `Unconfirmed`     | `Failed` (look first) | ·   | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `GivenUp`         | `GivenUp`  | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 ///
+/// (`GivenUp` also leaves by `Promoted`, a rename onto another name: see below.)
+///
 /// A close trusts the server's 2xx (`Accepted`: `Uploading` → `Unconfirmed`, or
 /// `Failed` with this attempt's record if written meanwhile): `close()` returns, what
 /// the upload replaces is deleted, and the staged bytes and journal entry stay until a
@@ -44,7 +46,9 @@ use crate::remote::{ClientId, Priority, Remote};
 /// count goes back to 0 when a listing shows the file (`Landed`) or the bytes change.
 ///
 /// Two more events move a file in and out of the local overlay (`overlay.rs`):
-/// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
+/// `Promoted` (a scratch file renamed onto an ordinary name, or a given-up file renamed
+/// onto another name, which is a new try with a new count) takes `Local` or `GivenUp`
+/// to `Staged`;
 /// `Demoted` (a file not on the server renamed onto a scratch name) takes `Staged` or
 /// `Failed` to `Local`.
 ///
@@ -64,8 +68,8 @@ use crate::remote::{ClientId, Priority, Remote};
 ///   in `State`, not here.
 /// - `Restored` exists for an unlink whose delete failed: the file is back as it was.
 /// - `GivenUp` keeps the writer and its staged bytes (readable through the mount,
-///   listed as failed by `intakeq-fs status`, never deleted by the mount); only an
-///   unlink (`Discarded`) ends it.
+///   listed as failed by `intakeq-fs status`, never deleted by the mount); an unlink
+///   (`Discarded`) ends it, a rename onto another name (`Promoted`) tries again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Life {
     /// Bytes the server does not have: created, written or truncated since the last
@@ -137,7 +141,8 @@ pub(super) enum Event {
     /// `spool::MAX_SENDS` uploads were sent unseen (or the name cannot be carried):
     /// no more are.
     GiveUp,
-    /// A scratch file was renamed onto an ordinary name: its bytes are due for upload.
+    /// A scratch file was renamed onto an ordinary name, or a given-up file onto
+    /// another name: its bytes are due for upload.
     Promoted,
     /// A file not on the server was renamed onto a scratch name: it stays local.
     Demoted,
@@ -286,7 +291,10 @@ impl Writer {
                 prev => prev,
             },
             (_, Event::Discarded) | (Discarded, _) => Discarded,
-            (Local, Event::Promoted) => Staged,
+            (Local | GivenUp, Event::Promoted) => {
+                self.sends = 0;
+                Staged
+            }
             (Uploading { version, attempts, .. }, Event::Accepted) if version == self.version => Unconfirmed {
                 attempts,
                 at: tokio::time::Instant::now(),
@@ -657,7 +665,7 @@ mod tests {
     }
 
     #[test]
-    fn a_given_up_writer_is_kept_never_due_and_ends_only_by_an_unlink() {
+    fn a_given_up_writer_is_kept_never_due_and_ends_by_an_unlink_or_a_new_name() {
         let mut w = writer();
         w.sends = 3;
         w.step(Event::GiveUp);
@@ -668,6 +676,12 @@ mod tests {
         assert_eq!(*w.life(), Life::GivenUp, "written again or due: still given up");
         w.step(Event::Discarded);
         assert_eq!(*w.life(), Life::Discarded);
+
+        let mut w = writer();
+        w.sends = 3;
+        w.step(Event::GiveUp);
+        w.step(Event::Promoted);
+        assert_eq!((w.life(), w.sends), (&Life::Staged, 0), "renamed: a new try");
 
         let mut w = writer();
         w.step(attempt());
