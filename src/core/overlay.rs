@@ -99,6 +99,8 @@ impl<R: Remote> Core<R> {
                     landed += 1;
                     self.retire_writer(ino);
                 }
+                // Given up: `give_up` has said so, and it is not retried.
+                Err(_) if *lock(&w).life() == Life::GivenUp => {}
                 Err(e) => {
                     let name = lock(&w).name.clone();
                     tracing::warn!(
