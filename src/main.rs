@@ -137,6 +137,15 @@ fn given_dir(d: &Path, what: &str) -> Result<PathBuf, String> {
     private_subdir(d).map_err(|e| format!("{what}: {e}"))
 }
 
+/// The account's own private directory inside the directory the user named
+/// (`DIR/intakeq-fs-<uid>/<account>`): two accounts given the same directory never
+/// see each other's state (docs/SEMANTICS.md, "Security").
+fn given_account_dir(d: &Path, what: &str, account: &str) -> Result<PathBuf, String> {
+    let dir = given_dir(d, what)?.join(account);
+    ensure_private_dir(&dir).map_err(|e| format!("{what}: {e}"))?;
+    Ok(dir)
+}
+
 /// Where this mount keeps its spool, cache and log: all private.
 struct Places {
     spool: PathBuf,
@@ -161,7 +170,14 @@ impl Places {
             Ok(state.clone().unwrap_or_default())
         };
         let spool = match &c.spool_dir {
-            Some(d) => given_dir(d, "spool directory")?,
+            Some(d) => {
+                let spool = given_account_dir(d, "spool directory", account)?;
+                // An earlier version kept every account's entries in the shared level.
+                if let Ok(own) = intakeq_fs::core::spool::Spool::open(&spool) {
+                    own.adopt_from(&given_dir(d, "spool directory")?, account);
+                }
+                spool
+            }
             None => {
                 let all = state_dir()?.join("spool");
                 ensure_private_dir(&all).map_err(|e| format!("spool directory: {e}"))?;
@@ -170,8 +186,12 @@ impl Places {
         };
         ensure_private_dir(&spool).map_err(|e| format!("spool directory: {e}"))?;
         let cache = match &c.cache_dir {
-            Some(d) => given_dir(d, "cache directory")?,
-            None => state_dir()?.join("cache"),
+            Some(d) => given_account_dir(d, "cache directory", account)?,
+            None => {
+                let all = state_dir()?.join("cache");
+                ensure_private_dir(&all).map_err(|e| format!("cache directory: {e}"))?;
+                all.join(account)
+            }
         };
         ensure_private_dir(&cache).map_err(|e| format!("cache directory: {e}"))?;
         let log = match &c.log_file {
@@ -368,7 +388,7 @@ fn run_mount(
         // Listings are kept beside the rest of the private state, or in a private
         // subdirectory of the directory given (which is never changed).
         state_dir: match &c.listings_dir {
-            Some(d) => Some(given_dir(d, "listings directory")?),
+            Some(d) => Some(given_account_dir(d, "listings directory", &account)?),
             None => state_dir().ok().map(|s| s.join("listings").join(&account)),
         },
         previews: !c.no_previews,

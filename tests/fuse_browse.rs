@@ -39,13 +39,17 @@ fn listings_kept_by_one_mount_serve_the_next_without_a_call() {
     ok("ls", &[&m.p("clients/1001")]);
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    // `--listings-dir DIR` keeps them in the private `DIR/intakeq-fs-<uid>`.
+    // `--listings-dir DIR` keeps them in the private `DIR/intakeq-fs-<uid>/<account>`.
     let kept = dir
         .path()
         .join("listings")
         .join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }));
     assert_eq!(std::fs::metadata(&kept).unwrap().mode() & 0o777, 0o700);
-    for e in std::fs::read_dir(&kept).unwrap() {
+    // One private directory per account inside it, holding 0600 records.
+    let accounts: Vec<_> = std::fs::read_dir(&kept).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(std::fs::metadata(&accounts[0]).unwrap().mode() & 0o777, 0o700);
+    for e in std::fs::read_dir(&accounts[0]).unwrap() {
         let e = e.unwrap();
         assert_eq!(e.metadata().unwrap().mode() & 0o777, 0o600, "{:?}", e.file_name());
     }
@@ -232,4 +236,134 @@ fn with_previews_on_a_file_managers_own_thumbnail_and_sniffing_download() {
     );
     assert_eq!(srv.store.count(Endpoint::Download), 2);
     assert_eq!(srv.store.total_requests(), 2);
+}
+
+/// Issue 20's account: clients 1001..=1040 with a file each, and 30 scans in 1001.
+fn busy_account() -> intakeq_fs::fake::store::Store {
+    let s = account();
+    for c in 1003..=1040 {
+        s.add_client(c, "Client", &c.to_string());
+        s.add_file(c, "intake.txt", None, format!("intake of {c}").into_bytes());
+    }
+    for i in 1..=30 {
+        s.add_file(1001, &format!("scan-{i:02}.jpg"), None, vec![i as u8; 2000]);
+    }
+    s
+}
+
+/// At the real limits (10 a minute), a thumbnailer reading a client's 30 scans takes
+/// what the minute has but its last 2 slots: a person opening a file in another client
+/// meanwhile (its folder's listing and its download) is served at once, not after the
+/// minute (58 s before the headroom).
+#[test]
+fn a_person_opens_a_file_at_once_while_a_thumbnailer_reads_30_scans() {
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    let tools = tempfile::tempdir().unwrap();
+    let thumb = cat_named(tools.path(), "tumblerd");
+    ok("ls", &[&m.p("clients/1001")]);
+    let scans: Vec<String> = (1..=30)
+        .map(|i| {
+            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut thumbnailer = std::process::Command::new(&thumb)
+        .args(&scans)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The thumbnailer takes every slot it may (the mount's 2 calls, the listing, and
+    // its first downloads).
+    let t0 = std::time::Instant::now();
+    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let previews = srv.store.count(Endpoint::Download);
+    assert_eq!(
+        previews, 6,
+        "previews stop 2 short of the minute's 10 (the key check and the listing spent 2)"
+    );
+    let asked = std::time::Instant::now();
+    assert_eq!(ok("cat", &[&m.p("clients/1002/other.txt")]), "other client");
+    let took = asked.elapsed();
+    thumbnailer.kill().unwrap();
+    thumbnailer.wait().unwrap();
+    assert!(took < std::time::Duration::from_secs(10), "the person waited {took:?}");
+    assert_eq!(srv.store.count(Endpoint::Download), 7, "the person's one download");
+    assert_eq!(
+        srv.store.count(Endpoint::ListFiles),
+        2,
+        "1001's and then 1002's listing"
+    );
+}
+
+/// A file manager counting the items of 30 client folders from one process (30 threads
+/// listing at once), then the person double-clicking one more folder 1.5 s later in the
+/// same process: the counts take what the minute has but its last 2 slots, and the
+/// click is a click (not the next step of a crawl): listed at once (before: EAGAIN).
+#[test]
+fn a_click_after_item_counts_from_the_same_process_is_listed_at_once() {
+    use intakeq_fs::fake::store::Fault;
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    ok("ls", &[&m.p("clients")]);
+    // Each listing takes 200 ms to answer, as over a network: the counts overlap.
+    srv.store.push_fault(
+        Some(Endpoint::ListFiles),
+        Fault::Delay(std::time::Duration::from_millis(200)),
+        None,
+    );
+    let before = srv.store.total_requests();
+    let counts: Vec<_> = (1003..=1032)
+        .map(|c| {
+            let dir = m.p(&format!("clients/{c}"));
+            std::thread::spawn(move || std::fs::read_dir(dir).map(|d| d.count()))
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let asked = std::time::Instant::now();
+    let click =
+        std::fs::read_dir(m.p("clients/1040")).map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name() == "intake.txt"));
+    let took = asked.elapsed();
+    assert!(click.unwrap(), "the click lists the folder");
+    assert!(took < std::time::Duration::from_secs(10), "the click waited {took:?}");
+    let spent = srv.store.total_requests() - before;
+    assert_eq!(
+        (spent, srv.store.count(Endpoint::ListFiles)),
+        (7, 7),
+        "6 counts (8 of the minute's 10 with the mount's 2) and the click"
+    );
+    drop(m);
+    for c in counts {
+        let _ = c.join().unwrap();
+    }
+}
+
+/// `find` over 40 client folders at the real limits still fails fast: the listings the
+/// minute allows but the headroom, "Resource temporarily unavailable" for the rest,
+/// within seconds, and the person's click after it is listed at once.
+#[test]
+fn find_over_many_clients_fails_fast_and_leaves_the_headroom() {
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    ok("ls", &[&m.p("clients")]);
+    let before = srv.store.total_requests();
+    let t0 = std::time::Instant::now();
+    let out = run("find", &[&m.p("clients"), &"-name", &"intake.txt"]);
+    let took = t0.elapsed();
+    assert!(!out.status.success(), "some folders could not be listed");
+    assert!(stderr_of(&out).contains("Resource temporarily unavailable"));
+    assert!(took < std::time::Duration::from_secs(10), "find took {took:?}");
+    assert_eq!(
+        srv.store.total_requests() - before,
+        6,
+        "8 of the minute's 10 with the mount's 2: the headroom is left"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(ok("ls", &[&m.p("clients/1040")]).contains("intake.txt"));
+    assert_eq!(srv.store.total_requests() - before, 7);
 }

@@ -509,3 +509,58 @@ fn at_the_default_log_level_a_failed_upload_is_logged_without_the_file_name() {
     assert!(!text.contains("Jane"), "{text}");
     assert!(!text.contains("psychiatric"), "{text}");
 }
+
+/// Two practices, one `--listings-dir` (and one `--spool-dir` and `--cache-dir`): the
+/// second account lists its own clients, with a call to its own server, and never
+/// shows the first's, whose kept records stay where they are and are never served.
+#[test]
+fn two_accounts_given_the_same_directories_never_see_each_others_clients() {
+    let practice_a = server(account());
+    let m = mount(&practice_a, &[]);
+    assert_eq!(ok("ls", &[&m.p("clients")]), "1001\n1002\n");
+    assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let b = intakeq_fs::fake::store::Store::new();
+    b.add_client(2001, "Grace", "Hopper");
+    b.add_file(2001, "intake.txt", None, &b"practice b"[..]);
+    let practice_b = server(b);
+    let m = mount_in(dir, &practice_b, &[]);
+    assert_eq!(ok("ls", &[&m.p("clients")]), "2001\n", "B's own clients only");
+    assert_eq!(ok("ls", &[&m.p("by-name")]), "Grace Hopper (2001)\n");
+    assert!(practice_b.store.count(Endpoint::ListClients) >= 1, "asked B's server");
+    assert!(!m.p("clients/1001").exists());
+    // Each account keeps its records in its own private directory.
+    let kept = m.dir.path().join("listings").join(format!("intakeq-fs-{}", uid()));
+    let accounts: Vec<_> = fs::read_dir(&kept).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    for a in &accounts {
+        assert_eq!(mode(a), 0o700);
+    }
+    assert_eq!(practice_a.store.total_requests(), 2, "A was never asked again");
+}
+
+/// A kept record that names another account (copied in by hand, or written by another
+/// account before records named theirs) is ignored and fetched again, never served.
+#[test]
+fn a_kept_listing_of_another_account_is_ignored() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    assert_eq!(ok("ls", &[&m.p("clients")]), "1001\n1002\n");
+    let (status, _, dir) = m.unmount();
+    assert!(status.success());
+    let kept = dir.path().join("listings").join(format!("intakeq-fs-{}", uid()));
+    let own = fs::read_dir(&kept).unwrap().next().unwrap().unwrap().path();
+    let record = own.join("clients.json");
+    let text = fs::read_to_string(&record).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["account"] = "someone-else".into();
+    fs::write(&record, v.to_string()).unwrap();
+    srv.store.reset_counts();
+    let m = mount_in(dir, &srv, &[]);
+    assert_eq!(ok("ls", &[&m.p("clients")]), "1001\n1002\n");
+    assert_eq!(srv.store.count(Endpoint::ListClients), 1, "fetched again, not served");
+    assert!(fs::read_to_string(&m.log)
+        .unwrap()
+        .contains("belongs to another account"));
+}

@@ -69,6 +69,15 @@ enum Op {
         n: usize,
         data: Data,
     },
+    /// A shell redirect (`cmd > file`) whose command forks: the shell opens the file
+    /// (create, or open with O_TRUNC), a forked child writes and exits (its close, which
+    /// must succeed without a call), then the shell's own close. (The shell's first
+    /// close before anything is written is `Wait::Release`'s, tested in the FUSE tier.)
+    Redirect {
+        c: usize,
+        n: usize,
+        data: Data,
+    },
     /// open + read everything + close.
     Read {
         c: usize,
@@ -145,6 +154,7 @@ fn op(clients: usize, names: usize) -> impl Strategy<Value = Op> {
         3 => (c.clone(), n()).prop_map(|(c, n)| Op::Read { c, n }),
         3 => (c.clone(), n(), data()).prop_map(|(c, n, data)| Op::Overwrite { c, n, data }),
         2 => (c.clone(), n(), data()).prop_map(|(c, n, data)| Op::Append { c, n, data }),
+        2 => (c.clone(), n(), data()).prop_map(|(c, n, data)| Op::Redirect { c, n, data }),
         2 => (c.clone(), n(), n()).prop_map(|(c, from, to)| Op::Rename { c, from, to }),
         2 => (c.clone(), n()).prop_map(|(c, n)| Op::Unlink { c, n }),
         1 => c.clone().prop_map(|c| Op::List { c }),
@@ -308,6 +318,28 @@ impl H {
                 let ino = tri!(self.file(*c, *n).await);
                 let o = tri!(self.core.open(ino, write(true)).await);
                 self.write_close(o.fh, ino, Some(0), &data.0).await
+            }
+            Op::Redirect { c, n, data } => {
+                const SHELL: Option<u32> = Some(1);
+                const CHILD: Option<u32> = Some(2);
+                let dir = tri!(self.dir(*c).await);
+                let fh = match self.core.lookup(dir, NAMES[*n]).await {
+                    Ok(a) => tri!(self.core.open(a.ino, write(true)).await).fh,
+                    Err(CoreError::NotFound) => tri!(self.core.create(dir, NAMES[*n]).await).1.fh,
+                    Err(e) => return early(e),
+                };
+                self.core.opened_by(fh, SHELL);
+                self.core.write(fh, 0, &data.0).expect("staging is local");
+                let calls = self.store.total_requests();
+                let child = self.core.flush_by(fh, CHILD).await;
+                assert_eq!(child, Ok(()), "a forked child's close succeeds");
+                assert_eq!(self.store.total_requests(), calls, "and costs no call");
+                let r = self.core.flush_by(fh, SHELL).await;
+                self.core.release(fh);
+                match r {
+                    Ok(()) => Out::Done,
+                    Err(e) => late(e),
+                }
             }
             Op::Append { c, n, data } => {
                 let ino = tri!(self.file(*c, *n).await);
@@ -550,6 +582,16 @@ fn expect(m: &[Slot], op: &Op, out: &Out, may_fail: bool, delete_failed: bool) -
                 Out::Late(_) if may_fail && !s.visible() => Ok(alts(i, vec![failed(s, &data.0)])),
                 _ => bad(),
             }
+        }
+        Op::Redirect { c, n, data } => {
+            // Over a file the mount shows: an overwrite; else a new file.
+            let (c, n, data) = (*c, *n, data.clone());
+            let same = if m[slot(c, n)].visible() {
+                Op::Overwrite { c, n, data }
+            } else {
+                Op::Create { c, n, data }
+            };
+            expect(m, &same, out, may_fail, delete_failed)
         }
         Op::Overwrite { c, n, .. } | Op::Append { c, n, .. } | Op::Truncate { c, n, .. } => {
             let i = slot(*c, *n);

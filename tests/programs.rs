@@ -14,7 +14,7 @@ use common::*;
 use intakeq_fs::fake::store::{Endpoint, Store};
 
 /// The calls a piece of work cost, by endpoint.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Calls {
     upload: u64,
     delete: u64,
@@ -275,6 +275,66 @@ fn a_shell_redirect_uploads_once_and_the_server_never_holds_an_empty_file() {
     ok("bash", &[&"-c", &format!("echo more >> '{}'", new.display())]);
     assert_eq!(bytes_of(&srv.store, 1002, "out.txt"), [b"made\nmore\n".to_vec()]);
     assert_eq!(srv.store.count(Endpoint::Upload), 1);
+}
+
+/// A script whose commands are forked children writing into one redirect: each child's
+/// exit closes its copy of the descriptor, and only the close of the process that
+/// opened the file (the shell running the script) uploads. Ten commands, one upload
+/// and its one confirming listing; a group command and a pipe into `tee` the same.
+#[test]
+fn a_scripts_redirect_uploads_once_whatever_the_script_forks() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1002");
+    ok("ls", &[&dir]);
+    let run = |script: &str| {
+        let full = format!("cd '{}' && {script}", dir.display());
+        let out = Command::new("bash").args(["-c", &full]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let one_new_file = Calls {
+        upload: 1,
+        delete: 0,
+        list_files: 1,
+        download: 0,
+    };
+
+    srv.store.reset_counts();
+    run("bash -c 'for i in 1 2 3 4 5 6 7 8 9 10; do /bin/echo line $i; done' > nightly.log");
+    let want: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(
+        bytes_of(&srv.store, 1002, "nightly.log"),
+        [want.into_bytes()],
+        "on the server when the script returned"
+    );
+    settled(&srv.store, one_new_file);
+
+    srv.store.reset_counts();
+    run("{ /bin/echo one; sleep 1; /bin/echo two; } > group.txt");
+    assert_eq!(bytes_of(&srv.store, 1002, "group.txt"), [b"one\ntwo\n".to_vec()]);
+    settled(&srv.store, one_new_file);
+
+    srv.store.reset_counts();
+    run("printf 'a\\nb\\n' | tee tee.txt > /dev/null");
+    assert_eq!(bytes_of(&srv.store, 1002, "tee.txt"), [b"a\nb\n".to_vec()]);
+    settled(&srv.store, one_new_file);
+
+    // Over an existing file: one upload and the delete of what it replaces.
+    srv.store.reset_counts();
+    run("bash -c '/bin/echo again; /bin/echo and again' > nightly.log");
+    assert_eq!(
+        bytes_of(&srv.store, 1002, "nightly.log"),
+        [b"again\nand again\n".to_vec()]
+    );
+    settled(&srv.store, saves(1));
+    assert_eq!(
+        names(&srv.store, 1002).iter().filter(|n| *n == "nightly.log").count(),
+        1
+    );
 }
 
 /// Write-only handles bypass the page cache (`FOPEN_DIRECT_IO`): a reader holding its

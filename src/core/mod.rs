@@ -215,6 +215,9 @@ pub struct Core<R: Remote> {
     /// Preview downloads still waiting for their answer (file id -> their task): a
     /// user's read of the same file cancels one and downloads at its own priority.
     queued_previews: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
+    /// Listings under way per browsing process: a burst of them is a file manager's
+    /// item counts (`metadata::Bursts`). Held only to count one in or out.
+    bursts: Arc<Mutex<self::metadata::Bursts>>,
     /// Wakes the refresher (`run_refresh`) when a stale listing was served.
     refresh_due: tokio::sync::Notify,
     /// Listings kept on disk across mounts, if `Options::state_dir` is set.
@@ -242,7 +245,7 @@ impl<R: Remote> Core<R> {
         let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);
         debug_assert_eq!((root, clients, by_name), (ROOT_INO, CLIENTS_INO, BY_NAME_INO));
         let disk = match &opts.state_dir {
-            Some(dir) => Some(persist::Disk::open(dir)?),
+            Some(dir) => Some(persist::Disk::open(dir, &opts.account)?),
             None => None,
         };
         let core = Core {
@@ -260,6 +263,7 @@ impl<R: Remote> Core<R> {
             uploads: tokio::sync::watch::Sender::new(0),
             wake: tokio::sync::Notify::new(),
             queued_previews: Arc::new(Mutex::new(HashMap::new())),
+            bursts: Arc::default(),
             refresh_due: tokio::sync::Notify::new(),
             disk,
         };

@@ -64,7 +64,13 @@ impl<R: Remote> Core<R> {
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
-        browsing(self.lookup_browsing(parent, name)).await
+        self.lookup_by(parent, name, None).await
+    }
+
+    /// `lookup` for `process` (its thread group id, when known): its listings go at
+    /// `Priority::Browse`, or at `Priority::Count` in a burst (`metadata::BURST_GAP`).
+    pub async fn lookup_by(&self, parent: Ino, name: &str, process: Option<u32>) -> CoreResult<Attr> {
+        browsing(process, self.lookup_browsing(parent, name)).await
     }
 
     async fn lookup_browsing(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
@@ -207,7 +213,12 @@ impl<R: Remote> Core<R> {
 
     /// List a directory: a snapshot kept in a handle so paging through it is consistent.
     pub async fn opendir(&self, ino: Ino) -> CoreResult<Fh> {
-        browsing(self.opendir_browsing(ino)).await
+        self.opendir_by(ino, None).await
+    }
+
+    /// `opendir` for `process`, as [`Core::lookup_by`].
+    pub async fn opendir_by(&self, ino: Ino, process: Option<u32>) -> CoreResult<Fh> {
+        browsing(process, self.opendir_browsing(ino)).await
     }
 
     async fn opendir_browsing(&self, ino: Ino) -> CoreResult<Fh> {

@@ -80,7 +80,9 @@ impl<R: Remote> Core<R> {
                     match w.wait {
                         Wait::No => None,
                         // The user's own close, only later: user priority.
-                        Wait::Release => Some((*ino, Priority::User)),
+                        Wait::Release | Wait::Opener => Some((*ino, Priority::User)),
+                        // Nobody waits at a screen for a re-send.
+                        Wait::Resend => Some((*ino, Priority::Background)),
                         Wait::Rename => (all || w.released_at.is_some_and(|t| t + HOLD_IDLE <= now))
                             .then_some((*ino, Priority::Background)),
                     }

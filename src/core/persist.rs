@@ -2,8 +2,10 @@
 //! as small JSON records in a private directory (0700, files 0600, written to a temp
 //! file and renamed into place, opened with `O_NOFOLLOW`, and read back only when they
 //! are regular files owned by us and private). Each record carries when it was fetched,
-//! so a remount treats it by its real age. They hold client and file names (PHI):
-//! docs/SEMANTICS.md, "Listings on disk", says what is exposed at rest.
+//! so a remount treats it by its real age, and the account it belongs to (a hash of base
+//! URL and key): a record of another account is ignored and reported, never served.
+//! They hold client and file names (PHI): docs/SEMANTICS.md, "Listings on disk", says
+//! what is exposed at rest.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -34,7 +36,13 @@ pub(super) fn files_name(c: ClientId) -> String {
 pub(super) struct Disk {
     /// The directory (0700, ours).
     dir: PathBuf,
+    /// The account the records are for (`core::account_id`): written into each record
+    /// and checked when it is read back.
+    account: String,
 }
+
+/// The field of a record that names its account.
+const ACCOUNT: &str = "account";
 
 fn uid() -> u32 {
     crate::private_dir::euid()
@@ -49,14 +57,21 @@ fn now_ms() -> i64 {
 impl Disk {
     /// Create (0700) or check the directory with the same rules as every private place
     /// (`private_dir::ensure_private_dir`: ours, not a symlink, nobody else may write).
-    pub(super) fn open(dir: &Path) -> std::io::Result<Disk> {
+    pub(super) fn open(dir: &Path, account: &str) -> std::io::Result<Disk> {
         crate::private_dir::ensure_private_dir(dir)?;
-        Ok(Disk { dir: dir.to_path_buf() })
+        Ok(Disk {
+            dir: dir.to_path_buf(),
+            account: account.to_string(),
+        })
     }
 
     /// Write `name` atomically (temp file 0600, then rename). Failures are logged and
     /// otherwise ignored: the records are a cache.
     pub(super) fn save(&self, name: &str, record: &Value) {
+        let mut record = record.clone();
+        if let Some(fields) = record.as_object_mut() {
+            fields.insert(ACCOUNT.into(), Value::String(self.account.clone()));
+        }
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
@@ -102,8 +117,16 @@ impl Disk {
         }
         let mut text = String::new();
         f.read_to_string(&mut text).ok()?;
-        match serde_json::from_str(&text) {
-            Ok(v) => Some(v),
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) if v.get(ACCOUNT).and_then(Value::as_str) == Some(self.account.as_str()) => Some(v),
+            Ok(_) => {
+                // Never served: its client ids would be another practice's patients.
+                tracing::warn!(
+                    "ignoring kept listing {}: it belongs to another account (or to a version that did not record one)",
+                    path.display()
+                );
+                None
+            }
             Err(e) => {
                 tracing::debug!("ignoring unreadable kept listing {}: {e}", path.display());
                 None

@@ -136,7 +136,7 @@ impl<R: Remote> Core<R> {
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
         let (ino, pinned, prio) = match self.st().handles.get(&fh) {
             Some(Handle::Read { ino, entry, prio }) => (*ino, entry.clone(), *prio),
-            Some(Handle::Write { ino }) => (*ino, None, Priority::User),
+            Some(Handle::Write { ino, .. }) => (*ino, None, Priority::User),
             _ => return Err(CoreError::BadHandle),
         };
         if let Some(entry) = pinned {

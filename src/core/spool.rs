@@ -279,6 +279,57 @@ impl Spool {
         out
     }
 
+    /// Move `account`'s entries (journaled uploads with their data, owed deletes) from
+    /// `old` into this spool: an earlier version kept one spool for every account in a
+    /// given `--spool-dir`; each account now has its own. Other accounts' entries stay
+    /// where they are. Returns how many moved. Data moves before its journal entry, so
+    /// a crash in between leaves the data as an orphan here (kept, never uploaded
+    /// blindly), never a journal entry without its data.
+    pub fn adopt_from(&self, old: &Path, account: &str) -> usize {
+        if old == self.dir || !old.is_dir() {
+            return 0;
+        }
+        let old = Spool {
+            dir: old.to_path_buf(),
+            seq: AtomicU64::new(0),
+        };
+        let mut moved = 0;
+        let into = |p: &Path| p.file_name().map(|n| self.dir.join(n));
+        for (data, j) in old.pending() {
+            if j.account != account {
+                continue;
+            }
+            let journal = journal_of(&data);
+            if let (Some(to_data), Some(to_journal)) = (into(&data), into(&journal)) {
+                if fs::rename(&data, &to_data)
+                    .and_then(|()| fs::rename(&journal, &to_journal))
+                    .is_ok()
+                {
+                    moved += 1;
+                }
+            }
+        }
+        for p in old.entries("delete") {
+            let ours = read_own(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<OwedDelete>(&b).ok())
+                .is_some_and(|d| d.account == account);
+            if let Some(to) = into(&p).filter(|_| ours) {
+                if fs::rename(&p, to).is_ok() {
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                "spool: moved {moved} unfinished entries of this account from the shared spool {} into its own {}",
+                old.dir.display(),
+                self.dir.display()
+            );
+        }
+        moved
+    }
+
     /// Paths in the spool directory with this extension.
     fn entries(&self, ext: &str) -> Vec<PathBuf> {
         let Ok(rd) = fs::read_dir(&self.dir) else {
@@ -466,6 +517,35 @@ mod tests {
         spool.remove(&sf.path);
         assert!(spool.pending().is_empty());
         assert!(!sf.path.exists());
+    }
+
+    #[tokio::test]
+    async fn an_accounts_entries_move_out_of_a_shared_spool_and_others_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = Spool::open(&tmp.path().join("shared")).unwrap();
+        for (account, name) in [("a1", "mine.txt"), ("b2", "theirs.txt")] {
+            let sf = shared.create().unwrap();
+            shared
+                .commit(&sf.file, &sf.path, &journal(account, name))
+                .await
+                .unwrap();
+        }
+        for (account, id) in [("a1", "f1"), ("b2", "f2")] {
+            let d = OwedDelete {
+                account: account.into(),
+                client: 7,
+                id: id.into(),
+            };
+            shared.owe_delete(&d).await.unwrap();
+        }
+        let own = Spool::open(&tmp.path().join("shared").join("a1")).unwrap();
+        assert_eq!(own.adopt_from(shared.dir(), "a1"), 2);
+        let names = |s: &Spool| s.pending().into_iter().map(|(_, j)| j.name).collect::<Vec<_>>();
+        assert_eq!(names(&own), ["mine.txt"]);
+        assert_eq!(names(&shared), ["theirs.txt"]);
+        assert_eq!(own.owed_deletes().len(), 1);
+        assert_eq!(shared.owed_deletes()[0].account, "b2");
+        assert_eq!(own.adopt_from(shared.dir(), "a1"), 0, "nothing left to move");
     }
 
     fn journal(account: &str, name: &str) -> Journal {

@@ -75,6 +75,9 @@ pub(super) enum Handle {
     Write {
         /// The file.
         ino: Ino,
+        /// The process that opened it (its thread group id), when known: its close is
+        /// the one that uploads; a forked child's close of the same descriptor does not.
+        opener: Option<u32>,
     },
 }
 

@@ -373,7 +373,7 @@ impl<R: Remote> Core<R> {
                     );
                 }
                 w.step(Event::Missing);
-                w.wait = Wait::Release;
+                w.wait = Wait::Resend;
                 self.wake.notify_one();
                 continue;
             };

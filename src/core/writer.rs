@@ -187,6 +187,14 @@ pub(super) enum Wait {
     /// Closed before anything was written (a shell redirect closes its first
     /// descriptor before the command writes; `touch`): uploaded at the last release.
     Release,
+    /// Closed by a process other than its opener (a forked child of the shell whose
+    /// redirect opened it, exiting): the opener's close uploads, or the last release if
+    /// the opener closed first. A script that runs ten commands into one redirect costs
+    /// one upload, not ten.
+    Opener,
+    /// Accepted, but a later listing did not show it: sent again by the background
+    /// loop as unattended work (it never takes the slots kept for a person).
+    Resend,
 }
 
 /// A file being written: shared by all its open write handles, kept after they close
@@ -472,13 +480,22 @@ impl<R: Remote> Core<R> {
             }
         }
         let mut st = self.st();
-        let fh = st.add_handle(Handle::Write { ino });
+        let fh = st.add_handle(Handle::Write { ino, opener: None });
         Ok(Opened { fh, keep_cache: false })
+    }
+
+    /// Note which process opened write handle `fh` (its thread group id): its close
+    /// uploads, a forked child's does not ([`Core::flush_by`]). Unknown (`None`, or
+    /// never noted): every close uploads.
+    pub fn opened_by(&self, fh: Fh, process: Option<u32>) {
+        if let Some(Handle::Write { opener, .. }) = self.st().handles.get_mut(&fh) {
+            *opener = process;
+        }
     }
 
     pub fn release(&self, fh: Fh) {
         let handle = self.st().handles.remove(&fh);
-        if let Some(Handle::Write { ino }) = handle {
+        if let Some(Handle::Write { ino, .. }) = handle {
             let Some(w) = self.st().writers.get(&ino).cloned() else {
                 return;
             };
@@ -487,7 +504,8 @@ impl<R: Remote> Core<R> {
                 w.handles = w.handles.saturating_sub(1);
                 if w.handles == 0 && w.wait != Wait::No && w.life.unsent() {
                     // Its close deferred the upload: the background loop takes it now
-                    // (`Wait::Release`) or once it has been left alone (`Wait::Rename`).
+                    // (`Wait::Release`, `Wait::Opener`) or once it has been left alone
+                    // (`Wait::Rename`).
                     w.released_at = Some(tokio::time::Instant::now());
                     self.wake.notify_one();
                 } else if w.life.unsent() && w.handles == 0 {
@@ -590,7 +608,7 @@ impl<R: Remote> Core<R> {
             })),
         );
         st.invalidate_view(client);
-        let fh = st.add_handle(Handle::Write { ino });
+        let fh = st.add_handle(Handle::Write { ino, opener: None });
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
         let attr = self.attr_of(ino, node, &st);
         Ok((attr, Opened { fh, keep_cache: false }))
@@ -609,7 +627,7 @@ impl<R: Remote> Core<R> {
     pub(super) fn writer_of(&self, fh: Fh) -> CoreResult<Arc<Mutex<Writer>>> {
         let st = self.st();
         match st.handles.get(&fh) {
-            Some(Handle::Write { ino }) => st.writers.get(ino).cloned().ok_or(CoreError::BadHandle),
+            Some(Handle::Write { ino, .. }) => st.writers.get(ino).cloned().ok_or(CoreError::BadHandle),
             _ => Err(CoreError::BadHandle),
         }
     }
@@ -617,11 +635,30 @@ impl<R: Remote> Core<R> {
     /// `close()`/`fsync()`: upload what was written, if anything. Errors here are what
     /// `close()` reports.
     pub async fn flush(&self, fh: Fh) -> CoreResult<()> {
-        let ino = match self.st().handles.get(&fh) {
-            Some(Handle::Write { ino }) => *ino,
+        self.flush_by(fh, None).await
+    }
+
+    /// `close()` by `process` (its thread group id, when known). The opener's close (or
+    /// one whose process is unknown) uploads and reports the upload's result: the
+    /// honest close. A close by another process sharing the descriptor (a forked child
+    /// of the shell whose redirect opened the file, exiting) only journals the bytes
+    /// and returns 0: the opener's close uploads them, or the last release if the
+    /// opener closed first (`Wait::Opener`).
+    pub async fn flush_by(&self, fh: Fh, process: Option<u32>) -> CoreResult<()> {
+        let (ino, opener) = match self.st().handles.get(&fh) {
+            Some(Handle::Write { ino, opener }) => (*ino, *opener),
             Some(_) => return Ok(()),
             None => return Err(CoreError::BadHandle),
         };
+        let by_child = matches!((opener, process), (Some(o), Some(p)) if o != p);
+        if let Some(w) = self.st().writers.get(&ino).cloned() {
+            let mut w = lock(&w);
+            match (by_child, w.wait) {
+                (true, Wait::No | Wait::Release) if w.life.unsent() => w.wait = Wait::Opener,
+                (false, Wait::Opener | Wait::Resend) => w.wait = Wait::No,
+                _ => {}
+            }
+        }
         if self.close_defers(ino).await? {
             return Ok(());
         }

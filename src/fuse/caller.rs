@@ -1,6 +1,6 @@
-//! Who is asking: which kind of reader a request comes from (by its process name, and
-//! within a file manager by its thread's name and open flags), and the watchdog that
-//! answers EINTR for a caller that is being killed.
+//! Who is asking: the calling thread's process, which kind of reader a request comes
+//! from (by its process name, and within a file manager by its thread's name and open
+//! flags), and the watchdog that answers EINTR for a caller that is being killed.
 
 use std::time::Duration;
 
@@ -34,19 +34,29 @@ const PREVIEW_THREADS: &[&str] = &["loader"];
 /// Who is reading: the calling thread `tid` (the FUSE request's pid) opening with
 /// `flags`. Reads `/proc` for the names and leaves the rule to `classify`.
 pub(super) fn reader_of(tid: u32, flags: i32) -> Reader {
-    if tid == 0 {
+    let Some(tgid) = process_of(tid) else {
         return Reader::User; // outside our pid namespace: cannot tell
+    };
+    let process = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+    let thread = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm")).unwrap_or_default();
+    classify(process.trim(), thread.trim(), flags)
+}
+
+/// The process (thread group id) of the calling thread `tid` (the FUSE request's
+/// pid); `None` when the caller is outside our pid namespace (tid 0). A thread that is
+/// already gone counts as its own process.
+pub(super) fn process_of(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
     }
     let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().to_string()))
+                .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
         })
-        .unwrap_or_else(|| tid.to_string());
-    let process = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
-    let thread = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm")).unwrap_or_default();
-    classify(process.trim(), thread.trim(), flags)
+        .unwrap_or(tid);
+    Some(tgid)
 }
 
 /// The rule, from the calling process's name, the calling thread's name and the open's

@@ -107,7 +107,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
         self.spawn(span, async move {
-            match unless_killed(pid, core.lookup(parent.0, &name)).await {
+            let process = caller::process_of(pid);
+            match unless_killed(pid, core.lookup_by(parent.0, &name, process)).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, uid, gid), Generation(0)),
                 Err(CoreError::NotFound) => {
                     // A negative entry: the kernel remembers the miss for the TTL.
@@ -286,6 +287,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             tracing::debug!(?reader, "open by");
             match unless_killed(pid, core.open_for(ino.0, mode, reader)).await {
                 Ok(o) => {
+                    if mode.write {
+                        core.opened_by(o.fh, caller::process_of(pid));
+                    }
                     let mut f = write_only_flags(acc);
                     if o.keep_cache {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -347,11 +351,13 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let pid = req.pid();
         let span = tracing::debug_span!("flush", ino = ino.0);
         let core = self.core.clone();
         self.spawn(span, async move {
-            match core.flush(fh.0).await {
+            // Which process closes decides whether this close uploads (`Core::flush_by`).
+            match core.flush_by(fh.0, caller::process_of(pid)).await {
                 Ok(()) => reply.ok(),
                 Err(e) => {
                     log_err("flush (upload)", &e);
@@ -406,7 +412,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let span = tracing::debug_span!("opendir", ino = ino.0);
         let core = self.core.clone();
         self.spawn(span, async move {
-            match unless_killed(pid, core.opendir(ino.0)).await {
+            let process = caller::process_of(pid);
+            match unless_killed(pid, core.opendir_by(ino.0, process)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => {
                     log_err("opendir", &e);
@@ -535,7 +542,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -543,6 +550,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let pid = req.pid();
         let span = tracing::debug_span!("create", parent = parent.0, name = ?name);
         let name = match name_str(name) {
             Ok(n) => n.to_string(),
@@ -551,13 +559,16 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
         self.spawn(span, async move {
             match core.create(parent.0, &name).await {
-                Ok((a, o)) => reply.created(
-                    &ttl,
-                    &file_attr(&a, uid, gid),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    write_only_flags(flags),
-                ),
+                Ok((a, o)) => {
+                    core.opened_by(o.fh, caller::process_of(pid));
+                    reply.created(
+                        &ttl,
+                        &file_attr(&a, uid, gid),
+                        Generation(0),
+                        FileHandle(o.fh),
+                        write_only_flags(flags),
+                    )
+                }
                 Err(e) => {
                     log_err("create", &e);
                     reply.error(errno(&e))

@@ -116,6 +116,8 @@ pub struct LimiterSnapshot {
 pub struct Limiter {
     /// Requests per sliding minute.
     per_minute: usize,
+    /// The last slots of a minute that only attended work may take ([`headroom_of`]).
+    headroom: usize,
     /// Requests per rolling 24 hours.
     per_day: usize,
     /// The part of `per_day` that listings and previews may not spend.
@@ -152,7 +154,25 @@ impl Priority {
             Priority::Browse => 1,
             Priority::Background => 2,
             Priority::Refresh => 3,
-            Priority::Preview => 4,
+            Priority::Count => 4,
+            Priority::Preview => 5,
+        }
+    }
+
+    /// Is a person waiting for it at a screen? Only these may take the headroom, the
+    /// last slots of a minute ([`headroom_of`]).
+    pub fn is_attended(self) -> bool {
+        match self {
+            Priority::User | Priority::Browse => true,
+            Priority::Background | Priority::Refresh | Priority::Count | Priority::Preview => false,
+        }
+    }
+
+    /// Is it a listing that a newer one of its kind displaces while both wait?
+    fn newest_first(self) -> bool {
+        match self {
+            Priority::Browse | Priority::Count => true,
+            Priority::User | Priority::Background | Priority::Refresh | Priority::Preview => false,
         }
     }
 
@@ -160,7 +180,7 @@ impl Priority {
     pub fn may_spend_reserve(self) -> bool {
         match self {
             Priority::User | Priority::Background => true,
-            Priority::Browse | Priority::Refresh | Priority::Preview => false,
+            Priority::Browse | Priority::Refresh | Priority::Count | Priority::Preview => false,
         }
     }
 }
@@ -172,6 +192,8 @@ impl Priority {
 /// one returns, so a listing ranked below uploads would wait for the whole batch (or
 /// fail at `--max-wait`); by arrival it waits behind at most the upload queued before
 /// it. With neither waiting, the lowest rank goes first, oldest first within it.
+/// (Unattended work waiting while only the headroom is left is never first when a
+/// person's request waits too: `User` and `Browse` come before every other rank.)
 fn next_up(waiting: &BTreeMap<u64, Priority>) -> Option<u64> {
     let listing = waiting
         .iter()
@@ -186,11 +208,24 @@ fn next_up(waiting: &BTreeMap<u64, Priority>) -> Option<u64> {
     }
 }
 
+/// The headroom of a per-minute limit: how many of a minute's slots only a person's
+/// own work (`User`, `Browse`) may take. A fifth of the limit (2 of the default 10, 4
+/// of 20), at least 1 from a limit of 2 up, none at a limit of 1 (else unattended work
+/// could never run).
+pub fn headroom_of(per_minute: usize) -> usize {
+    if per_minute <= 1 {
+        0
+    } else {
+        (per_minute / 5).max(1)
+    }
+}
+
 impl Limiter {
     pub fn new(per_minute: u32, per_day: u32, max_wait: Duration) -> Limiter {
         let per_day = per_day.max(1) as usize;
         Limiter {
             per_minute: per_minute.max(1) as usize,
+            headroom: headroom_of(per_minute.max(1) as usize),
             per_day,
             reserve: reserve_of(per_day, DEFAULT_RESERVE_PERCENT),
             max_wait,
@@ -329,13 +364,19 @@ impl Limiter {
         }
     }
 
-    /// Would a listing have to wait for a slot now (the minute's budget is spent, a
-    /// pause is on, or only the reserve is left)? Lets the core serve a stale listing
-    /// instead of queueing for a fresh one. No call, nothing taken.
+    /// Would a person's listing have to wait for a slot now (the minute's budget is
+    /// spent, a pause is on, or only the reserve is left)? Lets the core serve a stale
+    /// listing instead of queueing for a fresh one. No call, nothing taken.
     pub fn under_pressure(&self) -> bool {
+        self.under_pressure_at(Priority::Browse)
+    }
+
+    /// Would a listing at `prio` have to wait now? Unattended ones (counts, refreshes)
+    /// already do when only the headroom is left.
+    pub fn under_pressure_at(&self, prio: Priority) -> bool {
         let now = Instant::now();
         let mut s = self.lock();
-        self.next_slot(&mut s, now) > now || self.in_reserve(&s)
+        self.next_slot_for(&mut s, now, prio.is_attended()) > now || self.in_reserve(&s)
     }
 
     /// True when what is left of the day is the reserve.
@@ -353,8 +394,15 @@ impl Limiter {
         self.changed.notify_waiters();
     }
 
-    /// The earliest instant a request may go, given the state now.
+    /// The earliest instant a person's request may go, given the state now.
     fn next_slot(&self, s: &mut State, now: Instant) -> Instant {
+        self.next_slot_for(s, now, true)
+    }
+
+    /// The earliest instant a request may go: an `attended` one (a person's, see
+    /// [`Priority::is_attended`]) may take every slot of the minute, any other only
+    /// those outside the headroom.
+    fn next_slot_for(&self, s: &mut State, now: Instant, attended: bool) -> Instant {
         self.absorb(s);
         while s.minute.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
             s.minute.pop_front();
@@ -370,8 +418,13 @@ impl Limiter {
                 s.paused_until = None;
             }
         }
-        if s.minute.len() >= self.per_minute {
-            let idx = s.minute.len() - self.per_minute;
+        let per_minute = if attended {
+            self.per_minute
+        } else {
+            self.per_minute - self.headroom
+        };
+        if s.minute.len() >= per_minute {
+            let idx = s.minute.len() - per_minute;
             at = at.max(s.minute[idx] + MINUTE);
         }
         if s.day.len() >= self.per_day {
@@ -388,9 +441,23 @@ impl Limiter {
         s.day.get(idx).map_or(now, |t| *t + DAY)
     }
 
-    /// A listing arrives: note it for crawl detection, displace the listings already
-    /// waiting if it has to wait itself. Returns whether it belongs to a crawl.
-    fn browse_arrives(&self, s: &mut State, ticket: u64, now: Instant) -> bool {
+    /// A listing arrives (`Browse` or `Count`): displace the waiting listings of its
+    /// kind if it has to wait itself, and for `Browse` note it for crawl detection.
+    /// Returns whether it belongs to a sequential crawl. Counts are not noted: a burst
+    /// of them is concurrent, not a crawl, and the click after it is a click.
+    fn listing_arrives(&self, s: &mut State, ticket: u64, prio: Priority, now: Instant) -> bool {
+        if self.next_slot_for(s, now, prio.is_attended()) > now {
+            let older: Vec<u64> = s
+                .waiting
+                .iter()
+                .filter(|(t, p)| **p == prio && **t != ticket)
+                .map(|(t, _)| *t)
+                .collect();
+            s.displaced.extend(older);
+        }
+        if prio != Priority::Browse {
+            return false;
+        }
         while s
             .browse_arrivals
             .front()
@@ -398,21 +465,14 @@ impl Limiter {
         {
             s.browse_arrivals.pop_front();
         }
-        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(1);
+        // At least 2 before: a person's one action may cost two listings in a row
+        // (a client's files, then the folders), even at a tiny --rate-limit.
+        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(2);
         let close = s
             .browse_arrivals
             .back()
             .is_some_and(|t| now.duration_since(*t) < CRAWL_GAP);
         s.browse_arrivals.push_back(now);
-        if self.next_slot(s, now) > now {
-            let older: Vec<u64> = s
-                .waiting
-                .iter()
-                .filter(|(t, p)| **p == Priority::Browse && **t != ticket)
-                .map(|(t, _)| *t)
-                .collect();
-            s.displaced.extend(older);
-        }
         busy && close
     }
 
@@ -432,9 +492,11 @@ impl Limiter {
             let ticket = s.next_ticket;
             s.next_ticket += 1;
             s.waiting.insert(ticket, prio);
-            let crawl = prio == Priority::Browse && self.browse_arrives(&mut s, ticket, start);
+            let crawl = prio.newest_first() && self.listing_arrives(&mut s, ticket, prio, start);
             (ticket, crawl)
         };
+        // A crawl's listings are nobody's click: they never take the headroom.
+        let attended = prio.is_attended() && !crawl;
         // Leaves the queue however this future ends, dropped (a killed caller) included.
         let _queued = Queued { limiter: self, ticket };
         // Displaced listings must hear about it now, not at their slot.
@@ -447,7 +509,7 @@ impl Limiter {
             let now = Instant::now();
             let (at, first) = {
                 let mut s = self.lock();
-                let at = self.next_slot(&mut s, now);
+                let at = self.next_slot_for(&mut s, now, attended);
                 if s.displaced.remove(&ticket) {
                     s.crawl_refusals += 1;
                     tracing::debug!("{what}: a newer listing takes this one's place in the queue");

@@ -120,14 +120,32 @@ async fn burst(l: &std::sync::Arc<Limiter>, prio: Priority, n: usize) -> Vec<Res
     out
 }
 
+/// `n` requests of one priority started together, not awaited.
+fn spawn_burst(
+    l: &std::sync::Arc<Limiter>,
+    prio: Priority,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), RemoteError>>> {
+    (0..n)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(prio, "x").await })
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_click_after_a_burst_of_listings_goes_in_the_next_slot_and_the_burst_fails_at_once() {
+async fn a_burst_of_concurrent_listings_as_crawl_never_takes_the_headroom_and_a_click_goes_at_once() {
     use std::sync::Arc;
     let l = Arc::new(Limiter::new(10, 500, Duration::from_secs(120)));
     let t0 = Instant::now();
     let counts = burst(&l, Priority::Browse, 30).await;
-    assert_eq!(counts.iter().filter(|r| r.is_ok()).count(), 10);
-    assert_eq!(counts.iter().filter(|r| r.is_err()).count(), 20);
+    assert_eq!(
+        counts.iter().filter(|r| r.is_ok()).count(),
+        8,
+        "two slots kept for a person"
+    );
+    assert_eq!(counts.iter().filter(|r| r.is_err()).count(), 22);
     assert_eq!(
         t0.elapsed(),
         Duration::ZERO,
@@ -137,11 +155,93 @@ async fn a_click_after_a_burst_of_listings_goes_in_the_next_slot_and_the_burst_f
     l.acquire(Priority::Browse, "click").await.unwrap();
     assert_eq!(
         t0.elapsed(),
-        Duration::from_secs(60),
-        "the click took the very next slot"
+        Duration::from_secs(5),
+        "the click took a kept slot at once"
     );
+    assert_eq!(l.granted(), 9);
+    assert_eq!(l.budget().crawl_refusals, 22);
+}
+
+#[tokio::test(start_paused = true)]
+async fn item_counts_take_at_most_eight_of_ten_slots_and_the_click_after_them_goes_at_once() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(10, 500, Duration::from_secs(120)));
+    let t0 = Instant::now();
+    let counts = spawn_burst(&l, Priority::Count, 30);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(l.granted(), 8, "counts stop at the headroom");
+    l.acquire(Priority::Browse, "click").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(1500), "the click went at once");
+    l.acquire(Priority::User, "open").await.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(1500),
+        "and so did the file it opened"
+    );
+    let mut ok = 0;
+    for c in counts {
+        ok += usize::from(c.await.unwrap().is_ok());
+    }
+    assert_eq!(ok, 9, "8 at once, and the newest waiting count in the next minute");
     assert_eq!(l.granted(), 11);
-    assert_eq!(l.budget().crawl_refusals, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn thumbnails_leave_the_headroom_to_the_person_who_opens_a_file_meanwhile() {
+    use std::sync::Arc;
+    let l = Arc::new(Limiter::new(10, 500, Duration::from_secs(300)));
+    let t0 = Instant::now();
+    let thumbs = spawn_burst(&l, Priority::Preview, 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(l.granted(), 8);
+    l.acquire(Priority::Browse, "GET files").await.unwrap();
+    l.acquire(Priority::User, "GET file").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(2), "listing and download at once");
+    for t in thumbs {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(l.granted(), 32, "the previews still all go, 8 a minute");
+    assert!(t0.elapsed() >= Duration::from_secs(180));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persons_own_work_takes_every_slot_when_nothing_else_waits() {
+    let l = Limiter::new(10, 500, Duration::from_secs(120));
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        l.acquire(Priority::User, "PUT").await.unwrap();
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let b = Limiter::new(10, 500, Duration::from_secs(120));
+    for _ in 0..8 {
+        b.acquire(Priority::Background, "retry").await.unwrap();
+    }
+    assert!(b.under_pressure_at(Priority::Refresh), "unattended work would wait now");
+    assert!(!b.under_pressure_at(Priority::Browse), "a person's listing would not");
+    b.acquire(Priority::Background, "retry").await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(60), "the ninth waited for the minute");
+}
+
+#[test]
+fn the_headroom_is_a_fifth_of_the_rate_limit_and_at_least_one_slot() {
+    let table: Vec<(usize, usize)> = [1, 2, 4, 5, 9, 10, 15, 20, 60]
+        .iter()
+        .map(|&n| (n, headroom_of(n)))
+        .collect();
+    assert_eq!(
+        table,
+        vec![
+            (1, 0),
+            (2, 1),
+            (4, 1),
+            (5, 1),
+            (9, 1),
+            (10, 2),
+            (15, 3),
+            (20, 4),
+            (60, 12)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,10 +266,10 @@ async fn a_newer_listing_displaces_an_older_waiting_one() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_sequential_crawl_fails_fast_once_the_minute_is_spent_but_a_later_click_waits() {
+async fn a_sequential_crawl_fails_fast_before_the_headroom_and_a_later_click_goes_at_once() {
     let l = Limiter::new(10, 500, Duration::from_secs(120));
     let t0 = Instant::now();
-    for _ in 0..10 {
+    for _ in 0..8 {
         l.acquire(Priority::Browse, "find").await.unwrap();
     }
     for _ in 0..100 {
@@ -181,8 +281,8 @@ async fn a_sequential_crawl_fails_fast_once_the_minute_is_spent_but_a_later_clic
     assert_eq!(t0.elapsed(), Duration::ZERO);
     tokio::time::sleep(CRAWL_GAP).await;
     l.acquire(Priority::Browse, "click").await.unwrap();
-    assert_eq!(t0.elapsed(), Duration::from_secs(60));
-    assert_eq!(l.granted(), 11);
+    assert_eq!(t0.elapsed(), CRAWL_GAP, "the click took a kept slot at once");
+    assert_eq!(l.granted(), 9);
 }
 
 #[tokio::test(start_paused = true)]

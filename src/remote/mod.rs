@@ -47,8 +47,9 @@ pub struct Client {
 
 /// Who is waiting for a request, and what it is for. The limiter serves them in this
 /// order (ties: oldest first, except listings: newest first; `User` and `Browse` take
-/// turns by arrival), and keeps a reserve of the daily budget that only `User` and
-/// `Background` (real work) may spend.
+/// turns by arrival), keeps a reserve of the daily budget that only `User` and
+/// `Background` (real work) may spend, and keeps the last slots of every minute (the
+/// headroom) for what a person waits on at a screen: `User` and `Browse`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Priority {
     /// Real work a user is blocked on: reading contents, uploads, deletes, renames and
@@ -63,6 +64,12 @@ pub enum Priority {
     /// Listings nobody waits on: the client list, refreshes behind a stale answer.
     /// Never spends the reserve.
     Refresh,
+    /// A listing a process asked for while another listing of the same process was
+    /// still under way: a file manager counting the items of the folders it shows (a
+    /// burst), not a person's click. Newest first like `Browse` (a newer one displaces
+    /// an older waiting one), below everything a user asked for; never spends the
+    /// reserve.
+    Count,
     /// Reads by thumbnailers and a file manager's own previews: below everything a user
     /// asked for; never spends the reserve.
     Preview,
