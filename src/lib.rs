@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fake;
 pub mod fuse;
 pub mod harden;
+pub mod key;
 pub mod limiter;
 pub mod mount;
 pub mod mount_helper;

@@ -244,22 +244,6 @@ fn init_logging(file: Option<&Path>, given: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The API key: INTAKEQ_API_KEY, or the first line of --api-key-file (which must not
-/// be accessible by group or others, as ssh requires of private keys). The variable's
-/// bytes are wiped from the process's environment block and it is removed, so neither
-/// `/proc/<pid>/environ` nor a child process shows it. Called while single-threaded.
-fn read_key(file: Option<&Path>) -> Result<String, String> {
-    let key = match file {
-        Some(p) => read_key_file(p)?,
-        None => std::env::var("INTAKEQ_API_KEY").unwrap_or_default().trim().to_string(),
-    };
-    intakeq_fs::harden::wipe_env_var("INTAKEQ_API_KEY");
-    if key.is_empty() {
-        return Err("no API key: set INTAKEQ_API_KEY or pass --api-key-file FILE".into());
-    }
-    Ok(key)
-}
-
 /// `check`: the key is read as for `mount`; the check owns everything else.
 fn cmd_check(a: check::CheckArgs) -> ExitCode {
     // As for `mount`: before the key is read, no core file or ptrace can ever hold it.
@@ -267,7 +251,7 @@ fn cmd_check(a: check::CheckArgs) -> ExitCode {
         eprintln!("intakeq-fs: {e}");
         return ExitCode::from(check::EXIT_ERROR);
     }
-    match read_key(a.api_key_file.as_deref()) {
+    match intakeq_fs::key::read_key(a.api_key_file.as_deref()) {
         Ok(key) => check::run_cli(a, key, DEFAULT_BASE_URL),
         Err(msg) => {
             eprintln!("intakeq-fs: {msg}");
@@ -276,32 +260,10 @@ fn cmd_check(a: check::CheckArgs) -> ExitCode {
     }
 }
 
-fn read_key_file(p: &Path) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::open(p).map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
-    let md = f
-        .metadata()
-        .map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
-    if md.mode() & 0o077 != 0 {
-        return Err(format!(
-            "API key file {} is accessible by group or others (mode {:o}); fix it with `chmod 600 {}`",
-            p.display(),
-            md.mode() & 0o777,
-            p.display()
-        ));
-    }
-    let mut text = String::new();
-    f.take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read API key file {}: {e}", p.display()))?;
-    Ok(text.lines().next().unwrap_or("").trim().to_string())
-}
-
 fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
     // Before the key is read: no core file or ptrace can ever hold it.
     let hardened = intakeq_fs::harden::harden_process();
-    let key = read_key(a.api_key_file.as_deref())?;
+    let key = intakeq_fs::key::read_key(a.api_key_file.as_deref())?;
     intakeq_fs::phi::set_show_names(a.common.log_names);
     a.mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, a.common.nonempty)?;
     let base = a

@@ -108,8 +108,11 @@ fn two_daemons_never_share_a_spool_and_the_second_names_the_holder() {
     let srv = server(account());
     let m = mount(&srv, &[]);
     let spool = m.dir.path().join("spool");
-    // `--spool-dir DIR` keeps the spool in the private `DIR/intakeq-fs-<uid>`.
-    let private = |d: &std::path::Path| d.join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }));
+    // `--spool-dir DIR` keeps the spool in the private `DIR/intakeq-fs-<uid>/<account>`.
+    let private = |d: &std::path::Path| {
+        d.join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }))
+            .join(intakeq_fs::core::account_id(&srv.base, KEY))
+    };
     let lock = fs::read_to_string(private(&spool).join("lock")).unwrap();
     assert_eq!(lock.trim(), m.pid().to_string());
     let other = tempfile::tempdir().unwrap();
@@ -520,9 +523,7 @@ fn mount_t_fuse_intakeq_fs_with_o_options_mounts_like_an_fstab_line() {
     assert_eq!(fs::read(mnt.join("clients/1001/notes.txt")).unwrap(), b"hello notes\n");
     assert_eq!(srv.store.count(Endpoint::ListFolders), 1, "the mount's access check");
     assert_eq!(srv.store.count(Endpoint::ListClients), 1);
-    let spool = dir
-        .path()
-        .join(format!("spool/intakeq-fs-{}", unsafe { libc::geteuid() }));
+    let spool = account_spool(dir.path(), &srv);
     let pid: u32 = fs::read_to_string(spool.join("lock")).unwrap().trim().parse().unwrap();
     let st = status(&dir.path().join("state"), &[&mnt]);
     assert_eq!(st.status.code(), Some(0), "{}", stdout_of(&st));

@@ -324,10 +324,11 @@ fn state_is_private_whatever_the_umask_and_given_directories_are_left_alone() {
 fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
     let srv = server(account());
     let dir = tempfile::tempdir().unwrap();
-    // The spool the mount will use: <spool-dir>/intakeq-fs-<uid>.
-    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    // The spool the mount will use: <spool-dir>/intakeq-fs-<uid>/<account>.
+    let spool = account_spool(dir.path(), &srv);
     fs::create_dir_all(&spool).unwrap();
     fs::set_permissions(dir.path().join("spool"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(spool.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
     fs::set_permissions(&spool, fs::Permissions::from_mode(0o700)).unwrap();
     let account = intakeq_fs::core::account_id(&srv.base, KEY);
     let journal = serde_json::json!({
@@ -363,7 +364,7 @@ fn a_journal_entry_planted_by_another_user_is_refused_never_uploaded() {
     assert!(!log.contains("planted.pdf"), "no file names in the warning");
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    let spool = dir.path().join("spool").join(format!("intakeq-fs-{}", uid()));
+    let spool = account_spool(dir.path(), &srv);
     assert!(spool.join("1-1-1.json").exists(), "left in place");
 }
 
@@ -563,4 +564,54 @@ fn a_kept_listing_of_another_account_is_ignored() {
     assert!(fs::read_to_string(&m.log)
         .unwrap()
         .contains("belongs to another account"));
+}
+
+/// A base URL with a user name and password is refused in one line that never repeats
+/// them (they would reach the terminal, the log and the journal), by mount and check.
+#[test]
+fn a_base_url_with_a_password_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let url = "https://staff:Hunter2-secret@intakeq.example/api/v1/";
+    let out = mount_cmd(&mnt, url, &[&"--foreground"]).output().unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("user name or password"), "{err}");
+    assert!(!stderr_of(&out).contains("Hunter2"), "{}", stderr_of(&out));
+    assert!(!is_mounted(&mnt));
+    let out = Command::new(bin())
+        .args(["check", "--base-url", url])
+        .env("INTAKEQ_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!stderr_of(&out).contains("Hunter2") && !String::from_utf8_lossy(&out.stdout).contains("Hunter2"));
+}
+
+/// The key file must be the mounting user's (or root's), reached through no symlink.
+#[test]
+fn a_key_file_through_a_symlink_or_of_another_user_is_refused() {
+    use std::os::unix::fs::symlink;
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let key = dir.path().join("key");
+    fs::write(&key, KEY).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("key-link");
+    symlink(&key, &link).unwrap();
+    let mut c = mount_cmd(&mnt, &srv.base, &[&"--foreground", &"--api-key-file", &link]);
+    c.env_remove("INTAKEQ_API_KEY");
+    let err = one_line_error(&c.output().unwrap());
+    assert!(err.contains("symlink"), "{err}");
+    if uid() == 0 {
+        std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+        let mut c = mount_cmd(&mnt, &srv.base, &[&"--foreground", &"--api-key-file", &key]);
+        c.env_remove("INTAKEQ_API_KEY");
+        let err = one_line_error(&c.output().unwrap());
+        assert!(err.contains("must belong to the mounting user or root"), "{err}");
+    }
+    assert_eq!(srv.store.total_requests(), 0);
+    assert!(!is_mounted(&mnt));
 }

@@ -533,10 +533,7 @@ fn scratch_files_are_private_cost_nothing_and_are_gone_after_unmount() {
     assert!(listed.contains(&"notes.txt~".to_string()), "{listed:?}");
     assert_eq!(srv.store.total_requests(), 0, "scratch files cost no call");
     // In the private overlay, 0600 in a 0700 directory.
-    let scratch = m
-        .dir
-        .path()
-        .join(format!("spool/intakeq-fs-{}/scratch", unsafe { libc::geteuid() }));
+    let scratch = account_spool(m.dir.path(), &srv).join("scratch");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(&scratch).unwrap().permissions().mode() & 0o777, 0o700);
     for e in fs::read_dir(&scratch).unwrap() {
@@ -545,9 +542,7 @@ fn scratch_files_are_private_cost_nothing_and_are_gone_after_unmount() {
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 2);
     let (status, _, dir) = m.unmount();
     assert!(status.success());
-    let scratch = dir
-        .path()
-        .join(format!("spool/intakeq-fs-{}/scratch", unsafe { libc::geteuid() }));
+    let scratch = account_spool(dir.path(), &srv).join("scratch");
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "removed at unmount");
     let mut want = ["card.png", "consent.pdf", "consent.pdf", "lost.txt", "notes.txt"];
     want.sort();

@@ -12,6 +12,14 @@ pub const KEY: &str = "test-key-3f9c1e7a5b";
 /// The fake server's admin token (`X-Admin-Token` on `/_admin/` requests).
 pub const ADMIN_TOKEN: &str = "test-admin-token-8d41";
 
+/// The account's own spool inside a test mount's `--spool-dir` (`dir/spool`):
+/// `spool/intakeq-fs-<uid>/<account>`.
+pub fn account_spool(dir: &std::path::Path, srv: &Server) -> PathBuf {
+    dir.join("spool")
+        .join(format!("intakeq-fs-{}", unsafe { libc::geteuid() }))
+        .join(intakeq_fs::core::account_id(&srv.base, KEY))
+}
+
 pub struct Server {
     pub rt: tokio::runtime::Runtime,
     pub base: String,
@@ -129,8 +137,20 @@ impl Mount {
 
     /// `fusermount3 -u`, then the daemon must exit 0 on its own.
     pub fn unmount(mut self) -> (ExitStatus, String, tempfile::TempDir) {
-        let st = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().unwrap();
-        assert!(st.success(), "fusermount3 -u failed");
+        // A program a test ran may still be closing its last descriptor in the mount
+        // (EBUSY for a moment on a loaded machine): try again briefly.
+        let mut tries = 0;
+        while !Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .status()
+            .unwrap()
+            .success()
+        {
+            tries += 1;
+            assert!(tries < 10, "fusermount3 -u failed");
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let status = wait_exit(self.child.as_mut().unwrap(), Duration::from_secs(30));
         self.child = None;
         let log = self.log_text();

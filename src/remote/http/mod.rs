@@ -133,6 +133,13 @@ pub fn check_base_url(base_url: &str, opts: &HttpOptions) -> Result<Url, RemoteE
             "invalid API base URL: it must not have a query or fragment".into(),
         ));
     }
+    if !base.username().is_empty() || base.password().is_some() {
+        // Never echoed: the password would land in the log and the terminal.
+        return Err(RemoteError::Protocol(
+            "invalid API base URL: it must not carry a user name or password (the key goes in INTAKEQ_API_KEY or --api-key-file)"
+                .into(),
+        ));
+    }
     if base.scheme() == "http" && !is_loopback(&base) && !opts.allow_plain_http {
         return Err(RemoteError::Protocol(format!(
             "refusing plain http:// to {}: the API key and files would cross the network unencrypted; \
@@ -296,6 +303,19 @@ impl Remote for HttpRemote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_with_a_user_or_password_is_refused_without_echoing_it() {
+        for url in [
+            "https://user:s3cret-pass@intakeq.com/api/v1/",
+            "https://user@intakeq.com/api/v1/",
+            "http://:s3cret-pass@127.0.0.1:9/",
+        ] {
+            let err = check_base_url(url, &HttpOptions::default()).unwrap_err().to_string();
+            assert!(err.contains("user name or password"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("user@"), "{err}");
+        }
+    }
 
     #[test]
     fn base_urls_must_be_https_unless_loopback() {
