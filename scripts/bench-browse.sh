@@ -34,15 +34,15 @@ source scripts/lib/fake-bench.sh
 fake_bench_start bench-browse
 # Calls since the last reset: "N (endpoint n, ...)"
 calls() {
-  curl -sS -f --noproxy '*' "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
+  curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
     awk -F: '$1 == "total" { t = $2; next } $2 > 0 { s = s (s ? ", " : "") $1 " " $2 } END { printf "%d (%s)", t, s }'
 }
-total() { curl -sS -f --noproxy '*' "$ADMIN/counts" | sed -n 's/.*"total":\([0-9]*\).*/\1/p'; }
+total() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/counts" | sed -n 's/.*"total":\([0-9]*\).*/\1/p'; }
 
 log "creating $N clients with 2 files each (admin API, not counted)"
 for i in $(seq 0 $((N - 1))); do
   echo "{\"client_id\":$((FIRST + i)),\"n\":2,\"size\":512}"
-done | xargs -d '\n' -P 8 -I{} curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/bulk-client"
+done | xargs -d '\n' -P 8 -I{} curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/bulk-client"
 admin_post file "{\"client_id\":$FIRST,\"name\":\"intake.pdf\",\"size\":4096}"
 
 MNT="$WORK/mnt"

@@ -20,15 +20,17 @@ mkdir -p "$W/mnt"
 KEY="bench-$RANDOM$RANDOM" # the fake's key: not a secret
 "$B" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$W/url" 2>"$W/srv.log" &
 SP=$!
-for _ in $(seq 100); do [ -s "$W/url" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ "$(wc -l <"$W/url")" -ge 2 ] && break; sleep 0.1; done
 URL=$(head -1 "$W/url")
 ADM=${URL%/api/v1/}
+# Line 2 is the header /_admin/ needs; curl reads it from the file, never from argv.
+(umask 077 && sed -n 2p "$W/url" >"$W/admin.hdr")
 J='content-type: application/json'
-curl -sf -XPOST "$ADM/_admin/client" -H "$J" -d '{"id":6000,"first_name":"C","last_name":"D"}' >/dev/null
+curl -sf -H @"$W/admin.hdr" -XPOST "$ADM/_admin/client" -H "$J" -d '{"id":6000,"first_name":"C","last_name":"D"}' >/dev/null
 for n in 1 2 3 4 5 6 7 8; do
-  curl -sf -XPOST "$ADM/_admin/file" -H "$J" -d "{\"client_id\":6000,\"name\":\"f$n.bin\",\"size\":8388608}" >/dev/null
+  curl -sf -H @"$W/admin.hdr" -XPOST "$ADM/_admin/file" -H "$J" -d "{\"client_id\":6000,\"name\":\"f$n.bin\",\"size\":8388608}" >/dev/null
 done
-curl -sf -XPOST "$ADM/_admin/bandwidth" -H "$J" -d '{"bytes_per_sec":8388608}' >/dev/null
+curl -sf -H @"$W/admin.hdr" -XPOST "$ADM/_admin/bandwidth" -H "$J" -d '{"bytes_per_sec":8388608}' >/dev/null
 echo "| FUSE session threads | 8 parallel cold reads (8 MiB each, 8 MiB/s per download) |"
 echo "|---|---|"
 for th in 1 2; do

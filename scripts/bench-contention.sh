@@ -60,7 +60,7 @@ source scripts/lib/fake-bench.sh
 fake_bench_start bench-contention
 # The request log since the last reset, one "endpoint client" line per request, in order.
 requests() {
-  { curl -sS -f --noproxy '*' "$ADMIN/requests" && echo; } | tr '{' '\n' |
+  { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/requests" && echo; } | tr '{' '\n' |
     sed -n 's/.*"client":\(null\|"\([^"]*\)"\).*"endpoint":"\([a-z_]*\)".*/\3 \2/p'
 }
 n_requests() { requests | wc -l; }

@@ -94,7 +94,7 @@ DISPLAY=":$(head -n1 "$WORK/display")"
 export DISPLAY
 
 # State of the current run (one file manager), torn down by stop_run.
-RUN="" SERVER_PID="" MOUNT_PID="" FM_PID="" DBUS_PID="" ADMIN=""
+RUN="" SERVER_PID="" MOUNT_PID="" FM_PID="" DBUS_PID="" ADMIN="" ADMIN_HDR=""
 stop_run() {
   # The file manager (strace's child) first: strace with -o ignores SIGTERM and waits
   # for its tracees, and pcmanfm does not always quit on SIGTERM, so KILL after 5 s.
@@ -124,13 +124,13 @@ stop_run() {
   FM_PID="" DBUS_PID="" MOUNT_PID="" SERVER_PID="" MNT=""
 }
 
-reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+reset_counts() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST "$ADMIN/reset-counts" >/dev/null; }
 # Calls since the last reset: "N (endpoint n, ...)"
 calls() {
-  curl -sS -f --noproxy '*' "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
+  curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/counts" | tr -d '{}"' | tr ',' '\n' |
     awk -F: '$1 == "total" { t = $2; next } $2 > 0 { s = s (s ? ", " : "") $1 " " $2 } END { printf "%d (%s)", t, s }'
 }
-total() { curl -sS -f --noproxy '*' "$ADMIN/counts" | sed -n 's/.*"total":\([0-9]*\).*/\1/p'; }
+total() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/counts" | sed -n 's/.*"total":\([0-9]*\).*/\1/p'; }
 
 start_run() { # $1: mount flags
   RUN=$(mktemp -d "$WORK/run.XXXXXX")
@@ -140,22 +140,25 @@ start_run() { # $1: mount flags
   key="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   "$BIN" mock-server --listen 127.0.0.1:0 --api-key "$key" >"$RUN/server.url" 2>"$RUN/server.log" &
   SERVER_PID=$!
-  for _ in $(seq 100); do [ -s "$RUN/server.url" ] && break; sleep 0.1; done
+  for _ in $(seq 100); do [ "$(wc -l <"$RUN/server.url")" -ge 2 ] && break; sleep 0.1; done
   local base
   base=$(head -n1 "$RUN/server.url")
   ADMIN="${base%/api/v1/}/_admin"
+  # Line 2 is the header /_admin/ needs; curl reads it from the file, never from argv.
+  ADMIN_HDR="$RUN/admin.hdr"
+  (umask 077 && sed -n 2p "$RUN/server.url" >"$ADMIN_HDR")
   log "creating $N clients (admin API, not counted)"
   local i
   for i in $(seq 0 $((N - 2))); do
     echo "{\"client_id\":$((FIRST + i)),\"n\":2,\"size\":512}"
-  done | xargs -d '\n' -P 8 -I{} curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/bulk-client"
-  curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' \
+  done | xargs -d '\n' -P 8 -I{} curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/bulk-client"
+  curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' \
     -d "{\"id\":$CLIENT,\"first_name\":\"Scan\",\"last_name\":\"Client\"}" "$ADMIN/client"
   for i in $(seq -w 1 30); do
     local ext=pdf
     [ "$((10#$i))" -gt 15 ] && ext=jpg
     echo "{\"client_id\":$CLIENT,\"name\":\"scan-$i.$ext\",\"size\":$((200000 + (10#$i * 537311) % 1600000))}"
-  done | xargs -d '\n' -P 4 -I{} curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/file" >/dev/null
+  done | xargs -d '\n' -P 4 -I{} curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/file" >/dev/null
   MNT="$RUN/mnt"
   # shellcheck disable=SC2086 # $1 is a list of flags
   INTAKEQ_API_KEY="$key" INTAKEQ_FS_LOG=info HOME="$RUN/home" XDG_STATE_HOME="$RUN/state" \

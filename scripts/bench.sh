@@ -129,7 +129,7 @@ drop_caches() {
 # mock-server's argv, which the fake accepts); curl still gets it from a header file.
 curl_api() { curl -sS -f --noproxy '*' -H @"$WORK/auth.hdr" "$@"; }
 admin_post() {
-  curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1"
+  curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1"
 }
 add_client() { admin_post client "{\"id\":$1,\"first_name\":\"Bench\",\"last_name\":\"$2\"}" >/dev/null; }
 # add_file CLIENT NAME SIZE [FOLDER_ID] -> prints the new file's id
@@ -143,15 +143,15 @@ delete_file() { curl_api -X DELETE -o /dev/null "$BASE/files/$1" || true; }
 # Delete every file of client $1 on the server (ids from the uncounted admin listing).
 delete_all_of() {
   local id
-  for id in $(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$1" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
+  for id in $(curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/files?clientId=$1" | grep -o '"Id":"[^"]*"' | cut -d'"' -f4); do
     delete_file "$id"
   done
 }
-reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+reset_counts() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST "$ADMIN/reset-counts" >/dev/null; }
 # API calls since the last reset, from the fake's counters: "N (endpoint n, ...)"
 calls() {
   local json total detail
-  json=$(curl -sS -f --noproxy '*' "$ADMIN/counts")
+  json=$(curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/counts")
   total=$(printf '%s' "$json" | grep -o '"total":[0-9]*' | cut -d: -f2)
   detail=$(printf '%s' "$json" | tr -d '{}"' | tr ',' '\n' | grep -v '^total:' |
     awk -F: '$2 > 0 { printf "%s%s %s", sep, $1, $2; sep = ", " }')
@@ -258,13 +258,16 @@ PIDS+=("$SERVER_PID")
 BASE=""
 for _ in $(seq 100); do
   BASE=$(head -n 1 "$WORK/server.out" 2>/dev/null || true)
-  [ -n "$BASE" ] && break
+  [ -n "$BASE" ] && [ "$(wc -l <"$WORK/server.out")" -ge 2 ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || die "the mock server exited: $(cat "$WORK/server.log")"
   sleep 0.1
 done
 [ -n "$BASE" ] || die "the mock server did not print its address"
 BASE=${BASE%/}                      # http://127.0.0.1:PORT/api/v1
 ADMIN="${BASE%/api/v1}/_admin"      # http://127.0.0.1:PORT/_admin
+# Line 2 is the header /_admin/ needs; curl reads it from the file, never from argv.
+ADMIN_HDR="$WORK/admin.hdr"
+(umask 077 && sed -n 2p "$WORK/server.out" >"$ADMIN_HDR")
 log "fake IntakeQ at $BASE"
 
 log "populating: ${REPS} x ${BIG_MIB} MiB, $((REPS + 1)) x ${THR_MIB} MiB, a ${BULK_N}-file client, workload clients"
@@ -337,7 +340,7 @@ log "   curl -o file ${T_KEEP[*]} s"
 LAST=$REPS
 LAST_ID=${COLD_IDS[$((LAST - 1))]}
 log "2. warm re-read vs tmpfs"
-curl -sS -f --noproxy '*' -o "$SHM/big.bin" "$ADMIN/file/$LAST_ID"
+curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -o "$SHM/big.bin" "$ADMIN/file/$LAST_ID"
 if cmp -s "$SHM/big.bin" "$CL/$C_READ/cold-$LAST.bin"; then DATA_CHECK="identical"; else DATA_CHECK="DIFFERENT"; fi
 T_WARM=() T_SHM=()
 reset_counts
@@ -386,10 +389,10 @@ row 3f "row 3's cp vs its floor: cp to the spool's disk, fsync, then curl -F" \
   "— (reported: a crash-safe staged upload's floor)"
 log "   cp + fsync + curl ${T_STAGED[*]} s"
 UP_CHECK="uploaded bytes: not checked"
-up_id=$(curl -sS -f --noproxy '*' "$ADMIN/files?clientId=$C_UP" | tr '{' '\n' | grep '"FileName":"cp-1.bin"' |
+up_id=$(curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/files?clientId=$C_UP" | tr '{' '\n' | grep '"FileName":"cp-1.bin"' |
   sed -n 's/.*"Id":"\([^"]*\)".*/\1/p' | head -n 1)
 if [ -n "$up_id" ]; then
-  if curl -sS -f --noproxy '*' "$ADMIN/file/$up_id" | cmp -s - "$WORK/up.bin"; then
+  if curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" "$ADMIN/file/$up_id" | cmp -s - "$WORK/up.bin"; then
     UP_CHECK="uploaded bytes: identical"
   else
     UP_CHECK="uploaded bytes: DIFFERENT"

@@ -27,7 +27,7 @@ fake_bench_start profile-read
 API=${BASE%/}
 printf 'X-Auth-Key: %s\n' "$KEY" >"$WORK/auth.hdr"
 # The admin API's answer carries the new file's id.
-post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1"; }
+post() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1"; }
 post client '{"id":7001,"first_name":"Profile","last_name":"Reads"}' >/dev/null
 IDS=()
 for r in $(seq $((REPS * 2))); do

@@ -24,7 +24,8 @@ pub(crate) enum Cmd {
     Mount(MountArgs),
     /// Start a fake IntakeQ with sample data and mount it in the foreground (Ctrl-C unmounts).
     Demo(DemoArgs),
-    /// Run the fake IntakeQ server alone and print its base URL.
+    /// Run the fake IntakeQ server alone and print its base URL, then the header its
+    /// /_admin/ API needs (`X-Admin-Token: <random token>`).
     MockServer(MockArgs),
     /// Probe the API (read-only, at most 6 calls; --write --client ID adds an upload round
     /// trip) and report how it differs from the contract. Exit 0 safe, 1 unsafe, 2 error.

@@ -17,7 +17,7 @@ use intakeq_fs::daemon::{self, Readiness};
 use intakeq_fs::fake;
 use intakeq_fs::limiter::Limiter;
 use intakeq_fs::mount::{serve, MountConfig};
-use intakeq_fs::private_dir::{ensure_private_dir, open_private_append, private_subdir};
+use intakeq_fs::private_dir::{ensure_private_dir, open_given_append, open_private_append, private_subdir};
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
 use intakeq_fs::remote::RemoteError;
 
@@ -80,26 +80,53 @@ fn limit_malloc_retention() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_retention() {}
 
+/// The state directory of a root mount with no home (an fstab mount at boot): where
+/// a systemd unit's `StateDirectory=intakeq-fs` puts it, on disk, so staged uploads
+/// survive a reboot (a run-time directory would not).
+const SYSTEM_STATE_DIR: &str = "/var/lib/intakeq-fs";
+
 /// Where the mount keeps its state by default: `$XDG_STATE_HOME/intakeq-fs`, else
-/// `~/.local/state/intakeq-fs`, else (no home, e.g. a system unit) `$XDG_RUNTIME_DIR/
-/// intakeq-fs` if that directory is private; otherwise there is no private place and
-/// the mount refuses to start. Created 0700 and checked (`private_dir`).
+/// `~/.local/state/intakeq-fs`, else (no home) for root `$STATE_DIRECTORY` (what
+/// systemd's `StateDirectory=` sets) or [`SYSTEM_STATE_DIR`], and for other users
+/// `$XDG_RUNTIME_DIR/intakeq-fs` if that directory is private; otherwise there is no
+/// private place and the mount refuses to start. Created 0700 and checked
+/// (`private_dir`).
 fn state_dir() -> Result<PathBuf, String> {
-    let dir = if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        PathBuf::from(d).join("intakeq-fs")
-    } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        PathBuf::from(h).join(".local/state/intakeq-fs")
-    } else if let Some(r) = intakeq_fs::private_dir::runtime_dir() {
-        r.join("intakeq-fs")
+    let dir = default_state_dir(
+        |v| std::env::var_os(v).filter(|d| !d.is_empty()).map(PathBuf::from),
+        intakeq_fs::private_dir::euid(),
+        intakeq_fs::private_dir::runtime_dir,
+    )?;
+    ensure_private_dir(&dir).map_err(|e| format!("state directory: {e}"))?;
+    Ok(dir)
+}
+
+/// [`state_dir`]'s choice, from the environment (`var`), the effective uid and the
+/// private run-time directory, if any.
+fn default_state_dir(
+    var: impl Fn(&str) -> Option<PathBuf>,
+    euid: u32,
+    runtime_dir: impl FnOnce() -> Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    if let Some(d) = var("XDG_STATE_HOME") {
+        Ok(d.join("intakeq-fs"))
+    } else if let Some(h) = var("HOME") {
+        Ok(h.join(".local/state/intakeq-fs"))
+    } else if euid == 0 {
+        // systemd may list several directories, separated by ':'; the first is ours.
+        let given = var("STATE_DIRECTORY")
+            .and_then(|d| d.to_str().and_then(|d| d.split(':').next()).map(PathBuf::from))
+            .filter(|d| d.is_absolute());
+        Ok(given.unwrap_or_else(|| PathBuf::from(SYSTEM_STATE_DIR)))
+    } else if let Some(r) = runtime_dir() {
+        Ok(r.join("intakeq-fs"))
     } else {
-        return Err(
+        Err(
             "no private place for the mount's state: HOME, XDG_STATE_HOME and XDG_RUNTIME_DIR are \
                     unset (or not private); set HOME, or pass --spool-dir, --cache-dir and --log-file"
                 .into(),
-        );
-    };
-    ensure_private_dir(&dir).map_err(|e| format!("state directory: {e}"))?;
-    Ok(dir)
+        )
+    }
 }
 
 /// A directory the user named: created 0700 if missing, never changed otherwise; the
@@ -126,6 +153,9 @@ struct Places {
     cache: PathBuf,
     /// `None`: log to stderr.
     log: Option<PathBuf>,
+    /// The log file was named by the user (`--log-file`, `log_file=`): an existing one
+    /// that is not private is refused, never chmod-ed.
+    log_given: bool,
     /// The account's quota ledger (shared by its mounts on this machine); `None` for the
     /// demo, whose made-up account lives for one run.
     quota: Option<PathBuf>,
@@ -172,6 +202,8 @@ impl Places {
                         ensure_private_dir(parent).map_err(|e| format!("log directory: {e}"))?;
                     }
                 }
+                // Checked now, before going to the background, so a refusal is seen.
+                open_given_append(f).map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
                 Some(f.clone())
             }
             None if default_log => Some(state_dir()?.join("intakeq-fs.log")),
@@ -181,6 +213,7 @@ impl Places {
             spool,
             cache,
             log,
+            log_given: c.log_file.is_some(),
             quota: None,
         })
     }
@@ -189,7 +222,7 @@ impl Places {
 /// Log lines go to `file` (created 0600, never through a symlink) or stderr; ANSI
 /// colours only when stderr is a terminal. Warnings and errors are also remembered for
 /// the status file (`status::ErrorsLayer`).
-fn init_logging(file: Option<&Path>) -> Result<(), String> {
+fn init_logging(file: Option<&Path>, given: bool) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKEQ_FS_LOG")
@@ -197,7 +230,8 @@ fn init_logging(file: Option<&Path>) -> Result<(), String> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
-            let f = open_private_append(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            let open = if given { open_given_append } else { open_private_append };
+            let f = open(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
             let fmt = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).finish();
             fmt.with(intakeq_fs::status::ErrorsLayer).init();
         }
@@ -294,13 +328,13 @@ fn cmd_mount(mut a: MountArgs) -> Result<(), String> {
         Some(dir.join(&account))
     });
     let mut readiness = if a.common.foreground {
-        init_logging(places.log.as_deref())?;
+        init_logging(places.log.as_deref(), places.log_given)?;
         Readiness::none()
     } else {
         let r = daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?;
         // The child of a fork: make sure it is as hardened as its parent was.
         let _ = intakeq_fs::harden::harden_process();
-        init_logging(places.log.as_deref())?;
+        init_logging(places.log.as_deref(), places.log_given)?;
         r
     };
     if let Err(e) = hardened {
@@ -475,17 +509,23 @@ fn publish_status(
 }
 
 fn cmd_demo(a: DemoArgs) -> Result<(), String> {
-    init_logging(None)?;
+    init_logging(None, false)?;
     let mountpoint = intakeq_fs::mount::check_mountpoint(&a.mountpoint, false)?;
     let key = format!("demo-{}", std::process::id());
     // The fake server runs on its own small runtime beside the mount's.
     let server_rt = runtime()?;
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let token = fake::server::random_token().map_err(|e| format!("cannot make the admin token: {e}"))?;
     let (bound, _task) = server_rt
-        .block_on(fake::server::spawn(fake::demo::demo_store(), addr, key.clone()))
+        .block_on(fake::server::spawn(
+            fake::demo::demo_store(),
+            addr,
+            key.clone(),
+            token.clone(),
+        ))
         .map_err(|e| format!("cannot start the demo server: {e}"))?;
     let base = fake::server::base_url(bound);
-    eprint!("{}", demo_banner(&base, &mountpoint));
+    eprint!("{}", demo_banner(&base, &mountpoint, &token));
     let tmp = std::env::temp_dir().join(format!("intakeq-fs-demo-{}", std::process::id()));
     ensure_private_dir(&tmp).map_err(|e| format!("demo directory: {e}"))?;
     let common = CommonMount {
@@ -531,7 +571,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
 
 /// What the demo prints first: where it is, what to try, whether writes survive, how
 /// to stop it.
-fn demo_banner(base: &str, mnt: &Path) -> String {
+fn demo_banner(base: &str, mnt: &Path, admin_token: &str) -> String {
     let m = mnt.display();
     let exe = std::env::current_exe().unwrap_or_else(|_| "intakeq-fs".into());
     let try_first = [
@@ -558,13 +598,17 @@ fn demo_banner(base: &str, mnt: &Path) -> String {
         "\nWrites (cp, editors, mv, rm) work, against the fake server inside this process:\n\
          they do NOT survive the demo. Nothing reaches a real IntakeQ account.\n\
          Stop: Ctrl-C here; if you put the demo in the background, `fusermount3 -u {m}`\n\
-         (or `kill %1`) unmounts it the same way.\n\n"
+         (or `kill %1`) unmounts it the same way.\n\
+         The fake's admin API ({admin}/counts, …) answers only with the header\n\
+         `{header}: {admin_token}`.\n\n",
+        admin = format_args!("{}/_admin", base.trim_end_matches('/').trim_end_matches("/api/v1")),
+        header = fake::server::ADMIN_TOKEN_HEADER,
     ));
     out
 }
 
 fn cmd_mock(a: MockArgs) -> Result<(), String> {
-    init_logging(None)?;
+    init_logging(None, false)?;
     let key = a
         .api_key
         .or_else(|| std::env::var("INTAKEQ_API_KEY").ok().filter(|k| !k.is_empty()))
@@ -575,12 +619,15 @@ fn cmd_mock(a: MockArgs) -> Result<(), String> {
         fake::store::Store::new()
     };
     store.set_profile(a.profile);
+    let token = fake::server::random_token().map_err(|e| format!("cannot make the admin token: {e}"))?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let (bound, task) = fake::server::spawn(store, a.listen, key)
+        let (bound, task) = fake::server::spawn(store, a.listen, key, token.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+        // Line 1: the base URL; line 2: the header `/_admin/` requires, as it is sent.
         println!("{}", fake::server::base_url(bound));
+        println!("{}: {token}", fake::server::ADMIN_TOKEN_HEADER);
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::select! {
@@ -622,4 +669,46 @@ fn cmd_man() -> Result<(), String> {
     std::io::stdout()
         .write_all(&out)
         .map_err(|e| format!("cannot write the man page: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<PathBuf> + 'a {
+        move |v| vars.iter().find(|(k, _)| *k == v).map(|(_, x)| PathBuf::from(x))
+    }
+
+    #[test]
+    fn a_root_mount_with_no_home_keeps_its_state_in_var_lib() {
+        let none = || None;
+        let run = || Some(PathBuf::from("/run/user/0"));
+        assert_eq!(
+            default_state_dir(env(&[]), 0, run).unwrap(),
+            PathBuf::from("/var/lib/intakeq-fs"),
+            "on disk, not in the run-time directory: staged uploads survive a reboot"
+        );
+        assert_eq!(
+            default_state_dir(env(&[("STATE_DIRECTORY", "/var/lib/iq:/var/lib/other")]), 0, none).unwrap(),
+            PathBuf::from("/var/lib/iq")
+        );
+        assert_eq!(
+            default_state_dir(env(&[("STATE_DIRECTORY", "relative")]), 0, none).unwrap(),
+            PathBuf::from("/var/lib/intakeq-fs")
+        );
+        assert_eq!(
+            default_state_dir(env(&[("HOME", "/root")]), 0, none).unwrap(),
+            PathBuf::from("/root/.local/state/intakeq-fs")
+        );
+        // Another user with no home: the private run-time directory, or nothing.
+        assert_eq!(
+            default_state_dir(env(&[("STATE_DIRECTORY", "/var/lib/iq")]), 1000, || Some(
+                PathBuf::from("/run/user/1000")
+            ))
+            .unwrap(),
+            PathBuf::from("/run/user/1000/intakeq-fs")
+        );
+        let err = default_state_dir(env(&[]), 1000, none).unwrap_err();
+        assert!(err.contains("no private place"), "{err}");
+    }
 }

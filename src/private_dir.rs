@@ -109,18 +109,37 @@ pub fn private_subdir(parent: &Path) -> io::Result<PathBuf> {
 }
 
 /// Open (creating 0600) a file for appending, refusing a symlink, a file of another
-/// user and one readable or writable by others. Its directory must be private.
+/// user and one writable by others; one of ours that others can only read (a log an
+/// older version created 0644) is made 0600. For files in the mount's own private
+/// directories.
 pub fn open_private_append(path: &Path) -> io::Result<File> {
-    open_private(path, false)
+    open_private(path, false, Existing::Tighten)
+}
+
+/// Open (creating 0600) a file the user named (`--log-file`, `log_file=`) for
+/// appending: like [`open_private_append`], but an existing file that others can read
+/// or write is refused, never chmod-ed. A root mount given `log_file=/etc/passwd`
+/// must not make it 0600 (nor write to it).
+pub fn open_given_append(path: &Path) -> io::Result<File> {
+    open_private(path, false, Existing::Refuse)
+}
+
+/// What to do with an existing file of ours that is not private.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Made 0600 if others can only read it; refused if they can write it.
+    Tighten,
+    /// Refused, left as it is.
+    Refuse,
 }
 
 /// [`open_private_append`], also open for reading (the quota ledger reads back what
 /// every mount appended).
 pub fn open_private_append_read(path: &Path) -> io::Result<File> {
-    open_private(path, true)
+    open_private(path, true, Existing::Tighten)
 }
 
-fn open_private(path: &Path, read: bool) -> io::Result<File> {
+fn open_private(path: &Path, read: bool, existing: Existing) -> io::Result<File> {
     let f = OpenOptions::new()
         .read(read)
         .create(true)
@@ -146,7 +165,15 @@ fn open_private(path: &Path, read: bool) -> io::Result<File> {
         ));
     }
     if md.mode() & 0o077 != 0 {
-        // Our own file: tighten it (an older version created logs 0644).
+        let mode = md.mode() & 0o777;
+        if existing == Existing::Refuse || md.mode() & 0o022 != 0 {
+            return Err(refuse(
+                path,
+                &format!("its mode is {mode:o} and it is not changed; give a new file, or `chmod 600` it first"),
+            ));
+        }
+        // Our own file that others can only read: tighten it (an older version
+        // created logs 0644).
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     Ok(f)
@@ -239,6 +266,22 @@ mod tests {
         fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
         open_private_append(&log).unwrap();
         assert_eq!(mode(&log), 0o600, "an old 0644 log is tightened");
+
+        let given = tmp.path().join("given.log");
+        fs::write(&given, b"someone's file\n").unwrap();
+        fs::set_permissions(&given, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = open_given_append(&given).unwrap_err().to_string();
+        assert!(err.contains("mode is 644"), "{err}");
+        assert_eq!(mode(&given), 0o644, "a given file is never chmod-ed");
+        assert_eq!(fs::read(&given).unwrap(), b"someone's file\n");
+        fs::set_permissions(&given, fs::Permissions::from_mode(0o600)).unwrap();
+        open_given_append(&given).unwrap();
+        let fresh = tmp.path().join("fresh.log");
+        open_given_append(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(open_private_append(&log).is_err(), "writable by others: refused");
+        assert_eq!(mode(&log), 0o666);
 
         let link = tmp.path().join("link.log");
         std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &link).unwrap();

@@ -443,7 +443,7 @@ pub fn render(f: &Found, now: u64) -> String {
         ));
     }
     out.push_str(&format!("  account:  {} ({})\n", s.account, s.base_url));
-    let failed = s.core.uploads.iter().filter(|u| u.state == "failed").count();
+    let failed = s.core.uploads.iter().filter(|u| u.state.starts_with("failed")).count();
     out.push_str(&format!(
         "  uploads:  {} pending, {} failed, {} running\n",
         s.core.uploads.len() - failed,

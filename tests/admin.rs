@@ -667,3 +667,61 @@ fn a_file_managers_content_type_sniffing_costs_one_download_per_unclear_name() {
     ok("gio", &[&"list", &"-a", &"standard::content-type", &dir]);
     assert_eq!(srv.store.total_requests(), 0);
 }
+
+/// `GET path` on `addr` with these extra header lines; the status code.
+fn http_status(addr: &str, path: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_mock_server_prints_a_random_admin_token_and_its_admin_api_requires_it() {
+    let start = || {
+        let mut server = Command::new(bin())
+            .args(["mock-server", "--listen", "127.0.0.1:0", "--demo", "--api-key", KEY])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (mut base, mut header) = (String::new(), String::new());
+        {
+            use std::io::BufRead;
+            let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+            out.read_line(&mut base).unwrap();
+            out.read_line(&mut header).unwrap();
+        }
+        (server, base.trim().to_string(), header.trim().to_string())
+    };
+    let (mut server, base, header) = start();
+    let (mut other, _, other_header) = start();
+    let _ = other.kill();
+    let _ = other.wait();
+    let token = header
+        .strip_prefix("X-Admin-Token: ")
+        .unwrap_or_else(|| panic!("{header:?}"));
+    assert_eq!(token.len(), 32, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    assert_ne!(header, other_header, "random per start");
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1/")
+        .to_string();
+    let files = "/_admin/files?clientId=1001";
+    assert_eq!(
+        http_status(&addr, files, ""),
+        401,
+        "no token: a local user reads nothing"
+    );
+    assert_eq!(http_status(&addr, files, &format!("{other_header}\r\n")), 401);
+    assert_eq!(http_status(&addr, files, &format!("{header}\r\n")), 200);
+    let _ = server.kill();
+    let _ = server.wait();
+}

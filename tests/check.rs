@@ -40,9 +40,14 @@ fn seeded_store(profile: Profile) -> Store {
 }
 
 async fn serve(store: &Store) -> String {
-    let (addr, _task) = spawn(store.clone(), "127.0.0.1:0".parse().unwrap(), KEY.into())
-        .await
-        .unwrap();
+    let (addr, _task) = spawn(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        KEY.into(),
+        "check-admin-token".into(),
+    )
+    .await
+    .unwrap();
     base_url(addr)
 }
 
@@ -851,4 +856,67 @@ fn binary_check_against_mock_server_profile_alt_replays_the_variants() {
     assert_eq!(v["calls"], 11);
     assert_eq!(v["leftover"], serde_json::Value::Null);
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn server_ids_the_mount_refuses_never_reach_a_url_of_the_check() {
+    // `..` as the smallest file's id (the read probe downloads it) and as the id the
+    // marker's upload comes back as (the round trip deletes it): joined as `files/..`
+    // either would address the base URL itself.
+    let (base, log) = round_trip_server(
+        r#"[{"Id": "..", "DateCreated": 1700000000000, "Size": 74, "FileName": "intakeq-fs check marker.txt",
+             "ContentType": "text/plain", "FolderId": null}]"#,
+    )
+    .await;
+    let (r, _) = run(&opts(&base, Some(1), true)).await;
+    let seen = log.lock().unwrap().clone();
+    for req in &seen {
+        let path = req.split(' ').nth(1).unwrap_or("");
+        assert!(
+            !(path == "/api/v1/"
+                || path == "/api/v1"
+                || path.starts_with("/api/v1/files/..")
+                || path.contains("%2E%2E")),
+            "{req} in {seen:?}"
+        );
+        assert!(!req.starts_with("DELETE"), "nothing deleted: {seen:?}");
+    }
+    // Like the mount, the check does not take a row it cannot address for its upload.
+    assert_eq!(r.codes(), vec!["upload-not-listed"]);
+    assert_eq!(r.exit_code(), check::EXIT_UNSAFE);
+
+    // The same id in a read-only run's listing of the client.
+    let (base, hits_log) = canned_listing(
+        r#"[{"Id": "..", "DateCreated": 1700000000000, "Size": 5, "FileName": "a.txt", "ContentType": "text/plain", "FolderId": null}]"#,
+    )
+    .await;
+    let (r, _) = run(&opts(&base, Some(1), false)).await;
+    let seen = hits_log.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|t| t != "/api/v1/" && !t.starts_with("/api/v1/files/..")),
+        "{seen:?}"
+    );
+    assert!(r.codes().contains(&"file-id-invalid"), "{:?}", r.codes());
+}
+
+/// A read-only account: client 1 lists `files`; every request target is logged.
+async fn canned_listing(files: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l = log.clone();
+    let (base, _) = canned(move |c: Call| {
+        l.lock().unwrap().push(c.target.clone());
+        if !c.key_ok {
+            return (StatusCode::UNAUTHORIZED, json(r#"{"Message": "bad key"}"#)).into_response();
+        }
+        match c.target.as_str() {
+            "/api/v1/folders" => json("[]"),
+            t if t.starts_with("/api/v1/clients") => json(r#"[{"ClientId": 1, "Name": "Jane Doe"}]"#),
+            "/api/v1/files?clientId=1" => json(files),
+            t if t.starts_with("/api/v1/files?") => json("[]"),
+            _ => json(r#"[{"Id": "x"}]"#),
+        }
+    })
+    .await;
+    (base, log)
 }

@@ -133,15 +133,32 @@ fn plain_http_to_another_host_is_refused_before_any_connection() {
     assert!(!is_mounted(&mnt));
 }
 
+/// Run `c` as an ordinary user (nobody) when the tests run as root, so that what a
+/// user mount with no home does can be checked either way.
+fn as_a_user(c: &mut Command) -> &mut Command {
+    if uid() == 0 {
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
 #[test]
-fn with_no_private_home_the_mount_refuses_to_start() {
+fn with_no_private_home_a_user_mount_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let bare = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
         let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", extra);
         c.env_clear().env("INTAKEQ_API_KEY", KEY).env("PATH", "/usr/bin:/bin");
-        c.output().unwrap()
+        as_a_user(&mut c).output().unwrap()
     };
     let err = one_line_error(&bare(&[]));
     assert!(err.contains("no private place"), "{err}");
@@ -152,9 +169,12 @@ fn with_no_private_home_the_mount_refuses_to_start() {
     let run = dir.path().join("run");
     fs::create_dir(&run).unwrap();
     fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+    if uid() == 0 {
+        std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    }
     let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--foreground"]);
     c.env_clear().env("INTAKEQ_API_KEY", KEY).env("XDG_RUNTIME_DIR", &run);
-    let err = final_error(&c.output().unwrap());
+    let err = final_error(&as_a_user(&mut c).output().unwrap());
     assert!(err.contains("127.0.0.1:9"), "got as far as the server: {err}");
     assert_eq!(mode(&run.join("intakeq-fs")), 0o700);
 
@@ -162,7 +182,7 @@ fn with_no_private_home_the_mount_refuses_to_start() {
     fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
     let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--foreground"]);
     c.env_clear().env("INTAKEQ_API_KEY", KEY).env("XDG_RUNTIME_DIR", &run);
-    let err = one_line_error(&c.output().unwrap());
+    let err = one_line_error(&as_a_user(&mut c).output().unwrap());
     assert!(err.contains("no private place"), "{err}");
 
     // Explicit places need no home at all.
@@ -180,6 +200,55 @@ fn with_no_private_home_the_mount_refuses_to_start() {
     c.env_clear().env("INTAKEQ_API_KEY", KEY);
     let err = final_error(&c.output().unwrap());
     assert!(err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn a_root_mount_with_no_home_keeps_its_state_where_systemd_puts_it() {
+    if uid() != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // An fstab mount at boot: root, no HOME, no XDG_*; a unit's `StateDirectory=`
+    // sets STATE_DIRECTORY (without it, /var/lib/intakeq-fs: see main.rs's unit test).
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let state = dir.path().join("var-lib-intakeq-fs");
+    let mut c = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--foreground"]);
+    c.env_clear()
+        .env("INTAKEQ_API_KEY", KEY)
+        .env("PATH", "/usr/bin:/bin")
+        .env("STATE_DIRECTORY", &state);
+    let err = final_error(&c.output().unwrap());
+    assert!(err.contains("127.0.0.1:9"), "started, got as far as the server: {err}");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("spool")), 0o700);
+}
+
+#[test]
+fn an_existing_log_file_that_is_not_private_is_refused_never_chmod_ed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // What `log_file=/etc/passwd` in an fstab line would name: someone's 0644 file.
+    let theirs = dir.path().join("passwd");
+    fs::write(&theirs, b"root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = mount_cmd(&mnt, "http://127.0.0.1:9/api/v1/", &[&"--log-file", &theirs])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("cannot open log file") && err.contains("mode is 644"),
+        "{err}"
+    );
+    assert_eq!(mode(&theirs), 0o644, "never chmod-ed");
+    assert_eq!(
+        fs::read(&theirs).unwrap(),
+        b"root:x:0:0:root:/root:/bin/bash\n",
+        "nor written"
+    );
 }
 
 #[test]

@@ -9,13 +9,14 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use intakeq_fs::fake::demo::{add_bulk_client, pseudo_random_bytes};
-use intakeq_fs::fake::server::{base_url, spawn};
+use intakeq_fs::fake::server::{base_url, spawn, ADMIN_TOKEN_HEADER};
 use intakeq_fs::fake::store::{Endpoint, Fault, Store, UnknownClientFiles};
 use intakeq_fs::limiter::Limiter;
 use intakeq_fs::remote::http::{HttpOptions, HttpRemote};
 use intakeq_fs::remote::{ByteStream, Priority, Remote, RemoteError};
 
 const KEY: &str = "sk-test-7f3e9a1c-SECRET-KEY";
+const ADMIN_TOKEN: &str = "admin-token-5c2e";
 const P: Priority = Priority::User;
 
 fn fast_opts() -> HttpOptions {
@@ -29,9 +30,14 @@ fn fast_opts() -> HttpOptions {
 }
 
 async fn serve(store: &Store) -> SocketAddr {
-    let (addr, _task) = spawn(store.clone(), "127.0.0.1:0".parse().unwrap(), KEY.into())
-        .await
-        .unwrap();
+    let (addr, _task) = spawn(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        KEY.into(),
+        ADMIN_TOKEN.into(),
+    )
+    .await
+    .unwrap();
     addr
 }
 
@@ -250,6 +256,14 @@ async fn missing_or_non_numeric_client_id_is_400() {
 fn reqwest_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// A client that sends the fake's admin token with every request.
+fn admin_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(ADMIN_TOKEN_HEADER, ADMIN_TOKEN.parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
 }
 
 #[tokio::test]
@@ -696,7 +710,7 @@ async fn stalled_body_hits_the_inactivity_timeout() {
 async fn admin_api_counts_and_injects_faults() {
     let s = one_client_store();
     let addr = serve(&s).await;
-    let http = reqwest_client();
+    let http = admin_client();
     let admin = |p: &str| format!("http://{addr}/_admin/{p}");
     let post_json = |p: &str, body: serde_json::Value| {
         http.post(admin(p))
@@ -910,4 +924,347 @@ async fn the_key_never_leaks() {
         }
     }
     assert_eq!(errors.len(), 6);
+}
+
+// ----- the core over HTTP against servers that read upload names their own way -----
+
+use intakeq_fs::core::status::GIVEN_UP;
+use intakeq_fs::core::{Core, CoreError, OpenMode, Options, ROOT_INO};
+use intakeq_fs::fake::profile::Profile;
+use intakeq_fs::fake::store::UploadNames;
+
+/// A core over the HTTP client and the fake server at `addr`, its spool and cache in
+/// `dir`: the account mounted (again, with the same `dir`).
+fn core_over_http(addr: SocketAddr, dir: &std::path::Path) -> Core<HttpRemote> {
+    let o = Options {
+        read_only: false,
+        metadata_ttl: Duration::from_secs(60),
+        cache_bytes: 64 << 20,
+        allow_other: false,
+        spool_dir: dir.join("spool"),
+        cache_dir: dir.join("cache"),
+        disk_cache_bytes: 1 << 30,
+        account: "test-account".into(),
+        client_list_ttl: Duration::from_secs(3600),
+        state_dir: None,
+        previews: true,
+    };
+    Core::new(remote(addr), o).unwrap()
+}
+
+/// The inode of `/clients/<client>/<name>`.
+async fn file_ino(core: &Core<HttpRemote>, client: u64, name: &str) -> u64 {
+    let mut ino = ROOT_INO;
+    for part in ["clients", &client.to_string(), name] {
+        ino = core.lookup(ino, part).await.unwrap().ino;
+    }
+    ino
+}
+
+/// Names a multipart header cannot carry verbatim, each with the server that reads it
+/// differently: CR/LF (the header breaks), a backslash (kept escaped), a trailing
+/// space (stripped).
+const UNCARRIABLE: [(&str, UploadNames); 3] = [
+    ("evil\r\nX-Injected: 1.txt", UploadNames::Verbatim),
+    ("C:\\fakepath\\scan.pdf", UploadNames::KeepEscapes),
+    ("scan.pdf ", UploadNames::StripSpaces),
+];
+
+#[tokio::test]
+async fn overwriting_a_listed_file_whose_name_the_upload_cannot_carry_is_refused_and_leaves_it_untouched() {
+    for profile in [Profile::Contract, Profile::Alt] {
+        for (name, reads) in UNCARRIABLE {
+            let s = one_client_store();
+            s.set_profile(profile);
+            s.lock().upload_names = reads;
+            let id = s.add_file(1, name, None, &b"original"[..]);
+            let addr = serve(&s).await;
+            let dir = tempfile::tempdir().unwrap();
+            let core = core_over_http(addr, dir.path());
+            let ino = file_ino(&core, 1, name).await;
+            let how = format!("{profile:?} {name:?}");
+            for mode in [
+                OpenMode {
+                    write: true,
+                    truncate: false,
+                },
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            ] {
+                let err = core.open(ino, mode).await.err();
+                assert!(matches!(err, Some(CoreError::Invalid(_))), "{how} {mode:?}: {err:?}");
+            }
+            let err = core.setattr(ino, None, Some(0)).await.err();
+            assert!(matches!(err, Some(CoreError::Invalid(_))), "{how} truncate: {err:?}");
+            // Nothing was staged, sent or deleted: the file is as it was, and reads.
+            assert_eq!(core.pending_uploads(), 0, "{how}");
+            core.retry_failed_uploads().await;
+            core.confirm_due(true).await;
+            assert_eq!(s.count(Endpoint::Upload), 0, "{how}");
+            assert_eq!(s.count(Endpoint::Delete), 0, "{how}");
+            let files = s.files_of(1);
+            assert_eq!(files.len(), 1, "{how}");
+            assert_eq!(
+                (files[0].id.as_str(), files[0].name.as_str()),
+                (id.as_str(), name),
+                "{how}"
+            );
+            assert_eq!(&files[0].data[..], b"original", "{how}");
+            let o = core.open(ino, OpenMode::default()).await.unwrap();
+            assert_eq!(core.read(o.fh, 0, 100).await.unwrap(), b"original", "{how}");
+            core.release(o.fh);
+            assert!(staged(dir.path()).is_empty(), "{how}: nothing staged");
+        }
+    }
+}
+
+/// Create `name` in client 1, write `data` and close it (the close's upload goes out).
+async fn create_and_close(core: &Core<HttpRemote>, name: &str, data: &[u8]) -> u64 {
+    let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
+    let parent = core.lookup(clients, "1").await.unwrap().ino;
+    let (_, o) = core.create(parent, name).await.unwrap();
+    core.write(o.fh, 0, data).unwrap();
+    core.flush(o.fh).await.unwrap();
+    o.fh
+}
+
+/// The bytes of every staged file in the spool under `dir`.
+fn staged(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect()
+}
+
+/// One round of the mount's background work, as fast as the test wants it: confirm
+/// what was accepted, send what is due again, retry what failed.
+async fn background_round(core: &Core<HttpRemote>) {
+    core.confirm_due(true).await;
+    core.upload_due(true).await;
+    core.retry_failed_uploads().await;
+}
+
+/// Every log line of this test binary at the default level, from one global
+/// subscriber (a per-thread one misses events whose callsite interest another test's
+/// thread cached meanwhile). Tests pick their own lines by something unique to them.
+fn logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        struct Sink(&'static std::sync::Mutex<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(move || Sink(buf))
+            .finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        buf
+    })
+}
+
+#[tokio::test]
+async fn a_server_that_renames_every_upload_gets_three_uploads_then_the_file_is_failed_and_kept() {
+    logs();
+    let mut spools = Vec::new();
+    for profile in [Profile::Contract, Profile::Alt] {
+        let s = one_client_store();
+        s.set_profile(profile);
+        s.lock().upload_names = UploadNames::Rename;
+        let addr = serve(&s).await;
+        let dir = tempfile::tempdir().unwrap();
+        spools.push(dir.path().join("spool").display().to_string());
+        let core = core_over_http(addr, dir.path());
+        let fh = create_and_close(&core, "a.txt", b"the note").await;
+        core.release(fh);
+        for _ in 0..8 {
+            background_round(&core).await;
+        }
+        assert_eq!(
+            s.count(Endpoint::Upload),
+            3,
+            "{profile:?}: the first upload and 2 re-sends"
+        );
+        let st = core.status();
+        assert_eq!(st.uploads.len(), 1, "{profile:?} {st:?}");
+        assert_eq!(
+            (st.uploads[0].name.as_str(), st.uploads[0].state.as_str()),
+            ("a.txt", GIVEN_UP)
+        );
+        assert_eq!(core.pending_uploads(), 0, "not retried");
+        // Still readable through the mount, from the spool.
+        let ino = file_ino(&core, 1, "a.txt").await;
+        let r = core.open(ino, OpenMode::default()).await.unwrap();
+        assert_eq!(core.read(r.fh, 0, 100).await.unwrap(), b"the note");
+        core.release(r.fh);
+        drop(core);
+
+        // A later mount keeps it, shows it failed and does not send it again.
+        let calls = s.total_requests();
+        let again = core_over_http(addr, dir.path());
+        assert_eq!(again.resume_pending().await, 0);
+        for _ in 0..3 {
+            background_round(&again).await;
+        }
+        assert_eq!(s.count(Endpoint::Upload), 3, "{profile:?}: not sent by a later mount");
+        assert_eq!(
+            s.total_requests(),
+            calls,
+            "{profile:?}: a given-up upload costs no call"
+        );
+        let st = again.status();
+        assert_eq!(st.uploads.len(), 1, "{st:?}");
+        assert_eq!(st.uploads[0].state, GIVEN_UP);
+        assert_eq!(staged(dir.path()), vec![b"the note".to_vec()], "kept in the spool");
+        let names: Vec<String> = s.files_of(1).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, vec!["renamed-a.txt"; 3]);
+    }
+    let logs = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
+    for spool in &spools {
+        let given_up: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("given up after") && l.contains(spool.as_str()))
+            .collect();
+        assert_eq!(given_up.len(), 1, "one warning for the file: {logs}");
+        assert!(given_up[0].contains("WARN"), "{given_up:?}");
+    }
+    assert!(!logs.contains("a.txt"), "no name at the default level: {logs}");
+}
+
+#[tokio::test]
+async fn a_resumed_upload_the_server_renames_is_sent_at_most_three_times_across_remounts() {
+    let s = one_client_store();
+    s.lock().upload_names = UploadNames::Rename;
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let core = core_over_http(addr, dir.path());
+        create_and_close(&core, "b.txt", b"bytes").await;
+        // The process dies before any confirming listing: the journal is all there is.
+    }
+    for _ in 0..5 {
+        let core = core_over_http(addr, dir.path());
+        core.resume_pending().await;
+    }
+    assert_eq!(s.count(Endpoint::Upload), 3);
+    let core = core_over_http(addr, dir.path());
+    let st = core.status();
+    assert_eq!(st.uploads.len(), 1, "{st:?}");
+    assert_eq!(st.uploads[0].state, GIVEN_UP);
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_only_with_the_token_the_server_was_given() {
+    let s = one_client_store();
+    let id = s.add_file(1, "notes.txt", None, &b"a patient's notes"[..]);
+    let addr = serve(&s).await;
+    let admin = |p: &str| format!("http://{addr}/_admin/{p}");
+    for sent in [
+        None,
+        Some("wrong"),
+        Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+        Some(""),
+    ] {
+        let http = reqwest_client();
+        let with = |rb: reqwest::RequestBuilder| match sent {
+            Some(t) => rb.header(ADMIN_TOKEN_HEADER, t),
+            None => rb,
+        };
+        for (rb, what) in [
+            (with(http.get(admin(&format!("file/{id}")))), "file bytes"),
+            (with(http.get(admin("files?clientId=1"))), "listing"),
+            (with(http.get(admin("counts"))), "counts"),
+            (
+                with(http.post(admin("file")))
+                    .header("content-type", "application/json")
+                    .body(r#"{"client_id": 1, "name": "planted.txt", "size": 3}"#),
+                "add a file",
+            ),
+            (with(http.post(admin("reset-counts"))), "reset"),
+        ] {
+            let resp = rb.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{sent:?} {what}");
+            let body = resp.text().await.unwrap();
+            assert!(!body.contains("patient"), "{body}");
+        }
+    }
+    assert_eq!(s.files_of(1).len(), 1, "nothing added");
+    let resp = admin_client().get(admin(&format!("file/{id}"))).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"a patient's notes");
+}
+
+#[tokio::test]
+async fn a_journaled_upload_whose_name_cannot_be_carried_is_never_sent_by_a_resume() {
+    use intakeq_fs::core::spool::{Journal, Spool};
+    let s = one_client_store();
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    // What an older version journaled for a file named with CR/LF, then died.
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let sf = spool.create().unwrap();
+    std::io::Write::write_all(&mut &sf.file, b"bytes").unwrap();
+    let j = Journal {
+        account: "test-account".into(),
+        client: 1,
+        name: "evil\r\nX-Injected: 1.txt".into(),
+        replaces: Vec::new(),
+        size: 5,
+        attempts: None,
+        abandoned: false,
+        sends: 0,
+        given_up: false,
+    };
+    spool.commit(&sf.file, &sf.path, &j).await.unwrap();
+    drop(spool);
+    for _ in 0..2 {
+        let core = core_over_http(addr, dir.path());
+        assert_eq!(core.resume_pending().await, 0);
+        let st = core.status();
+        assert_eq!(st.uploads.len(), 1, "{st:?}");
+        assert_eq!(st.uploads[0].state, GIVEN_UP);
+    }
+    assert_eq!(s.total_requests(), 0, "no upload, and no call spent on it");
+    assert_eq!(staged(dir.path()), vec![b"bytes".to_vec()], "kept");
+}
+
+#[tokio::test]
+async fn a_given_up_file_renamed_onto_another_name_is_tried_again_under_it() {
+    let s = one_client_store();
+    s.lock().upload_names = UploadNames::Rename;
+    let addr = serve(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let core = core_over_http(addr, dir.path());
+    let fh = create_and_close(&core, "a.txt", b"the note").await;
+    core.release(fh);
+    for _ in 0..5 {
+        background_round(&core).await;
+    }
+    assert_eq!(core.status().uploads[0].state, GIVEN_UP);
+    // The server is fixed; the user renames the file.
+    s.lock().upload_names = UploadNames::Verbatim;
+    let uploads = s.count(Endpoint::Upload);
+    let parent = core
+        .lookup(core.lookup(ROOT_INO, "clients").await.unwrap().ino, "1")
+        .await
+        .unwrap()
+        .ino;
+    core.rename(parent, "a.txt", parent, "b.txt", false).await.unwrap();
+    background_round(&core).await;
+    assert_eq!(s.count(Endpoint::Upload), uploads + 1);
+    assert_eq!(&s.files_named(1, "b.txt")[0].data[..], b"the note");
+    assert!(core.status().uploads.is_empty(), "{:?}", core.status());
+    assert!(staged(dir.path()).is_empty(), "landed: nothing left in the spool");
 }

@@ -5,7 +5,8 @@
 # MOUNTS, kills the processes in PIDS, removes WORK), builds the binary of
 # BENCH_PROFILE (default debug; BENCH_BIN=PATH uses that binary instead), creates WORK
 # (private, under $TMPDIR) and starts `intakeq-fs mock-server` on a free loopback port.
-# Sets BIN, WORK, KEY, BASE (…/api/v1/), ADMIN (…/_admin). Also defines log, now,
+# Sets BIN, WORK, KEY, BASE (…/api/v1/), ADMIN (…/_admin), ADMIN_HDR (the file holding
+# the X-Admin-Token header every /_admin/ request sends). Also defines log, now,
 # since START [DECIMALS], admin_post PATH JSON and reset_counts.
 
 WORK=""
@@ -30,8 +31,8 @@ log() { echo "$BENCH_NAME: $*" >&2; }
 now() { date +%s.%N; }
 # Seconds since START, with DECIMALS (default 1) decimals.
 since() { awk -v a="$1" -v b="$(now)" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, b - a }'; }
-admin_post() { curl -sS -f --noproxy '*' -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1" >/dev/null; }
-reset_counts() { curl -sS -f --noproxy '*' -X POST "$ADMIN/reset-counts" >/dev/null; }
+admin_post() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d "$2" "$ADMIN/$1" >/dev/null; }
+reset_counts() { curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST "$ADMIN/reset-counts" >/dev/null; }
 
 fake_bench_start() {
   BENCH_NAME=$1
@@ -54,8 +55,11 @@ fake_bench_start() {
   "$BIN" mock-server --listen 127.0.0.1:0 --api-key "$KEY" >"$WORK/server.url" 2>"$WORK/server.log" &
   PIDS+=($!)
   local _
-  for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
+  for _ in $(seq 100); do [ "$(wc -l <"$WORK/server.url")" -ge 2 ] && break; sleep 0.1; done
   BASE=$(head -n1 "$WORK/server.url")
   [ -n "$BASE" ] || { log "the fake server did not start: $(cat "$WORK/server.log")"; exit 1; }
   ADMIN="${BASE%/api/v1/}/_admin"
+  # Line 2 is the header /_admin/ needs; curl reads it from the file, never from argv.
+  ADMIN_HDR="$WORK/admin.hdr"
+  (umask 077 && sed -n 2p "$WORK/server.url" >"$ADMIN_HDR")
 }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::probe::{id_text, Prober};
+use super::probe::{id_text, raw_id_text, Prober};
 use super::report::Severity;
 use super::shape::RowsShape;
 use super::Y2000_SECS;
@@ -50,6 +50,7 @@ impl Prober<'_> {
             self.observe(idx, l);
         }
         self.judge_file_ids(req, &shape);
+        self.judge_id_values(req, rows);
         self.judge_names_and_sizes(req, &shape);
         self.judge_dates(req, rows, &shape);
         self.judge_content_types(req, &shape);
@@ -83,6 +84,25 @@ impl Prober<'_> {
                 req,
                 format!("Id: {}", id.describe()),
                 "file ids come as numbers: the mount must read them as text (tolerant parsing)",
+            );
+        }
+    }
+
+    /// Ids the mount refuses (`..`, `a/b`, control characters): such rows are skipped,
+    /// and the check never puts them in a URL either.
+    fn judge_id_values(&mut self, req: &str, rows: &[Value]) {
+        let refused = rows
+            .iter()
+            .filter_map(|r| raw_id_text(r.get("Id")))
+            .filter(|id| id_text(Some(&Value::String(id.clone()))).is_none())
+            .count();
+        if refused > 0 {
+            self.find(
+                "file-id-invalid",
+                Severity::Unsafe,
+                req,
+                format!("{refused} of {} rows have an Id that is not a safe path segment (empty, `.`, `..`, `/`, `\\`, control characters)", rows.len()),
+                "the mount skips such rows (their files are not shown, uploads that become them are never confirmed); the check sends no request for them",
             );
         }
     }

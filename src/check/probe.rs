@@ -17,8 +17,16 @@ use super::shape::{describe_body, describe_mime, describe_retry_after, describe_
 use super::{service_name, AUTH_HEADER, MAX_KEPT_BODY};
 use crate::remote::ClientId;
 
-/// A file or folder id as text (ids may come as numbers).
+/// A file or folder id as text (ids may come as numbers), if the mount would accept
+/// it (`remote::parse::valid_id`: not empty, `.` or `..`, no `/`, `\\` or control
+/// characters): every id the check puts in a URL comes through here, so a `..` never
+/// turns `files/<id>` into the base URL.
 pub(super) fn id_text(v: Option<&Value>) -> Option<String> {
+    raw_id_text(v).filter(|id| crate::remote::parse::valid_id(id))
+}
+
+/// An id field as text (string or integer), valid or not: only to count the invalid.
+pub(super) fn raw_id_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),

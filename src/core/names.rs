@@ -1,6 +1,7 @@
 //! How IntakeQ file and folder names become directory entries: illegal names are
 //! mapped to legal ones, duplicates get distinct names, and probe names that desktop
-//! tools ask for constantly are recognised. Every mapping here is a pure function of
+//! tools ask for constantly are recognised; names going the other way, out in an
+//! upload, pass one check ([`uncarriable`]). Every mapping here is a pure function of
 //! the listing, so it is stable across listings and remounts (docs/SEMANTICS.md).
 
 use std::collections::HashSet;
@@ -155,6 +156,33 @@ pub fn is_probe_name(name: &str) -> bool {
     EXACT.contains(&name) || name.starts_with("._") || name.starts_with(".Trash")
 }
 
+/// Why an upload could not carry this name verbatim, if it could not: the one check of
+/// every outgoing name (create, rename, overwrite or truncate of a listed file, crash
+/// resume, and the send itself). The name travels as `filename="..."` in a multipart
+/// header, where the HTTP client escapes only some characters, and the server decides
+/// how to read the escapes. Control characters (`\n`, `\r`, tab, DEL, C1) and line
+/// separators break the header (a CR/LF name can inject a header and the server stores
+/// a cut name); a backslash and a double quote go as `\\` and `\"`, which a server may
+/// keep; leading or trailing white space is stripped by servers. A name that comes
+/// back different is never confirmed by a listing, so such names are refused (EINVAL)
+/// before any byte is staged (docs/SEMANTICS.md, "Names the upload cannot carry").
+pub fn uncarriable(name: &str) -> Option<&'static str> {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
+        Some("control characters cannot be carried by the upload")
+    } else if name.contains('\\') {
+        Some("a backslash does not survive the upload")
+    } else if name.contains('"') {
+        Some("a double quote does not survive the upload")
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        Some("leading or trailing white space does not survive the upload")
+    } else {
+        None
+    }
+}
+
 /// Client directories are named by the numeric id, canonical form only (`0012` is not `12`).
 pub fn parse_client_id(name: &str) -> Option<u64> {
     let id: u64 = name.parse().ok()?;
@@ -219,6 +247,38 @@ mod tests {
     }
 
     #[test]
+    fn names_the_upload_cannot_carry_are_told_apart() {
+        for n in [
+            "new\nline.txt",
+            "Icon\r",
+            "evil\r\nX-Injected: 1.txt",
+            "tab\tx",
+            "esc\u{1b}[31m.txt",
+            "del\u{7f}",
+            "c1\u{85}x",
+            "ls\u{2028}x",
+            "back\\slash",
+            "C:\\fakepath\\scan.pdf",
+            "q\"uote.txt",
+            " lead",
+            "trail ",
+            "nbsp\u{a0}",
+        ] {
+            assert!(uncarriable(n).is_some(), "{n:?}");
+        }
+        for n in [
+            "plain.txt",
+            "é ü 日本.txt",
+            "semi;colon.txt",
+            "a'b.txt",
+            "mid space.txt",
+            "pct%22.txt",
+        ] {
+            assert_eq!(uncarriable(n), None, "{n:?}");
+        }
+    }
+
+    #[test]
     fn probe_names() {
         assert!(is_probe_name(".DS_Store"));
         assert!(is_probe_name("._consent.pdf"));
@@ -280,6 +340,7 @@ mod tests {
             for (raw, _) in &items {
                 let _ = is_probe_name(raw);
                 let _ = parse_client_id(raw);
+                let _ = uncarriable(raw);
             }
         }
     }

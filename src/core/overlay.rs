@@ -53,6 +53,8 @@ impl<R: Remote> Core<R> {
                 // first upload (no record would make a resume look for an exact copy).
                 attempts: Some(Attempts::default()),
                 abandoned: false,
+                sends: w.sends,
+                given_up: false,
             };
             (journal, w.spool.file.try_clone(), w.spool.path.clone())
         };
@@ -99,6 +101,8 @@ impl<R: Remote> Core<R> {
                     landed += 1;
                     self.retire_writer(ino);
                 }
+                // Given up: `give_up` has said so, and it is not retried.
+                Err(_) if *lock(&w).life() == Life::GivenUp => {}
                 Err(e) => {
                     let name = lock(&w).name.clone();
                     tracing::warn!(
@@ -173,7 +177,9 @@ impl<R: Remote> Core<R> {
                     w.replaces.clear();
                     self.spool.drop_journal(&w.spool.path);
                 } else {
-                    if *w.life() == Life::Local {
+                    if matches!(w.life(), Life::Local | Life::GivenUp) {
+                        // A scratch file becomes a document; a given-up one gets a new
+                        // name, which is a new try.
                         self.spool.adopt(&mut w.spool)?;
                         w.step(Event::Promoted);
                     }

@@ -1,7 +1,7 @@
 //! Which names the mount keeps to itself: scratch files of editors and databases stay
 //! in a private local overlay and never reach the server; temp files of atomic savers
-//! wait for their rename; names the upload cannot carry exactly are refused. Every rule
-//! is a pure function of the name (docs/SEMANTICS.md, "Scratch and temp files").
+//! wait for their rename. Every rule is a pure function of the name
+//! (docs/SEMANTICS.md, "Scratch and temp files").
 
 /// What a new file's name says about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,27 +81,6 @@ fn is_temp(name: &str) -> bool {
         || (name.len() > 4 && name.ends_with(".tmp"))
 }
 
-/// Why the upload could not store this name exactly, if it could not: such names are
-/// refused (EINVAL) before any byte is staged, since the file under the user's name
-/// would never exist on the server. Control characters (`\n`, `\r`, tab, DEL, C1) and
-/// line separators break the multipart header; a backslash arrives doubled; leading or
-/// trailing white space is stripped by servers. Found by uploading every candidate
-/// through the HTTP client to the fake server (tests/http_remote.rs).
-pub fn uncarriable(name: &str) -> Option<&'static str> {
-    if name
-        .chars()
-        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
-    {
-        Some("control characters cannot be carried by the upload")
-    } else if name.contains('\\') {
-        Some("a backslash does not survive the upload")
-    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        Some("leading or trailing white space does not survive the upload")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,40 +145,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn names_the_upload_cannot_carry_are_told_apart() {
-        for n in [
-            "new\nline.txt",
-            "Icon\r",
-            "tab\tx",
-            "del\u{7f}",
-            "c1\u{85}x",
-            "ls\u{2028}x",
-            "back\\slash",
-            " lead",
-            "trail ",
-            "nbsp\u{a0}",
-        ] {
-            assert!(uncarriable(n).is_some(), "{n:?}");
-        }
-        for n in [
-            "plain.txt",
-            "q\"uote.txt",
-            "é ü 日本.txt",
-            "semi;colon.txt",
-            "a'b.txt",
-            "mid space.txt",
-            "pct%22.txt",
-        ] {
-            assert_eq!(uncarriable(n), None, "{n:?}");
-        }
-    }
-
     proptest::proptest! {
         #[test]
         fn classifying_never_panics(name in "\\PC{0,40}") {
             let _ = class(&name);
-            let _ = uncarriable(&name);
         }
     }
 }

@@ -18,8 +18,9 @@ use crate::remote::{ClientId, Priority, Remote};
 enum Copied {
     /// A listing showed it as this file.
     Landed(String),
-    /// The server accepted it (2xx); a later listing learns its id.
-    Accepted(Attempts),
+    /// The server accepted it (2xx); a later listing learns its id. With the uploads
+    /// sent so far (`Journal::sends`).
+    Accepted(Attempts, u32),
 }
 
 impl<R: Remote> Core<R> {
@@ -103,6 +104,8 @@ impl<R: Remote> Core<R> {
             size: src.size,
             attempts: None,
             abandoned: false,
+            sends: 0,
+            given_up: false,
         };
         // A closed file's copy is trusted on the server's 2xx (its id comes from a later
         // listing); an open one's is confirmed at once, since its writer carries on.
@@ -118,8 +121,11 @@ impl<R: Remote> Core<R> {
                 self.spool.remove(&staged.path);
                 Ok(())
             }
-            Ok(Copied::Accepted(attempts)) => {
+            Ok(Copied::Accepted(attempts, sends)) => {
                 self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
+                if let Some(w) = self.st().writers.get(&src.ino) {
+                    lock(w).sends = sends;
+                }
                 Ok(())
             }
             Err((e, keep_staged)) => {
@@ -276,11 +282,14 @@ impl<R: Remote> Core<R> {
             .await
             .map_err(|e| fail(e.into()))?;
         let new_id = match self
-            .land(&staged.path, &journal, None, true, Priority::User, trust)
+            .land(&staged.path, &mut journal, None, true, Priority::User, trust)
             .await
         {
             Ok(Uploaded { id: None, .. }) if trust => {
-                return Ok(Copied::Accepted(journal.attempts.clone().unwrap_or_default()));
+                return Ok(Copied::Accepted(
+                    journal.attempts.clone().unwrap_or_default(),
+                    journal.sends,
+                ));
             }
             Ok(up) => up.id,
             // The listing showed that the copy did not land: nothing changed.

@@ -10,7 +10,7 @@ use super::error::CoreResult;
 use super::metadata::Flight;
 use super::spool::Journal;
 use super::writer::lock;
-use super::{Core, Ino};
+use super::{names, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{Priority, Remote};
 
@@ -112,9 +112,13 @@ impl<R: Remote> Core<R> {
         self.settle_owed_deletes(Priority::Background).await;
         let mut earlier = Vec::new();
         let mut ours = Vec::new();
+        let mut given_up = 0;
         for (path, j) in self.spool.pending() {
             if j.account != self.opts.account {
                 tracing::debug!("spool entry {} belongs to another account", path.display());
+            } else if j.given_up {
+                // Sent `MAX_SENDS` times unseen by an earlier run: kept, never sent again.
+                given_up += 1;
             } else if j.abandoned {
                 // A rename given up: nothing is uploaded, and its copy, if it landed, is
                 // deleted before anything else goes up under that name.
@@ -130,6 +134,13 @@ impl<R: Remote> Core<R> {
             } else {
                 earlier.push((path, j));
             }
+        }
+        if given_up > 0 {
+            tracing::info!(
+                "spool {}: {given_up} upload(s) given up by an earlier run are kept there and not sent \
+                 (`intakeq-fs status` lists them)",
+                self.spool.dir().display()
+            );
         }
         self.clean_all_abandoned().await;
         let mut landed = 0;
@@ -159,6 +170,11 @@ impl<R: Remote> Core<R> {
     /// Run the upload protocol (`land`) for one journaled upload of an earlier run;
     /// true once it landed. It stays in the spool otherwise.
     async fn resume_upload(&self, path: &Path, j: &Journal) -> bool {
+        if names::uncarriable(&j.name).is_some() {
+            // Journaled by an older version: never sent, and worth no call.
+            self.give_up(path, &mut j.clone()).await;
+            return false;
+        }
         let _g = self.flight(Flight::Mutate(j.client)).await;
         if self
             .clean_abandoned(j.client, Some(&j.name), Priority::Background)
@@ -187,13 +203,19 @@ impl<R: Remote> Core<R> {
                 }
             }
         }
+        let mut j = j.clone();
+        let prior = j.attempts.clone();
         match self
-            .land(path, j, j.attempts.as_ref(), true, Priority::Background, false)
+            .land(path, &mut j, prior.as_ref(), true, Priority::Background, false)
             .await
         {
             Ok(_) => {
                 self.spool.remove(path);
                 true
+            }
+            Err(e) if e.given_up => {
+                self.give_up(path, &mut j).await;
+                false
             }
             Err(e) => {
                 tracing::warn!(

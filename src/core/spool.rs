@@ -41,6 +41,25 @@ pub struct Journal {
     /// `attempts` may have left are to be deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abandoned: bool,
+    /// Uploads of these bytes sent so far that no listing has shown under the name,
+    /// each counted before it is sent (so a crash or remount never forgets one). At
+    /// [`MAX_SENDS`] the mount stops sending (`given_up`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sends: u32,
+    /// Given up: [`MAX_SENDS`] uploads were sent and no listing showed the file under
+    /// its name (a server that renames what it stores). Never sent again by this mount
+    /// or a later one, kept in the spool, shown as failed by `intakeq-fs status`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub given_up: bool,
+}
+
+/// Uploads of one staged file sent without a listing showing it under its name, after
+/// which the mount gives up on it (the first upload and 2 re-sends): a server that
+/// stores every upload under another name gets 3 copies, not one every 2 s forever.
+pub const MAX_SENDS: u32 = 3;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Uploads that may have landed unconfirmed (their confirming listing failed): the file
@@ -162,6 +181,14 @@ impl Spool {
             write_durably(&dir, &path, &json)
         })
         .await
+    }
+
+    /// Rewrite the journal entry of the staged file at `data` (no fsync of the data:
+    /// it was made durable when the entry was first committed). On the blocking pool.
+    pub async fn record(&self, data: &Path, journal: &Journal) -> std::io::Result<()> {
+        let (dir, path) = (self.dir.clone(), journal_of(data));
+        let json = serde_json::to_vec(journal).map_err(std::io::Error::other)?;
+        blocking(move || write_durably(&dir, &path, &json)).await
     }
 
     /// Forget a staged file once the server has it (or it was never wanted).
@@ -481,6 +508,8 @@ mod tests {
             size: 0,
             attempts: None,
             abandoned: false,
+            sends: 0,
+            given_up: false,
         };
         spool.commit(&sf.file, &sf.path, &j).await.unwrap();
         assert_eq!(fs::metadata(sf.journal_path()).unwrap().mode() & 0o777, 0o600);
@@ -528,6 +557,8 @@ mod tests {
             size: 1,
             attempts: None,
             abandoned: false,
+            sends: 0,
+            given_up: false,
         }
     }
 

@@ -18,10 +18,15 @@ pub struct UploadStatus {
     /// Staged bytes.
     pub size: u64,
     /// `open` (still being written), `waiting` (closed, upload due), `uploading`,
-    /// `failed` (retried in the background and at the next mount), or `earlier run`
-    /// (left in the spool by an earlier mount, not resumed yet).
+    /// `failed` (retried in the background and at the next mount), `failed, given up`
+    /// ([`GIVEN_UP`]: kept in the spool, never sent again), or `earlier run` (left in
+    /// the spool by an earlier mount, not resumed yet).
     pub state: String,
 }
+
+/// The state of an upload the mount gave up on (`spool::MAX_SENDS` uploads that no
+/// listing showed under its name): failed, kept in the spool, never retried.
+pub const GIVEN_UP: &str = "failed, given up";
 
 /// What the core has not finished.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +62,7 @@ impl<R: Remote> Core<R> {
                     Life::Uploading { .. } => "uploading",
                     Life::Failed { .. } => "failed",
                     Life::Unconfirmed { .. } => "uploaded, id not yet listed",
+                    Life::GivenUp => GIVEN_UP,
                     Life::Landed { .. } | Life::Discarded | Life::Local => continue,
                 };
                 out.uploads.push(UploadStatus {
@@ -74,7 +80,11 @@ impl<R: Remote> Core<R> {
                     client: j.client,
                     name: j.name,
                     size: j.size,
-                    state: "earlier run".to_string(),
+                    state: match j.given_up {
+                        true => GIVEN_UP,
+                        false => "earlier run",
+                    }
+                    .to_string(),
                 });
             }
         }

@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
-use super::spool::{Attempts, Journal};
+use super::spool::{Attempts, Journal, MAX_SENDS};
 use super::state::Key;
 use super::writer::{lock, Event, Life, Wait, Writer};
-use super::{Core, Ino};
+use super::{names, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
 
@@ -26,6 +26,9 @@ pub(super) struct UploadFailed {
     pub(super) error: CoreError,
     /// The upload may have landed: look before sending again.
     pub(super) maybe_landed: bool,
+    /// Nothing was sent and nothing will be: `MAX_SENDS` uploads went out unseen, or
+    /// the name cannot be carried (the journal entry is to be marked `given_up`).
+    pub(super) given_up: bool,
 }
 
 impl UploadFailed {
@@ -33,6 +36,15 @@ impl UploadFailed {
         UploadFailed {
             error,
             maybe_landed: false,
+            given_up: false,
+        }
+    }
+
+    fn given_up(error: CoreError) -> UploadFailed {
+        UploadFailed {
+            error,
+            maybe_landed: false,
+            given_up: true,
         }
     }
 
@@ -40,6 +52,7 @@ impl UploadFailed {
         UploadFailed {
             error,
             maybe_landed: true,
+            given_up: false,
         }
     }
 }
@@ -50,7 +63,7 @@ impl UploadFailed {
 /// never the name alone (an older file of the same name is not it). A file the server
 /// stored under another name is not taken for it: another upload running meanwhile may
 /// have made a file of the same size, and adopting that one would later delete it. Names
-/// the server would change are refused before anything is staged (`patterns::uncarriable`).
+/// the server would change are refused before anything is staged (`names::uncarriable`).
 fn new_file_of(
     files: &[RemoteFile],
     name: &str,
@@ -158,13 +171,20 @@ impl<R: Remote> Core<R> {
         let _g = self.flight(Flight::Mutate(client)).await;
         let name = {
             let w = lock(&w);
+            if *w.life() == Life::GivenUp {
+                // A close after the give-up must not look like a success.
+                return Err(CoreError::Io(format!(
+                    "the upload of {} was given up; its bytes are kept in the spool",
+                    Name(&w.name)
+                )));
+            }
             w.life().unsent().then(|| w.name.clone())
         };
         let Some(name) = name else { return Ok(()) };
         self.clean_abandoned(client, Some(&name), prio).await?;
         let known = self.known_ids(client);
         // Step 1 of the protocol (see `land`): journal the bytes as they are now.
-        let (j, path, prior, compare, file) = {
+        let (mut j, path, prior, compare, file) = {
             let mut w = lock(&w);
             if !w.life().unsent() {
                 return Ok(());
@@ -184,6 +204,8 @@ impl<R: Remote> Core<R> {
                 size: w.size,
                 attempts: Some(attempts.clone()),
                 abandoned: false,
+                sends: w.sends,
+                given_up: false,
             };
             w.step(Event::UploadStarts(attempts));
             (j, w.spool.path.clone(), prior, compare, w.spool.file.try_clone())
@@ -206,8 +228,22 @@ impl<R: Remote> Core<R> {
                 _ => None,
             }
         };
-        let up = match self.land(&path, &j, prior.as_ref(), compare, prio, true).await {
+        let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, true).await;
+        {
+            let mut w = lock(&w);
+            if matches!(w.life(), Life::Uploading { version, .. } if *version == w.version) {
+                // Not written meanwhile: these are still the bytes the count is about.
+                w.sends = j.sends;
+            }
+        }
+        let up = match landed {
             Ok(up) => up,
+            Err(f) if f.given_up => {
+                lock(&w).step(Event::GiveUp);
+                j.attempts = prior;
+                self.give_up(&path, &mut j).await;
+                return Err(f.error);
+            }
             Err(f) => {
                 lock(&w).step(match f.maybe_landed {
                     true => Event::MaybeLanded,
@@ -237,6 +273,24 @@ impl<R: Remote> Core<R> {
         self.cache_staged(&id, &path, j.size).await;
         self.became(ino, client, &id, shown, j.size, mtime);
         Ok(())
+    }
+
+    /// Mark the journal entry of the staged bytes at `path` given up (never sent again,
+    /// by this mount or a later one; kept in the spool), with the one warning it gets.
+    pub(super) async fn give_up(&self, path: &Path, j: &mut Journal) {
+        j.given_up = true;
+        tracing::warn!(
+            "upload of {} to client {} given up after {} upload(s) that no listing shows under its name \
+             (the server stores another name); not sent again: its bytes stay in the spool at {}, \
+             and `intakeq-fs status` lists it as failed",
+            Name(&j.name),
+            j.client,
+            j.sends,
+            path.display()
+        );
+        if let Err(e) = self.spool.record(path, j).await {
+            tracing::warn!("spool: cannot mark a journal entry given up: {e}");
+        }
     }
 
     /// The file behind `ino` is now server file `id`: it keeps what `stat` and `ls`
@@ -310,11 +364,14 @@ impl<R: Remote> Core<R> {
                 .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !claimed.contains(&f.id))
                 .max_by_key(|f| (f.created_ms, f.id.clone()));
             let Some(f) = hit else {
-                tracing::warn!(
-                    "upload of {} was accepted but the listing does not show it; sending it again",
-                    Name(&name)
-                );
                 let mut w = lock(&w);
+                if w.sends < MAX_SENDS {
+                    // At the bound, `give_up`'s warning is the one this gets.
+                    tracing::warn!(
+                        "upload of {} was accepted but the listing does not show it; sending it again",
+                        Name(&name)
+                    );
+                }
                 w.step(Event::Missing);
                 w.wait = Wait::Resend;
                 self.wake.notify_one();
@@ -450,7 +507,7 @@ impl<R: Remote> Core<R> {
     pub(super) async fn land(
         &self,
         path: &Path,
-        j: &Journal,
+        j: &mut Journal,
         prior: Option<&Attempts>,
         compare: bool,
         prio: Priority,
@@ -474,7 +531,10 @@ impl<R: Remote> Core<R> {
     }
 
     /// Upload a staged file (`path`) where its journal entry `j` says (client, name,
-    /// size, what it replaces) and learn its id from one listing. After an ambiguous
+    /// size, what it replaces) and learn its id from one listing. Every send is counted
+    /// in `j.sends` and recorded in the journal before it goes out (a clear refusal,
+    /// which stored nothing, is taken back); with `MAX_SENDS` sent, or a name the
+    /// upload cannot carry (`names::uncarriable`), nothing is sent (`given_up`). After an ambiguous
     /// failure (the answer was lost, 5xx), the listing decides whether it landed; only
     /// if it shows that it did not is the upload sent once more (at most two attempts),
     /// so an upload is never blindly repeated. `Ok((None, _))`: uploaded, id not
@@ -487,14 +547,15 @@ impl<R: Remote> Core<R> {
     /// deleted along with what this upload replaces, once it has landed.
     pub(super) async fn upload_confirmed(
         &self,
-        j: &Journal,
+        j: &mut Journal,
         path: &Path,
         prior: Option<&Attempts>,
         compare: bool,
         prio: Priority,
         trust_2xx: bool,
     ) -> Result<Uploaded, UploadFailed> {
-        let (client, name, size, replaces) = (j.client, j.name.as_str(), j.size, &j.replaces[..]);
+        let (client, name, size, replaces) = (j.client, j.name.clone(), j.size, j.replaces.clone());
+        let (name, replaces) = (name.as_str(), &replaces[..]);
         let mut leftovers = Vec::new();
         // A record with no size sent yet (a deferred close's journal) has nothing to find.
         if let Some(a) = prior.filter(|a| !a.sizes.is_empty()) {
@@ -518,7 +579,25 @@ impl<R: Remote> Core<R> {
         let before: HashSet<String> = self.known_ids(client).into_iter().collect();
         let ct = content_type_for(name);
         for attempt in 1..=2 {
+            if let Some(why) = names::uncarriable(name) {
+                return Err(UploadFailed::given_up(CoreError::Invalid(why)));
+            }
+            if j.sends >= MAX_SENDS {
+                return Err(UploadFailed::given_up(CoreError::Io(format!(
+                    "{MAX_SENDS} uploads were sent and no listing shows the file under its name"
+                ))));
+            }
+            j.sends += 1;
+            self.spool
+                .record(path, j)
+                .await
+                .map_err(|e| UploadFailed::not_landed(e.into()))?;
             let uploaded = self.remote.upload(client, name, ct, path, prio).await;
+            if uploaded.as_ref().is_err_and(|e| !e.is_ambiguous()) {
+                // A clear refusal stored nothing: it does not count.
+                j.sends -= 1;
+                let _ = self.spool.record(path, j).await;
+            }
             if uploaded.is_ok() && trust_2xx {
                 // The server has it; a later listing learns its id.
                 return Ok(Uploaded { id: None, leftovers });

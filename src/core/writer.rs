@@ -26,6 +26,9 @@ use crate::remote::{ClientId, Priority, Remote};
 /// | `Discarded`       | `Discarded`| ·              | `Discarded`             | `Discarded`      | `Discarded`     | `Discarded` | `prev` (`Staged` if it was `Landed` and was written meanwhile) |
 /// | `Local`           | `Local`    | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
 /// | `Unconfirmed`     | `Failed` (look first) | ·   | ·                       | ·                | ·               | `Discarded` | ·                |
+/// | `GivenUp`         | `GivenUp`  | ·              | ·                       | ·                | ·               | `Discarded` | ·                |
+///
+/// (`GivenUp` also leaves by `Promoted`, a rename onto another name: see below.)
 ///
 /// A close trusts the server's 2xx (`Accepted`: `Uploading` → `Unconfirmed`, or
 /// `Failed` with this attempt's record if written meanwhile): `close()` returns, what
@@ -34,8 +37,18 @@ use crate::remote::{ClientId, Priority, Remote};
 /// `Confirmed(id)` → `Landed { id }`; a listing taken after the upload that does not
 /// show it is reported and the bytes are sent again (`Missing` → `Staged`).
 ///
+/// Sends are bounded: every upload is counted (`Writer::sends`, `Journal::sends`)
+/// before it goes out, and one whose listing never shows it under its name stays
+/// counted. When an upload of the same bytes is due with `spool::MAX_SENDS` (3) already sent, nothing is
+/// sent: `GiveUp` takes `Staged`, `Failed` or `Uploading` to `GivenUp`, with one
+/// warning and the journal entry marked `given_up`, so a later mount does not send it
+/// either. A server that renames every upload gets 3 copies, not one every 2 s. The
+/// count goes back to 0 when a listing shows the file (`Landed`) or the bytes change.
+///
 /// Two more events move a file in and out of the local overlay (`overlay.rs`):
-/// `Promoted` (a scratch file renamed onto an ordinary name) takes `Local` to `Staged`;
+/// `Promoted` (a scratch file renamed onto an ordinary name, or a given-up file renamed
+/// onto another name, which is a new try with a new count) takes `Local` or `GivenUp`
+/// to `Staged`;
 /// `Demoted` (a file not on the server renamed onto a scratch name) takes `Staged` or
 /// `Failed` to `Local`.
 ///
@@ -54,6 +67,9 @@ use crate::remote::{ClientId, Priority, Remote};
 ///   uploaded. Those two are fates of server copies, not of staged bytes, so they live
 ///   in `State`, not here.
 /// - `Restored` exists for an unlink whose delete failed: the file is back as it was.
+/// - `GivenUp` keeps the writer and its staged bytes (readable through the mount,
+///   listed as failed by `intakeq-fs status`, never deleted by the mount); an unlink
+///   (`Discarded`) ends it, a rename onto another name (`Promoted`) tries again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Life {
     /// Bytes the server does not have: created, written or truncated since the last
@@ -95,6 +111,10 @@ pub(super) enum Life {
         /// When the server accepted it: only a listing started later can confirm it.
         at: tokio::time::Instant,
     },
+    /// `spool::MAX_SENDS` uploads went out and no listing showed the file under its
+    /// name: never sent again (not by the background retry, not by a later mount); the
+    /// staged bytes and the journal entry (marked `given_up`) stay in the spool.
+    GivenUp,
 }
 
 /// What happens to a writer; see the table on [`Life`].
@@ -118,7 +138,11 @@ pub(super) enum Event {
     Confirmed(String),
     /// A listing taken after the accepted upload does not show it.
     Missing,
-    /// A scratch file was renamed onto an ordinary name: its bytes are due for upload.
+    /// `spool::MAX_SENDS` uploads were sent unseen (or the name cannot be carried):
+    /// no more are.
+    GiveUp,
+    /// A scratch file was renamed onto an ordinary name, or a given-up file onto
+    /// another name: its bytes are due for upload.
     Promoted,
     /// A file not on the server was renamed onto a scratch name: it stays local.
     Demoted,
@@ -142,13 +166,13 @@ impl Life {
         match self {
             Life::Failed { attempts } | Life::Uploading { prior: attempts, .. } => attempts.as_ref(),
             Life::Unconfirmed { attempts, .. } => Some(attempts),
-            Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local => None,
+            Life::Staged | Life::Landed { .. } | Life::Discarded | Life::Local | Life::GivenUp => None,
         }
     }
 
     /// The writer holds bytes nobody else has: kept after its last close.
     pub(super) fn keeps_writer(&self) -> bool {
-        self.unsent() || matches!(self, Life::Local | Life::Unconfirmed { .. })
+        self.unsent() || matches!(self, Life::Local | Life::Unconfirmed { .. } | Life::GivenUp)
     }
 }
 
@@ -203,6 +227,9 @@ pub(super) struct Writer {
     pub(super) wait: Wait,
     /// When the last handle was released (for `Wait::Rename`'s idle time).
     pub(super) released_at: Option<tokio::time::Instant>,
+    /// Uploads of these bytes sent that no listing has shown under the name
+    /// (`Journal::sends`); back to 0 once one lands or the bytes change.
+    pub(super) sends: u32,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
 }
@@ -228,6 +255,7 @@ impl Writer {
             mtime: SystemTime::now(),
             wait: Wait::No,
             released_at: None,
+            sends: 0,
             life,
         }
     }
@@ -235,6 +263,8 @@ impl Writer {
     /// The staged bytes changed (a write or a size change).
     fn changed(&mut self) {
         self.version += 1;
+        // New bytes: their uploads are not re-sends of the old ones.
+        self.sends = 0;
         self.mtime = SystemTime::now();
         if self.wait == Wait::Release {
             // Written at last: the next close uploads as usual.
@@ -269,7 +299,10 @@ impl Writer {
                 prev => prev,
             },
             (_, Event::Discarded) | (Discarded, _) => Discarded,
-            (Local, Event::Promoted) => Staged,
+            (Local | GivenUp, Event::Promoted) => {
+                self.sends = 0;
+                Staged
+            }
             (Uploading { version, attempts, .. }, Event::Accepted) if version == self.version => Unconfirmed {
                 attempts,
                 at: tokio::time::Instant::now(),
@@ -301,6 +334,7 @@ impl Writer {
             (Uploading { attempts, .. }, Event::MaybeLanded) => Failed {
                 attempts: Some(attempts),
             },
+            (Staged | Failed { .. } | Uploading { .. }, Event::GiveUp) => GivenUp,
             (now, event) => {
                 tracing::debug!(?now, ?event, "writer: transition that cannot happen, ignored");
                 now
@@ -308,6 +342,9 @@ impl Writer {
         };
         if starts && matches!(self.life, Uploading { .. }) {
             self.sent_version = Some(self.version);
+        }
+        if matches!(self.life, Landed { .. }) {
+            self.sends = 0;
         }
     }
 }
@@ -334,12 +371,12 @@ fn upload_name(server_name: &str, shown: Option<&str>) -> String {
 }
 
 /// Refuse, before any byte is staged, a name the upload could not store exactly
-/// (`patterns::uncarriable`), unless it is a scratch name, which never leaves the mount.
+/// (`names::uncarriable`), unless it is a scratch name, which never leaves the mount.
 pub(super) fn refuse_uncarriable(name: &str) -> CoreResult<()> {
     if patterns::class(name) == patterns::Class::Scratch {
         return Ok(());
     }
-    match patterns::uncarriable(name) {
+    match names::uncarriable(name) {
         Some(why) => {
             tracing::warn!("refusing the name {}: {why}", Name(name));
             Err(CoreError::Invalid(why))
@@ -395,6 +432,10 @@ impl<R: Remote> Core<R> {
                     st.nodes.get(&ino).map(|n| n.mtime),
                 )
             };
+            // A listed file whose name the upload cannot carry (CR/LF, a backslash, a
+            // trailing space) would come back under another name, never confirmed:
+            // refused before anything is staged; the file on the server stays as it is.
+            refuse_uncarriable(&name)?;
             // The whole current content is needed to modify it in place; wait for it
             // before staging anything, so an abandoned open leaves no spool file behind.
             let current = match mode.truncate {
@@ -658,6 +699,32 @@ mod tests {
             before: Vec::new(),
             sizes: vec![0],
         })
+    }
+
+    #[test]
+    fn a_given_up_writer_is_kept_never_due_and_ends_by_an_unlink_or_a_new_name() {
+        let mut w = writer();
+        w.sends = 3;
+        w.step(Event::GiveUp);
+        assert_eq!(*w.life(), Life::GivenUp);
+        assert!(!w.life().unsent() && w.life().keeps_writer());
+        w.changed();
+        w.step(attempt());
+        assert_eq!(*w.life(), Life::GivenUp, "written again or due: still given up");
+        w.step(Event::Discarded);
+        assert_eq!(*w.life(), Life::Discarded);
+
+        let mut w = writer();
+        w.sends = 3;
+        w.step(Event::GiveUp);
+        w.step(Event::Promoted);
+        assert_eq!((w.life(), w.sends), (&Life::Staged, 0), "renamed: a new try");
+
+        let mut w = writer();
+        w.step(attempt());
+        w.sends = 2;
+        w.step(Event::Landed(Some("f1".into())));
+        assert_eq!(w.sends, 0, "a listing showed it: the count starts again");
     }
 
     #[test]

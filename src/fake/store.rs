@@ -120,6 +120,33 @@ pub enum UnknownClientFiles {
     NotFound,
 }
 
+/// How the server reads the name of an upload: verbatim (the default), or as servers
+/// that the mount must not trust might (the hostile tier's renaming servers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UploadNames {
+    /// Stored exactly as sent.
+    #[default]
+    Verbatim,
+    /// Every upload is stored under another name (`renamed-<name>`).
+    Rename,
+    /// Leading and trailing white space is stripped.
+    StripSpaces,
+    /// The multipart escapes are kept: a backslash is stored doubled, a quote as `\"`.
+    KeepEscapes,
+}
+
+impl UploadNames {
+    /// The name such a server stores for an upload sent as `sent`.
+    pub fn stored(self, sent: &str) -> String {
+        match self {
+            UploadNames::Verbatim => sent.to_string(),
+            UploadNames::Rename => format!("renamed-{sent}"),
+            UploadNames::StripSpaces => sent.trim().to_string(),
+            UploadNames::KeepEscapes => sent.replace('\\', "\\\\").replace('"', "\\\""),
+        }
+    }
+}
+
 /// How many requests the ordered log (`State::requests`) keeps between resets.
 pub const REQUEST_LOG_MAX: usize = 100_000;
 
@@ -151,6 +178,8 @@ pub struct State {
     pub unknown_client_files: UnknownClientFiles,
     /// Which unconfirmed answer shapes the server uses.
     pub profile: Profile,
+    /// How uploads' names are read (hostile servers rename them).
+    pub upload_names: UploadNames,
 }
 
 /// The shared fake account. Cheap to clone (an `Arc`).
@@ -356,7 +385,8 @@ impl Store {
         if !self.has_client(client) {
             return None;
         }
-        Some(self.insert_file(client, name, content_type, None, data))
+        let name = self.lock().upload_names.stored(name);
+        Some(self.insert_file(client, &name, content_type, None, data))
     }
 
     pub fn delete(&self, id: &str) -> bool {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use intakeq_fs::fake::store::Store;
 
 pub const KEY: &str = "test-key-3f9c1e7a5b";
+/// The fake server's admin token (`X-Admin-Token` on `/_admin/` requests).
+pub const ADMIN_TOKEN: &str = "test-admin-token-8d41";
 
 /// The account's own spool inside a test mount's `--spool-dir` (`dir/spool`):
 /// `spool/intakeq-fs-<uid>/<account>`.
@@ -35,6 +37,7 @@ pub fn server(store: Store) -> Server {
             store.clone(),
             ([127, 0, 0, 1], 0).into(),
             KEY.to_string(),
+            ADMIN_TOKEN.to_string(),
         ))
         .unwrap();
     Server {

@@ -1,4 +1,5 @@
-//! The admin API under `/_admin/` (uncounted, loopback only): request counts, the
+//! The admin API under `/_admin/` (uncounted, loopback only, with the server's random
+//! admin token in `X-Admin-Token`): request counts, the
 //! fault plan, bandwidth, request budget, profile, and test data, for the tests and
 //! the benchmark script.
 
@@ -20,12 +21,28 @@ use crate::fake::profile::Profile;
 use crate::fake::store::{Endpoint, Fault, UnknownClientFiles};
 use crate::remote::ClientId;
 
-pub(super) async fn admin_gate(req: Request, next: Next) -> Response {
+pub(super) async fn admin_gate(State(app): State<App>, req: Request, next: Next) -> Response {
     let loopback = req.extensions().get::<Peer>().is_some_and(|p| p.0.ip().is_loopback());
     if !loopback {
         return message(StatusCode::FORBIDDEN, "admin API is loopback only");
     }
+    let sent = req
+        .headers()
+        .get(super::ADMIN_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !same_token(sent, app.admin_token.as_bytes()) {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "admin API needs the token the server printed at start, in X-Admin-Token",
+        );
+    }
     next.run(req).await
+}
+
+/// Compare tokens in time that does not depend on where they differ.
+fn same_token(sent: &[u8], token: &[u8]) -> bool {
+    sent.len() == token.len() && sent.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
 }
 
 fn bad_json(e: JsonRejection) -> Response {

@@ -42,16 +42,34 @@ pub fn base_url(addr: SocketAddr) -> String {
     format!("http://{addr}/api/v1/")
 }
 
-/// Bind `addr` (port 0 allowed) and serve `store` in a background task. Returns the
-/// bound address and the accept loop's handle (abort it to stop accepting).
+/// The header every `/_admin/` request must carry, with the server's admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "X-Admin-Token";
+
+/// A fresh random admin token: 32 hex digits from the kernel's random source.
+pub fn random_token() -> std::io::Result<String> {
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Bind `addr` (port 0 allowed) and serve `store` in a background task; `/_admin/`
+/// answers only requests from loopback that carry `admin_token` in
+/// [`ADMIN_TOKEN_HEADER`] (another local user must not read or change the fake's
+/// files). Returns the bound address and the accept loop's handle (abort it to stop
+/// accepting).
 pub async fn spawn(
     store: Store,
     addr: SocketAddr,
     api_key: String,
+    admin_token: String,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let router = router(store, api_key);
+    let router = router(store, api_key, admin_token);
     let handle = tokio::spawn(accept_loop(listener, router));
     tracing::debug!("fake IntakeQ server listening on {bound}");
     Ok((bound, handle))
@@ -121,12 +139,15 @@ struct BodyFault(Fault);
 struct App {
     store: Store,
     key: Arc<str>,
+    /// What `/_admin/` requests must send in [`ADMIN_TOKEN_HEADER`].
+    admin_token: Arc<str>,
 }
 
-fn router(store: Store, api_key: String) -> Router {
+fn router(store: Store, api_key: String, admin_token: String) -> Router {
     let app = App {
         store,
         key: Arc::from(api_key),
+        admin_token: Arc::from(admin_token),
     };
     let api = Router::new()
         .route("/api/v1/folders", get(api::list_folders))
@@ -153,7 +174,7 @@ fn router(store: Store, api_key: String) -> Router {
         .route("/_admin/file", post(admin::admin_add_file))
         .route("/_admin/file/{id}", get(admin::admin_file_bytes))
         .route("/_admin/files", get(admin::admin_files))
-        .layer(middleware::from_fn(admin::admin_gate));
+        .layer(middleware::from_fn_with_state(app.clone(), admin::admin_gate));
     api.merge(admin).with_state(app)
 }
 
