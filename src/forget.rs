@@ -160,6 +160,8 @@ mod tests {
             size: 4,
             attempts: None,
             abandoned: false,
+            sends: 0,
+            given_up: false,
         };
         s.commit(&sf.file, &sf.path, &j).await.unwrap();
         let err = forget(&places(tmp.path()), "acct", false).unwrap_err();
