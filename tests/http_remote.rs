@@ -948,6 +948,8 @@ fn core_over_http(addr: SocketAddr, dir: &std::path::Path) -> Core<HttpRemote> {
         client_list_ttl: Duration::from_secs(3600),
         state_dir: None,
         previews: true,
+        listings_key: [7; 32],
+        keep_listings_for: Duration::from_secs(30 * 86_400),
     };
     Core::new(remote(addr), o).unwrap()
 }
