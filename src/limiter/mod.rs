@@ -538,9 +538,14 @@ impl Limiter {
                     tracing::debug!("{what}: granted at {prio:?}");
                     break Ok(());
                 }
-                if crawl && at > now {
+                // An item count never waits either: a file manager may hold the folder the
+                // person opens behind its count jobs (Thunar does), so a waiting count
+                // would make the click wait with it. It shows no count instead.
+                if (crawl || prio == Priority::Count) && at > now {
                     s.crawl_refusals += 1;
-                    tracing::debug!("{what}: part of a crawl while the minute's budget is spent; not queued");
+                    tracing::debug!(
+                        "{what}: part of a crawl or of item counts while the minute's budget is spent; not queued"
+                    );
                     break Err(RemoteError::WouldWait {
                         wait_secs: at.saturating_duration_since(now).as_secs().max(1),
                     });

@@ -66,9 +66,9 @@ pub enum Priority {
     Refresh,
     /// A listing a process asked for while another listing of the same process was
     /// still under way: a file manager counting the items of the folders it shows (a
-    /// burst), not a person's click. Newest first like `Browse` (a newer one displaces
-    /// an older waiting one), below everything a user asked for; never spends the
-    /// reserve.
+    /// burst), not a person's click. Never queued: one that would have to wait answers
+    /// at once (a file manager may hold the person's folder behind its count jobs);
+    /// never takes the headroom; never spends the reserve.
     Count,
     /// Reads by thumbnailers and a file manager's own previews: below everything a user
     /// asked for; never spends the reserve.
