@@ -16,6 +16,7 @@ use super::refresh::Due;
 use super::state::State;
 use super::view::{DirKey, DirView};
 use super::Core;
+use crate::limiter::BURST_GAP;
 use crate::remote::{Client, ClientId, Priority, Remote, RemoteError, RemoteFile};
 
 tokio::task_local! {
@@ -33,15 +34,8 @@ struct Asker {
     process: Option<u32>,
 }
 
-/// A listing of a process that follows the previous one of the same process more
-/// closely than this, while that one is still under way, is part of a burst: a file
-/// manager counting the items of the folders it shows (`Priority::Count`). A person's
-/// click comes later than this after the burst; a sequential crawl (`find`) never has
-/// two listings under way at once.
-pub const BURST_GAP: Duration = Duration::from_millis(500);
-
 /// Run `fut` (a lookup or opendir) with its listings at `Priority::Browse`, or at
-/// `Priority::Count` when they come in a burst from `process` ([`BURST_GAP`]).
+/// `Priority::Count` when they come in a burst from `process` ([`crate::limiter::BURST_GAP`]).
 pub(super) async fn browsing<T>(process: Option<u32>, fut: impl Future<Output = T>) -> T {
     let asker = Asker {
         prio: Priority::Browse,

@@ -68,7 +68,7 @@ impl<R: Remote> Core<R> {
     }
 
     /// `lookup` for `process` (its thread group id, when known): its listings go at
-    /// `Priority::Browse`, or at `Priority::Count` in a burst (`metadata::BURST_GAP`).
+    /// `Priority::Browse`, or at `Priority::Count` in a burst (`limiter::BURST_GAP`).
     pub async fn lookup_by(&self, parent: Ino, name: &str, process: Option<u32>) -> CoreResult<Attr> {
         browsing(process, self.lookup_browsing(parent, name)).await
     }

@@ -41,6 +41,12 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// A listing that follows the previous one more closely than this, while the minute's
 /// budget is spent on listings, belongs to a crawl (module doc).
 pub const CRAWL_GAP: Duration = Duration::from_secs(2);
+/// A listing of a process that follows the previous one of the same process more
+/// closely than this, while that one is still under way, is part of a burst: a file
+/// manager counting the items of the folders it shows (`Priority::Count`, decided by
+/// the core, which knows the process). A person's click comes later than this after
+/// the burst; a sequential crawl (`find`) never has two listings under way at once.
+pub const BURST_GAP: Duration = Duration::from_millis(500);
 /// Share of the daily budget kept for real work unless set otherwise.
 pub const DEFAULT_RESERVE_PERCENT: u32 = 20;
 
@@ -60,6 +66,9 @@ struct State {
     displaced: HashSet<u64>,
     /// When listings (`Browse`) arrived within the last minute, oldest first.
     browse_arrivals: VecDeque<Instant>,
+    /// When listings of any kind (`Browse`, `Count`, `Refresh`) arrived within the last
+    /// minute: how busy listing is, for crawl detection.
+    listing_arrivals: VecDeque<Instant>,
     /// Requests let through so far.
     granted: u64,
     /// Listings and previews refused because only the reserve was left.
@@ -237,6 +246,7 @@ impl Limiter {
                 next_ticket: 0,
                 displaced: HashSet::new(),
                 browse_arrivals: VecDeque::new(),
+                listing_arrivals: VecDeque::new(),
                 granted: 0,
                 reserve_refusals: 0,
                 crawl_refusals: 0,
@@ -455,19 +465,32 @@ impl Limiter {
                 .collect();
             s.displaced.extend(older);
         }
+        if prio == Priority::Count {
+            // The listing that started this burst came as `Browse` (nothing of its
+            // process was under way yet): it was no click, so the click after the
+            // burst must not look close to it.
+            while s
+                .browse_arrivals
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < BURST_GAP)
+            {
+                s.browse_arrivals.pop_back();
+            }
+        }
         if prio != Priority::Browse {
             return false;
         }
-        while s
-            .browse_arrivals
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
-        {
-            s.browse_arrivals.pop_front();
+        for w in [&mut s.browse_arrivals, &mut s.listing_arrivals] {
+            while w.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+                w.pop_front();
+            }
         }
-        // At least 2 before: a person's one action may cost two listings in a row
-        // (a client's files, then the folders), even at a tiny --rate-limit.
-        let busy = s.browse_arrivals.len() >= (self.per_minute / 2).max(2);
+        // Busy: half the per-minute limit of listings of any kind arrived within the
+        // minute (the client list's pages and a file manager's counts included: on
+        // loopback a file manager's first counts come one after the other and look like
+        // clicks). At least 2 before: a person's one action may cost two listings in a
+        // row (a client's files, then the folders), even at a tiny --rate-limit.
+        let busy = s.listing_arrivals.len() >= (self.per_minute / 2).max(2);
         let close = s
             .browse_arrivals
             .back()
@@ -493,6 +516,9 @@ impl Limiter {
             s.next_ticket += 1;
             s.waiting.insert(ticket, prio);
             let crawl = prio.newest_first() && self.listing_arrives(&mut s, ticket, prio, start);
+            if matches!(prio, Priority::Browse | Priority::Count | Priority::Refresh) {
+                s.listing_arrivals.push_back(start);
+            }
             (ticket, crawl)
         };
         // A crawl's listings are nobody's click: they never take the headroom.

@@ -459,3 +459,32 @@ async fn mounts_of_one_account_share_one_budget_through_the_ledger_and_a_remount
         Err(RemoteError::WouldWait { .. })
     ));
 }
+
+/// On loopback a file manager's counts come one after the other, each answered before
+/// the next is asked, so they look like clicks until the crawl rule sees them. The
+/// client list's pages count as listings for that rule, so the counts stop at the
+/// headroom and the person's click and the file it opens both go at once.
+#[tokio::test(start_paused = true)]
+async fn sequential_counts_after_the_client_list_leave_the_headroom_to_the_click() {
+    let l = Limiter::new(10, 500, Duration::from_secs(120));
+    let t0 = Instant::now();
+    l.acquire(Priority::User, "GET folders (key check)").await.unwrap();
+    for _ in 0..3 {
+        l.acquire(Priority::Refresh, "GET clients").await.unwrap();
+    }
+    let mut counted = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        if l.acquire(Priority::Browse, "GET files (count)").await.is_ok() {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 4, "the counts stop 2 short of the minute's 10");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = Instant::now();
+    l.acquire(Priority::Browse, "GET files (click)").await.unwrap();
+    l.acquire(Priority::User, "GET file (double-click)").await.unwrap();
+    assert_eq!(asked.elapsed(), Duration::ZERO, "both at once");
+    assert_eq!(l.granted(), 10);
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
