@@ -82,9 +82,29 @@ fn is_account_dir_name(name: &str) -> bool {
     name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A record name an older version used (`clients.json`, `folders.json`, `files-N.json`).
+fn is_record_name(name: &str) -> bool {
+    name == CLIENTS
+        || name == FOLDERS
+        || name
+            .strip_prefix("files-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Is the file at `p` a sealed record (starts with `SEALED`)?
+fn is_sealed(p: &Path) -> bool {
+    let mut head = [0u8; SEALED.len()];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == SEALED)
+}
+
 /// Remove what is older than `keep`: records in `dir`, and (in its parent) directories
-/// of other accounts that no mount has opened for that long. Only our own regular files
-/// and our own directories named like accounts are touched.
+/// of other accounts that no mount has opened for that long; and, whatever their age,
+/// the plain records an older version left (in `dir`, or in the parent, where a given
+/// `--listings-dir` kept every account's records), which hold names in the clear. Only
+/// our own regular files and our own directories named like accounts are touched.
 fn sweep(dir: &Path, account: &str, keep: Duration) {
     let old = |md: &std::fs::Metadata| {
         md.uid() == uid()
@@ -96,7 +116,10 @@ fn sweep(dir: &Path, account: &str, keep: Duration) {
     };
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            if e.metadata().is_ok_and(|md| md.is_file() && old(&md)) {
+            let plain = is_record_name(&e.file_name().to_string_lossy()) && !is_sealed(&e.path());
+            if e.metadata()
+                .is_ok_and(|md| md.is_file() && md.uid() == uid() && (old(&md) || plain))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -109,6 +132,11 @@ fn sweep(dir: &Path, account: &str, keep: Duration) {
             Ok(md) => md,
             Err(_) => continue,
         };
+        if md.is_file() && md.uid() == uid() && is_record_name(&name) && !is_sealed(&e.path()) {
+            // An older version's plain record of a given --listings-dir.
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
         if name != account && is_account_dir_name(&name) && md.is_dir() && old(&md) {
             match std::fs::remove_dir_all(e.path()) {
                 Ok(()) => tracing::info!(
@@ -460,6 +488,28 @@ mod tests {
         std::fs::set_permissions(dir.join(CLIENTS), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         assert!(d.load(CLIENTS).is_none());
         assert!(!dir.join(CLIENTS).exists());
+    }
+
+    #[test]
+    fn an_older_versions_plain_records_are_removed_at_mount_wherever_they_lie() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(ACCOUNT);
+        std::fs::create_dir(&dir).unwrap();
+        for p in [
+            dir.join("files-1001.json"),
+            tmp.path().join(CLIENTS),
+            tmp.path().join("files-7.json"),
+        ] {
+            std::fs::write(&p, r#"{"clients":[{"id":1,"name":"Ada"}]}"#).unwrap();
+        }
+        std::fs::write(tmp.path().join("notes.json"), "not ours to judge").unwrap();
+        let d = disk(&dir, &[1; 32]);
+        d.save(FOLDERS, &folders_record(&[]));
+        let _ = disk(&dir, &[1; 32]);
+        assert!(!dir.join("files-1001.json").exists());
+        assert!(!tmp.path().join(CLIENTS).exists() && !tmp.path().join("files-7.json").exists());
+        assert!(tmp.path().join("notes.json").exists(), "other files are left alone");
+        assert!(dir.join(FOLDERS).exists(), "a sealed record stays");
     }
 
     #[test]
