@@ -55,6 +55,18 @@ pub(crate) struct CommonMount {
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub(crate) allow_other: bool,
+    /// Owner the mount's files show, a user name or number (default: the mounting user).
+    /// With --allow-other, the kernel checks every caller against it.
+    #[arg(long, value_name = "USER")]
+    pub(crate) uid: Option<String>,
+    /// Group the mount's files show, a group name or number (default: the mounting
+    /// user's group). For a shared mount, the group whose members may write.
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) gid: Option<String>,
+    /// Mode bits taken away from 0777 (directories) and 0666 (files), octal, e.g. 0007
+    /// for owner and group only (default: 0700/0600, or 0755/0644 with --allow-other).
+    #[arg(long, value_name = "OCTAL")]
+    pub(crate) umask: Option<String>,
     /// How long a listing is trusted, in seconds.
     #[arg(long, default_value_t = 60)]
     pub(crate) metadata_ttl: u64,

@@ -12,6 +12,7 @@ pub mod key;
 pub mod limiter;
 pub mod mount;
 pub mod mount_helper;
+pub mod owner;
 pub mod phi;
 pub mod private_dir;
 pub mod remote;

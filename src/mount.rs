@@ -32,6 +32,8 @@ pub struct MountConfig {
     pub read_only: bool,
     /// Let other users in (`allow_other`).
     pub allow_other: bool,
+    /// Who the files belong to and their modes (`--uid`, `--gid`, `--umask`).
+    pub owner: crate::owner::Owner,
     /// FUSE session threads.
     pub fuse_threads: usize,
     /// How long the kernel may keep attributes and entries.
@@ -69,7 +71,7 @@ pub fn serve<R: Remote>(
         SessionACL::Owner
     };
     config.n_threads = Some(cfg.fuse_threads.max(1));
-    let fs = FuseFs::new(core.clone(), rt.handle().clone(), cfg.metadata_ttl);
+    let fs = FuseFs::new(core.clone(), rt.handle().clone(), cfg.metadata_ttl, cfg.owner);
     let (session, mut unmounter) = match mount_directly(&cfg.mountpoint, cfg.read_only, cfg.allow_other) {
         Ok(Some(fd)) => {
             let session = fuser::Session::from_fd(fs, fd, config.acl, config)

@@ -33,6 +33,9 @@ const VALUED: &[(&str, &str)] = &[
     ("disk_cache_size", "--disk-cache-size"),
     ("log_file", "--log-file"),
     ("drain_timeout", "--drain-timeout"),
+    ("uid", "--uid"),
+    ("gid", "--gid"),
+    ("umask", "--umask"),
 ];
 
 /// `-o` switches, and the flag each becomes.
@@ -193,6 +196,28 @@ mod tests {
         assert_eq!(
             translate(&argv(&["intakeq-fs", "src", "/m"])),
             Some(Ok(argv(&["intakeq-fs", "mount", "/m"])))
+        );
+        // A gateway's fstab line: the ownership options of a shared mount.
+        assert_eq!(
+            translate(&argv(&[
+                "intakeq-fs",
+                "src",
+                "/m",
+                "-o",
+                "allow_other,uid=0,gid=clinic,umask=0007"
+            ])),
+            Some(Ok(argv(&[
+                "intakeq-fs",
+                "mount",
+                "/m",
+                "--allow-other",
+                "--uid",
+                "0",
+                "--gid",
+                "clinic",
+                "--umask",
+                "0007"
+            ])))
         );
     }
 

@@ -653,6 +653,67 @@ fn allow_other_mounts_use_0644_and_0755() {
     assert!(line.contains("allow_other"), "{line}");
 }
 
+/// `sh -c script` in `dir` as user `uid` with only the supplementary groups `groups`.
+fn sh_as(uid: u32, groups: &[u32], dir: &std::path::Path, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let groups = groups.to_vec();
+    let mut c = Command::new("sh");
+    c.args(["-c", script]).current_dir(dir);
+    unsafe {
+        c.pre_exec(move || {
+            let primary = groups.first().copied().unwrap_or(65534);
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(primary) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_shared_mount_shows_the_given_owner_and_lets_only_its_group_write() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching to other users needs root");
+        return;
+    }
+    let srv = server(account());
+    let m = mount(
+        &srv,
+        &["--allow-other", "--uid", "root", "--gid", "100", "--umask", "0007"],
+    );
+    // The test's own temp directory must let the desk user reach the mount point.
+    fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = fs::metadata(m.p("clients/1001")).unwrap();
+    assert_eq!((dir.mode() & 0o777, dir.uid(), dir.gid()), (0o770, 0, 100));
+    let file = fs::metadata(m.p("clients/1001/notes.txt")).unwrap();
+    assert_eq!((file.mode() & 0o777, file.uid(), file.gid()), (0o660, 0, 100));
+    let before = srv.store.total_requests();
+    // A member of the group (a desk behind Samba) writes; the server gets it under its name.
+    let desk = sh_as(
+        65534,
+        &[100],
+        &m.p("clients/1001"),
+        "echo from the desk > desk.txt && cat notes.txt",
+    );
+    assert!(desk.status.success(), "{}", stderr_of(&desk));
+    assert_eq!(String::from_utf8_lossy(&desk.stdout), "hello notes\n");
+    assert_eq!(&srv.store.files_named(1001, "desk.txt")[0].data[..], b"from the desk\n");
+    // Anyone else is turned away by the kernel, before the mount is asked anything.
+    let requests = srv.store.total_requests();
+    let other = sh_as(65534, &[65534], m.dir.path(), "cat mnt/clients/1001/notes.txt");
+    assert!(!other.status.success());
+    assert!(stderr_of(&other).contains("Permission denied"), "{}", stderr_of(&other));
+    let other = sh_as(65534, &[65534], m.dir.path(), "echo x > mnt/clients/1001/intruder.txt");
+    assert!(stderr_of(&other).contains("Permission denied"), "{}", stderr_of(&other));
+    assert_eq!(srv.store.total_requests(), requests);
+    assert!(srv.store.files_named(1001, "intruder.txt").is_empty());
+    assert!(requests > before);
+}
+
 #[test]
 fn private_mounts_do_not_allow_other_users() {
     let srv = server(account());

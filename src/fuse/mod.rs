@@ -23,31 +23,23 @@ use self::caller::{reader_of, unless_killed};
 use self::reply::{file_attr, file_type, log_err, reply_xattr};
 use crate::core::xattr::XATTR_PREFIX;
 use crate::core::{Attr, Core, CoreError, Kind, OpenMode, Reader};
+use crate::owner::Owner;
 use crate::remote::Remote;
 
 pub struct FuseFs<R: Remote> {
     core: Arc<Core<R>>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
+    owner: Owner,
 }
 
 impl<R: Remote> FuseFs<R> {
-    pub fn new(core: Arc<Core<R>>, rt: tokio::runtime::Handle, ttl: Duration) -> FuseFs<R> {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseFs {
-            core,
-            rt,
-            ttl,
-            uid,
-            gid,
-        }
+    pub fn new(core: Arc<Core<R>>, rt: tokio::runtime::Handle, ttl: Duration, owner: Owner) -> FuseFs<R> {
+        FuseFs { core, rt, ttl, owner }
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
-        file_attr(a, self.uid, self.gid)
+        file_attr(a, &self.owner)
     }
 
     /// Run `fut` on the runtime inside the operation's span; it replies itself.
@@ -105,11 +97,11 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
         };
-        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
         self.spawn(span, async move {
             let process = caller::process_of(pid);
             match unless_killed(pid, core.lookup_by(parent.0, &name, process)).await {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a, uid, gid), Generation(0)),
+                Ok(a) => reply.entry(&ttl, &file_attr(&a, &owner), Generation(0)),
                 Err(CoreError::NotFound) => {
                     // A negative entry: the kernel remembers the miss for the TTL.
                     let mut neg = file_attr(
@@ -120,8 +112,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                             mtime: SystemTime::UNIX_EPOCH,
                             perm: 0,
                         },
-                        uid,
-                        gid,
+                        &owner,
                     );
                     neg.ino = INodeNo(0);
                     tracing::debug!("lookup: no such entry");
@@ -174,10 +165,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 },
             );
         }
-        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
         self.spawn(span, async move {
             match core.setattr(ino.0, fh.map(|f| f.0), size).await {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a, uid, gid)),
+                Ok(a) => reply.attr(&ttl, &file_attr(&a, &owner)),
                 Err(e) => {
                     log_err("setattr", &e);
                     reply.error(errno(&e))
@@ -556,14 +547,14 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Ok(n) => n.to_string(),
             Err(_) => return reply.error(Errno::EINVAL),
         };
-        let (core, ttl, uid, gid) = (self.core.clone(), self.ttl, self.uid, self.gid);
+        let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
         self.spawn(span, async move {
             match core.create(parent.0, &name).await {
                 Ok((a, o)) => {
                     core.opened_by(o.fh, caller::process_of(pid));
                     reply.created(
                         &ttl,
-                        &file_attr(&a, uid, gid),
+                        &file_attr(&a, &owner),
                         Generation(0),
                         FileHandle(o.fh),
                         write_only_flags(flags),

@@ -4,6 +4,7 @@
 use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyXattr};
 
 use crate::core::{Attr, CoreError, Kind};
+use crate::owner::Owner;
 
 /// The errno for each core error: the only place this mapping is made.
 pub fn errno(e: &CoreError) -> Errno {
@@ -41,7 +42,7 @@ pub(super) fn log_err(op: &str, e: &CoreError) {
     }
 }
 
-pub(super) fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+pub(super) fn file_attr(a: &Attr, owner: &Owner) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -51,10 +52,10 @@ pub(super) fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         ctime: a.mtime,
         crtime: a.mtime,
         kind: file_type(a.kind),
-        perm: a.perm,
+        perm: owner.perm(a.kind == Kind::Dir, a.kind == Kind::Symlink, a.perm),
         nlink: if a.kind == Kind::Dir { 2 } else { 1 },
-        uid,
-        gid,
+        uid: owner.uid,
+        gid: owner.gid,
         rdev: 0,
         blksize: 1 << 20,
         flags: 0,
