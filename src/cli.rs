@@ -21,7 +21,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// Mount an IntakeQ account. The API key comes from INTAKEQ_API_KEY or --api-key-file.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Start a fake IntakeQ with sample data and mount it in the foreground (Ctrl-C unmounts).
     Demo(DemoArgs),
     /// Run the fake IntakeQ server alone and print its base URL, then the header its

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         None => Cli::parse(),
     };
     let result = match cli.cmd {
-        Cmd::Mount(a) => cmd_mount(a),
+        Cmd::Mount(a) => cmd_mount(*a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::MockServer(a) => cmd_mock(a),
         Cmd::Check(a) => return cmd_check(a),
