@@ -72,6 +72,7 @@ pub fn serve<R: Remote>(
     };
     config.n_threads = Some(cfg.fuse_threads.max(1));
     let fs = FuseFs::new(core.clone(), rt.handle().clone(), cfg.metadata_ttl, cfg.owner);
+    let notifier = fs.notifier_slot();
     let (session, mut unmounter) = match mount_directly(&cfg.mountpoint, cfg.read_only, cfg.allow_other) {
         Ok(Some(fd)) => {
             let session = fuser::Session::from_fd(fs, fd, config.acl, config)
@@ -93,6 +94,7 @@ pub fn serve<R: Remote>(
         }
         Err(e) => return Err(format!("cannot mount at {}: {e}", cfg.mountpoint.display())),
     };
+    let _ = notifier.set(session.notifier());
     let mountpoint = cfg.mountpoint.clone();
     // Installed now, before the mount is reported ready: a signal that arrives at once
     // must unmount, not kill the process with the default action.

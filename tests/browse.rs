@@ -565,7 +565,7 @@ async fn a_copy_into_one_client_lets_another_clients_listing_go_after_at_most_on
                 let name = format!("form-{i:02}.pdf");
                 assert!(core.lookup(a, &name).await.is_err());
                 let (_, o) = core.create(a, &name).await.unwrap();
-                core.write(o.fh, 0, b"scanned form").unwrap();
+                core.write(o.fh, 0, b"scanned form").await.unwrap();
                 core.flush(o.fh).await.unwrap();
                 core.release(o.fh);
             }
@@ -617,7 +617,10 @@ async fn a_long_copy_at_the_real_limits_costs_its_uploads_and_one_listing() {
         let name = format!("form-{i:02}.pdf");
         assert!(t.core.lookup(a, &name).await.is_err());
         let (_, o) = t.core.create(a, &name).await.unwrap();
-        t.core.write(o.fh, 0, format!("scanned form {i}").as_bytes()).unwrap();
+        t.core
+            .write(o.fh, 0, format!("scanned form {i}").as_bytes())
+            .await
+            .unwrap();
         t.core.flush(o.fh).await.unwrap();
         t.core.release(o.fh);
     }

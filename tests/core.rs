@@ -94,7 +94,7 @@ impl T {
     async fn put(&self, dir: &str, name: &str, data: &[u8]) -> Result<(), CoreError> {
         let parent = self.path(dir).await?;
         let (_, o) = self.core.create(parent, name).await?;
-        self.core.write(o.fh, 0, data)?;
+        self.core.write(o.fh, 0, data).await?;
         let r = self.core.flush(o.fh).await;
         self.core.release(o.fh);
         r
@@ -136,7 +136,7 @@ async fn crash_with_staged_upload(
     let core = core_in(store, dir);
     let top = ino_at(&core, "clients/1002").await.unwrap();
     let (_, o) = core.create(top, name).await.unwrap();
-    core.write(o.fh, 0, data).unwrap();
+    core.write(o.fh, 0, data).await.unwrap();
     store.push_fault(
         Some(endpoint),
         Fault::Status {
@@ -348,7 +348,7 @@ async fn overwrite_uploads_then_deletes_the_old_file() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
     let o = t.core.open(ino, trunc()).await.unwrap();
-    t.core.write(o.fh, 0, b"replaced").unwrap();
+    t.core.write(o.fh, 0, b"replaced").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     let files = t.store.files_named(1001, "notes.txt");
@@ -377,7 +377,7 @@ async fn appending_keeps_the_old_bytes() {
         )
         .await
         .unwrap();
-    t.core.write(o.fh, 11, b" + more").unwrap();
+    t.core.write(o.fh, 11, b" + more").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(
@@ -391,7 +391,7 @@ async fn a_failed_overwrite_keeps_the_old_file_and_the_new_data() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
     let o = t.core.open(ino, trunc()).await.unwrap();
-    t.core.write(o.fh, 0, b"new version").unwrap();
+    t.core.write(o.fh, 0, b"new version").await.unwrap();
     t.store.push_fault(
         Some(Endpoint::Upload),
         Fault::Status {
@@ -595,7 +595,7 @@ async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
         let core = core_in(&store, dir.path());
         let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, "once.txt").await.unwrap();
-        core.write(o.fh, 0, b"exactly once").unwrap();
+        core.write(o.fh, 0, b"exactly once").await.unwrap();
         core.flush(o.fh).await.unwrap();
     }
     store.reset_counts();
@@ -729,7 +729,7 @@ async fn a_background_retry_finds_an_upload_that_landed_unconfirmed() {
     let t = setup();
     let dir = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
-    t.core.write(o.fh, 0, b"landed").unwrap();
+    t.core.write(o.fh, 0, b"landed").await.unwrap();
     // The upload lands but its answer is lost; the listing that would tell fails.
     t.store
         .push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
@@ -752,7 +752,7 @@ async fn an_unlinked_file_whose_close_failed_is_never_retried() {
     let t = setup();
     let dir = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
-    t.core.write(o.fh, 0, b"unwanted").unwrap();
+    t.core.write(o.fh, 0, b"unwanted").await.unwrap();
     t.store.push_fault(Some(Endpoint::Upload), status(400), Some(1));
     assert!(t.core.flush(o.fh).await.is_err());
     t.core.release(o.fh);
@@ -768,7 +768,7 @@ async fn an_unlink_during_a_background_retry_deletes_what_the_retry_landed() {
     let t = setup();
     let dir = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(dir, "r.txt").await.unwrap();
-    t.core.write(o.fh, 0, b"racing").unwrap();
+    t.core.write(o.fh, 0, b"racing").await.unwrap();
     t.store.push_fault(Some(Endpoint::Upload), status(400), Some(1));
     assert!(t.core.flush(o.fh).await.is_err());
     t.core.release(o.fh);
@@ -798,7 +798,7 @@ async fn a_replaced_file_whose_delete_failed_is_hidden_then_deleted() {
     let t = setup();
     let ino = t.path("/clients/1001/notes.txt").await.unwrap();
     let o = t.core.open(ino, trunc()).await.unwrap();
-    t.core.write(o.fh, 0, b"new bytes").unwrap();
+    t.core.write(o.fh, 0, b"new bytes").await.unwrap();
     t.store.push_fault(
         Some(Endpoint::Delete),
         Fault::Status {
@@ -837,7 +837,7 @@ async fn a_delete_still_owed_at_a_crash_is_done_by_the_next_mount() {
         let core = core_in(&store, dir.path());
         let ino = ino_at(&core, "clients/1001/notes.txt").await.unwrap();
         let o = core.open(ino, trunc()).await.unwrap();
-        core.write(o.fh, 0, b"v2").unwrap();
+        core.write(o.fh, 0, b"v2").await.unwrap();
         store.push_fault(
             Some(Endpoint::Delete),
             Fault::Status {
@@ -870,7 +870,7 @@ async fn a_crash_between_the_confirmed_upload_and_the_delete_leaves_one_file() {
         let core = core_in(&store, dir.path());
         let ino = ino_at(&core, "clients/1001/notes.txt").await.unwrap();
         let o = core.open(ino, trunc()).await.unwrap();
-        core.write(o.fh, 0, b"new bytes").unwrap();
+        core.write(o.fh, 0, b"new bytes").await.unwrap();
         // The DELETE of the replaced file never answers; the process dies meanwhile.
         store.push_fault(Some(Endpoint::Delete), Fault::Delay(Duration::from_secs(3600)), Some(1));
         let flushed = tokio::time::timeout(Duration::from_millis(500), core.flush(o.fh)).await;
@@ -952,7 +952,7 @@ async fn orphaned_staged_bytes_are_kept_for_a_while_then_removed_never_uploaded(
         let core = core_in(&store, dir.path());
         let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, "open-when-killed.txt").await.unwrap();
-        core.write(o.fh, 0, b"half written").unwrap();
+        core.write(o.fh, 0, b"half written").await.unwrap();
         // kill -9: no flush, no release.
     }
     let data: Vec<_> = std::fs::read_dir(&spool)
@@ -1053,7 +1053,7 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     for mine in [&b"mine"[..], &b"mine again"[..]] {
         let ino = t.path("/clients/1002/dup.txt").await.unwrap();
         let o = t.core.open(ino, trunc()).await.unwrap();
-        t.core.write(o.fh, 0, mine).unwrap();
+        t.core.write(o.fh, 0, mine).await.unwrap();
         t.core.flush(o.fh).await.unwrap();
         t.core.release(o.fh);
         assert_eq!(t.cat("/clients/1002/dup.txt").await.unwrap(), mine);
@@ -1067,7 +1067,7 @@ async fn a_path_names_exactly_one_twin_and_the_other_keeps_its_name() {
     // Writing through the twin's tagged name keeps that name, on the server too.
     let ino = t.path(&format!("/clients/1002/{tagged}")).await.unwrap();
     let o = t.core.open(ino, trunc()).await.unwrap();
-    t.core.write(o.fh, 0, b"edited twin").unwrap();
+    t.core.write(o.fh, 0, b"edited twin").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(
@@ -1149,7 +1149,7 @@ async fn a_shell_redirect_uploads_once_and_never_an_empty_file() {
     t.core.flush(o.fh).await.unwrap(); // close(3) after dup2(3, 1)
     assert_eq!(t.calls(), 0, "nothing written yet: nothing sent");
     assert_eq!(&t.store.files_named(1001, "notes.txt")[0].data[..], b"hello notes");
-    t.core.write(o.fh, 0, b"command output\n").unwrap();
+    t.core.write(o.fh, 0, b"command output\n").await.unwrap();
     t.core.flush(o.fh).await.unwrap(); // the command exits: close(1)
     t.core.release(o.fh);
     let held = t.store.files_named(1001, "notes.txt");
@@ -1167,7 +1167,7 @@ async fn a_shell_redirect_uploads_once_and_never_an_empty_file() {
         t.store.files_named(1002, "report.txt").is_empty(),
         "no empty copy, not even for a moment"
     );
-    t.core.write(o.fh, 0, b"report").unwrap();
+    t.core.write(o.fh, 0, b"report").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(&t.store.files_named(1002, "report.txt")[0].data[..], b"report");
@@ -1211,7 +1211,7 @@ async fn scratch_files_stay_home_and_cost_no_call() {
             "looked up without a call"
         );
         let (_, o) = t.core.create(top, name).await.unwrap();
-        t.core.write(o.fh, 0, b"scratch bytes").unwrap();
+        t.core.write(o.fh, 0, b"scratch bytes").await.unwrap();
         t.core.flush(o.fh).await.unwrap();
         t.core.release(o.fh);
         assert_eq!(t.cat(&format!("/clients/1001/{name}")).await.unwrap(), b"scratch bytes");
@@ -1252,7 +1252,7 @@ async fn an_atomic_save_is_one_upload_and_the_temp_file_never_reaches_the_server
     for temp in ["sedX1b2C3", ".notes.txt.Ab12Cd", ".goutputstream-QW12ER"] {
         t.store.reset_counts();
         let (_, o) = t.core.create(top, temp).await.unwrap();
-        t.core.write(o.fh, 0, temp.as_bytes()).unwrap();
+        t.core.write(o.fh, 0, temp.as_bytes()).await.unwrap();
         t.core.flush(o.fh).await.unwrap();
         t.core.release(o.fh);
         assert_eq!(t.store.count(Endpoint::Upload), 0, "{temp}: not at close");
@@ -1280,7 +1280,7 @@ async fn a_temp_file_never_renamed_is_uploaded_once_left_alone() {
     let t = setup();
     let top = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(top, "scan.tmp").await.unwrap();
-    t.core.write(o.fh, 0, b"kept").unwrap();
+    t.core.write(o.fh, 0, b"kept").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(t.core.upload_due(false).await, 0, "waits for its rename");
@@ -1295,7 +1295,7 @@ async fn a_written_file_keeps_the_mtime_stat_showed_after_later_listings() {
     let t = setup_with(account(), |o| o.metadata_ttl = Duration::ZERO);
     let top = t.path("/clients/1002").await.unwrap();
     let (attr, o) = t.core.create(top, "x.txt").await.unwrap();
-    t.core.write(o.fh, 0, b"bytes").unwrap();
+    t.core.write(o.fh, 0, b"bytes").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     let after_close = t.core.getattr(attr.ino).unwrap();
     t.core.release(o.fh);
@@ -1344,7 +1344,7 @@ async fn a_batch_costs_one_upload_per_file_and_one_listing() {
     let ino = t.path("/clients/1002/other.txt").await.unwrap();
     t.store.reset_counts();
     let o = t.core.open(ino, trunc()).await.unwrap();
-    t.core.write(o.fh, 0, b"over").unwrap();
+    t.core.write(o.fh, 0, b"over").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     t.core.release(o.fh);
     assert_eq!(
@@ -1431,7 +1431,7 @@ async fn scratch_files_of_a_crashed_run_are_cleared_at_the_next_mount() {
         let core = core_in(&store, dir.path());
         let top = ino_at(&core, "clients/1002").await.unwrap();
         let (_, o) = core.create(top, ".notes.txt.swp").await.unwrap();
-        core.write(o.fh, 0, b"swap").unwrap();
+        core.write(o.fh, 0, b"swap").await.unwrap();
         // kill -9
     }
     let scratch = dir.path().join("spool/scratch");

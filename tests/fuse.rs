@@ -883,3 +883,69 @@ fn a_remount_counts_the_requests_an_earlier_mount_spent_and_appears_at_once() {
     );
     assert_eq!(srv.store.total_requests(), spent, "no call");
 }
+
+/// What an SMB desk's overwrite does (smbd opens read-write, then truncates): with the
+/// old bytes never needed, the open waits for nothing and nothing is downloaded.
+#[test]
+fn an_overwrite_that_truncates_first_downloads_nothing() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let p = m.p("clients/1001/notes.txt");
+    assert_eq!(fs::metadata(&p).unwrap().len(), 12);
+    let before = srv.store.total_requests();
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    f.set_len(0).unwrap();
+    f.write_all(b"the desk's new version\n").unwrap();
+    drop(f);
+    let on_server = srv.store.files_named(1001, "notes.txt");
+    assert_eq!(on_server.len(), 1);
+    assert_eq!(&on_server[0].data[..], b"the desk's new version\n");
+    assert_eq!(srv.store.count(Endpoint::Download), 0);
+    assert_eq!(srv.store.count(Endpoint::Upload), 1);
+    assert_eq!(srv.store.count(Endpoint::Delete), 1);
+    // The upload's confirming listing at most.
+    assert!(
+        srv.store.total_requests() - before <= 3,
+        "{}",
+        srv.store.total_requests() - before
+    );
+}
+
+/// An overwrite abandoned after its truncate and before its first byte (a desk that
+/// gave up) leaves the patient's file as it was, on the server and in the mount; an
+/// open with O_TRUNC (`: > file`) still empties a file.
+#[test]
+fn an_overwrite_abandoned_before_its_first_byte_leaves_the_file() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let p = m.p("clients/1001/notes.txt");
+    assert_eq!(fs::metadata(&p).unwrap().len(), 12);
+    let before = srv.store.total_requests();
+    let f = fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    assert_eq!(srv.store.total_requests(), before, "nothing sent");
+    assert_eq!(&srv.store.files_named(1001, "notes.txt")[0].data[..], b"hello notes\n");
+    // The last close (release) reaches the mount just after close() returns; then the
+    // kernel is told to forget the size 0 it cached.
+    wait_for(|| fs::metadata(&p).unwrap().len() == 12);
+    assert_eq!(fs::read(&p).unwrap(), b"hello notes\n");
+    // A partial edit still works: the current bytes are fetched for it.
+    let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(b"more\n").unwrap();
+    drop(f);
+    assert_eq!(
+        &srv.store.files_named(1001, "notes.txt")[0].data[..],
+        b"hello notes\nmore\n"
+    );
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(": > notes.txt")
+        .current_dir(m.p("clients/1001"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let on_server = srv.store.files_named(1001, "notes.txt");
+    assert_eq!(on_server.len(), 1);
+    assert!(on_server[0].data.is_empty());
+}

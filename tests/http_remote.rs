@@ -1027,7 +1027,7 @@ async fn create_and_close(core: &Core<HttpRemote>, name: &str, data: &[u8]) -> u
     let clients = core.lookup(ROOT_INO, "clients").await.unwrap().ino;
     let parent = core.lookup(clients, "1").await.unwrap().ino;
     let (_, o) = core.create(parent, name).await.unwrap();
-    core.write(o.fh, 0, data).unwrap();
+    core.write(o.fh, 0, data).await.unwrap();
     core.flush(o.fh).await.unwrap();
     o.fh
 }

@@ -299,7 +299,12 @@ impl H {
     /// Write `data` through a write handle at `at` (None: at the end), then close.
     async fn write_close(&self, fh: u64, ino: Ino, at: Option<u64>, data: &[u8]) -> Out {
         let at = at.unwrap_or_else(|| self.core.getattr(ino).expect("open file has attributes").size);
-        self.core.write(fh, at, data).expect("staging is local");
+        // Staging is local, except for the first write of a file opened without O_TRUNC,
+        // which fetches its current bytes first: that can fail, and changes nothing.
+        if let Err(e) = self.core.write(fh, at, data).await {
+            self.core.release(fh);
+            return early(e);
+        }
         let r = self.core.flush(fh).await;
         self.core.release(fh);
         match r {
@@ -331,7 +336,7 @@ impl H {
                     Err(e) => return early(e),
                 };
                 self.core.opened_by(fh, SHELL);
-                self.core.write(fh, 0, &data.0).expect("staging is local");
+                self.core.write(fh, 0, &data.0).await.expect("staging is local");
                 let calls = self.store.total_requests();
                 let child = self.core.flush_by(fh, CHILD).await;
                 assert_eq!(child, Ok(()), "a forked child's close succeeds");
@@ -1172,7 +1177,7 @@ async fn regression_close_retried_after_an_unconfirmed_upload() {
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
     let (attr, o) = h.core.create(dir, "a.txt").await.unwrap();
-    h.core.write(o.fh, 0, b"first").unwrap();
+    h.core.write(o.fh, 0, b"first").await.unwrap();
     // The upload lands, the listing that would confirm it fails.
     // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
     // an upload landed but unconfirmed.
@@ -1188,9 +1193,9 @@ async fn regression_close_retried_after_an_unconfirmed_upload() {
     // an upload landed but unconfirmed.
     store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
-    h.core.write(o.fh, 0, b"again").unwrap();
+    h.core.write(o.fh, 0, b"again").await.unwrap();
     assert!(h.core.flush(o.fh).await.is_err());
-    h.core.write(o.fh, 0, b"final").unwrap();
+    h.core.write(o.fh, 0, b"final").await.unwrap();
     h.core.flush(o.fh).await.unwrap();
     h.core.release(o.fh);
     assert_eq!(bytes_of(&store, "a.txt"), [b"final".to_vec()]);
@@ -1204,13 +1209,13 @@ async fn regression_resume_after_two_failed_closes() {
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
     let (_, o) = h.core.create(dir, "a.txt").await.unwrap();
-    h.core.write(o.fh, 0, b"one").unwrap();
+    h.core.write(o.fh, 0, b"one").await.unwrap();
     // A close trusts the upload's 2xx: only a lost answer whose listing fails leaves
     // an upload landed but unconfirmed.
     store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
     store.push_fault(Some(Endpoint::ListFiles), status(500), Some(1));
     assert!(h.core.flush(o.fh).await.is_err(), "landed, unconfirmed");
-    h.core.write(o.fh, 0, b"two").unwrap();
+    h.core.write(o.fh, 0, b"two").await.unwrap();
     store.push_fault(Some(Endpoint::Upload), status(400), Some(1));
     assert!(h.core.flush(o.fh).await.is_err(), "rejected");
     h.core.release(o.fh);

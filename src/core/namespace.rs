@@ -10,7 +10,7 @@ use super::error::{CoreError, CoreResult};
 use super::metadata::browsing;
 use super::state::{Handle, Key, Node, State};
 use super::view::DirKey;
-use super::writer::{lock, truncate_staged};
+use super::writer::{lock, Truncate};
 use super::{
     names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, OpenMode, StatFs, BY_NAME_DIR, BY_NAME_INO, CLIENTS_DIR,
     CLIENTS_INO,
@@ -171,7 +171,7 @@ impl<R: Remote> Core<R> {
         }
         .or_else(|| self.st().writers.get(&ino).cloned());
         if let Some(w) = writer {
-            truncate_staged(&w, size)?;
+            self.truncate_writer(&w, size, Truncate::Handle).await?;
             let idle = lock(&w).handles == 0;
             if idle {
                 // Nobody has it open (its last close failed): like any truncate of a
@@ -196,7 +196,8 @@ impl<R: Remote> Core<R> {
             .await?;
         let result = async {
             let w = self.writer_of(opened.fh)?;
-            truncate_staged(&w, size)?;
+            // truncate(2) of a file nobody has open: meant, like O_TRUNC.
+            self.truncate_writer(&w, size, Truncate::ByOpen).await?;
             // Not a close: never deferred.
             self.upload_writer(ino, Priority::User).await
         }

@@ -148,6 +148,8 @@ impl<R: Remote> Core<R> {
             (st.writers.get(&ino).cloned(), node.key.clone(), node.size)
         };
         if let Some(w) = writer {
+            // Opened for writing and not read or changed yet: its bytes come first.
+            self.fill(&w).await?;
             let w = lock(&w);
             if offset >= w.size {
                 return Ok(Vec::new());

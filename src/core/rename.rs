@@ -241,6 +241,8 @@ impl<R: Remote> Core<R> {
     /// else of the (cached) download.
     async fn stage_copy(&self, writer: Option<&Arc<Mutex<Writer>>>, src_id: &str, size: u64) -> CoreResult<SpoolFile> {
         let staged = self.spool.create()?;
+        // A writer that never needed the file's bytes has none of its own: copy the download.
+        let writer = writer.filter(|w| lock(w).unfilled.is_none());
         let copied = match writer {
             Some(w) => {
                 let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());

@@ -178,7 +178,8 @@ impl<R: Remote> Core<R> {
                     Name(&w.name)
                 )));
             }
-            w.life().unsent().then(|| w.name.clone())
+            // An overwrite abandoned before its first byte is never sent (`Writer::emptied`).
+            (w.life().unsent() && !w.emptied).then(|| w.name.clone())
         };
         let Some(name) = name else { return Ok(()) };
         self.clean_abandoned(client, Some(&name), prio).await?;

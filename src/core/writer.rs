@@ -230,6 +230,17 @@ pub(super) struct Writer {
     /// Uploads of these bytes sent that no listing has shown under the name
     /// (`Journal::sends`); back to 0 once one lands or the bytes change.
     pub(super) sends: u32,
+    /// The server file whose bytes the spool does not hold yet (its id and size): an
+    /// open for writing does not download, so an overwrite never waits for bytes it is
+    /// about to replace. Filled ([`Core::fill`]) before the first read, partial write or
+    /// size change other than to 0; while set, the writer is unchanged (`Landed`).
+    pub(super) unfilled: Option<(String, u64)>,
+    /// Emptied by a truncate to 0 of a listed non-empty file that was opened without
+    /// `O_TRUNC`, and not written since: an overwrite abandoned before its first byte
+    /// (an SMB desk that gave up). Never uploaded: the file stays as it is on the server.
+    pub(super) emptied: bool,
+    /// Serialises filling with truncation, so a fill never lands after a truncate.
+    fill_gate: Arc<tokio::sync::Mutex<()>>,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
     life: Life,
 }
@@ -256,6 +267,9 @@ impl Writer {
             wait: Wait::No,
             released_at: None,
             sends: 0,
+            unfilled: None,
+            emptied: false,
+            fill_gate: Arc::new(tokio::sync::Mutex::new(())),
             life,
         }
     }
@@ -263,6 +277,7 @@ impl Writer {
     /// The staged bytes changed (a write or a size change).
     fn changed(&mut self) {
         self.version += 1;
+        self.emptied = false;
         // New bytes: their uploads are not re-sends of the old ones.
         self.sends = 0;
         self.mtime = SystemTime::now();
@@ -349,6 +364,23 @@ impl Writer {
     }
 }
 
+/// How a truncate came: with the open (`O_TRUNC`: the caller means to empty the file)
+/// or on a handle or path (`ftruncate`, `truncate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Truncate {
+    ByOpen,
+    Handle,
+}
+
+/// Write `data` into a filled writer's staged bytes at `offset`.
+fn stage(w: &Mutex<Writer>, offset: u64, data: &[u8]) -> CoreResult<u32> {
+    let mut w = lock(w);
+    w.spool.file.write_all_at(data, offset)?;
+    w.size = w.size.max(offset + data.len() as u64);
+    w.changed();
+    Ok(data.len() as u32)
+}
+
 /// Truncate (or extend) a writer's staged bytes; a change makes them due for upload.
 pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
     let mut w = lock(w);
@@ -417,7 +449,7 @@ impl<R: Remote> Core<R> {
         };
         if let Some(w) = existing {
             if mode.truncate {
-                truncate_staged(&w, 0)?;
+                self.truncate_writer(&w, 0, Truncate::ByOpen).await?;
             }
         } else {
             let Some(id) = file_id else {
@@ -436,31 +468,19 @@ impl<R: Remote> Core<R> {
             // trailing space) would come back under another name, never confirmed:
             // refused before anything is staged; the file on the server stays as it is.
             refuse_uncarriable(&name)?;
-            // The whole current content is needed to modify it in place; wait for it
-            // before staging anything, so an abandoned open leaves no spool file behind.
-            let current = match mode.truncate {
-                true => None,
-                false => {
-                    let entry = self.content_entry(&id, size).await?;
-                    entry.wait_complete().await?;
-                    Some(entry)
-                }
-            };
+            // Nothing is downloaded here: the current bytes are fetched only when a read,
+            // a partial write or a size change needs them (`fill`). An overwrite (a
+            // truncate to 0 first, as smbd does) never waits for bytes it replaces.
             let spool = self.spool.create()?;
             let staged = if mode.truncate { 0 } else { size };
-            if let Some(entry) = current {
-                if let Err(e) = entry.copy_to(&spool.file).await {
-                    self.spool.remove(&spool.path);
-                    return Err(e);
-                }
-            }
             let life = match mode.truncate {
                 true => Life::Staged,
                 false => Life::Landed { id: Some(id.clone()) },
             };
-            let mut w = Writer::new(client, name, spool, staged, vec![id], life);
+            let mut w = Writer::new(client, name, spool, staged, vec![id.clone()], life);
             if let (false, Some(m)) = (mode.truncate, listed_mtime) {
                 w.mtime = m;
+                w.unfilled = Some((id, size));
             }
             let spool_path = w.spool.path.clone();
             let raced = {
@@ -493,16 +513,29 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    pub fn release(&self, fh: Fh) {
+    /// A handle is closed for good (after its last `flush`). Returns whether the file
+    /// went back to what the server holds behind the kernel's back (an abandoned
+    /// overwrite, [`Writer::emptied`]): then the kernel's cached size must be dropped.
+    pub fn release(&self, fh: Fh) -> bool {
         let handle = self.st().handles.remove(&fh);
+        let mut reverted = false;
         if let Some(Handle::Write { ino, .. }) = handle {
             let Some(w) = self.st().writers.get(&ino).cloned() else {
-                return;
+                return false;
             };
             {
                 let mut w = lock(&w);
                 w.handles = w.handles.saturating_sub(1);
-                if w.handles == 0 && w.wait != Wait::No && w.life.unsent() {
+                if w.handles == 0 && w.emptied {
+                    // An overwrite abandoned before its first byte: the server file stays.
+                    tracing::warn!(
+                        "{} was emptied by a truncate and closed without being written: left unchanged on the server (open it with O_TRUNC, as `: > file` does, to empty it)",
+                        Name(&w.name)
+                    );
+                    w.step(Event::Discarded);
+                    self.spool.drop_journal(&w.spool.path);
+                    reverted = true;
+                } else if w.handles == 0 && w.wait != Wait::No && w.life.unsent() {
                     // Its close deferred the upload: the background loop takes it now
                     // (`Wait::Release`, `Wait::Opener`) or once it has been left alone
                     // (`Wait::Rename`).
@@ -518,6 +551,7 @@ impl<R: Remote> Core<R> {
             }
             self.retire_writer(ino);
         }
+        reverted
     }
 
     /// Forget a writer once nobody has it open and nothing of it is left to upload.
@@ -614,14 +648,63 @@ impl<R: Remote> Core<R> {
         Ok((attr, Opened { fh, keep_cache: false }))
     }
 
-    /// Stage written bytes: local disk only, no network.
-    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> CoreResult<u32> {
+    /// Stage written bytes, after fetching the file's current bytes if this handle
+    /// has not needed them yet ([`Core::fill`]).
+    pub async fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> CoreResult<u32> {
         let w = self.writer_of(fh)?;
-        let mut w = lock(&w);
-        w.spool.file.write_all_at(data, offset)?;
-        w.size = w.size.max(offset + data.len() as u64);
-        w.changed();
-        Ok(data.len() as u32)
+        self.fill(&w).await?;
+        stage(&w, offset, data)
+    }
+
+    /// Stage written bytes at once (local disk only, no network), or `None` when the
+    /// file's current bytes must be fetched first: then call [`Core::write`].
+    pub fn try_write(&self, fh: Fh, offset: u64, data: &[u8]) -> Option<CoreResult<u32>> {
+        let w = match self.writer_of(fh) {
+            Ok(w) => w,
+            Err(e) => return Some(Err(e)),
+        };
+        if lock(&w).unfilled.is_some() {
+            return None;
+        }
+        Some(stage(&w, offset, data))
+    }
+
+    /// Put the server file's current bytes into the writer's spool file, once, if an
+    /// open for writing left them out. Serialised with truncation by the fill gate.
+    pub(super) async fn fill(&self, w: &Arc<Mutex<Writer>>) -> CoreResult<()> {
+        let gate = lock(w).fill_gate.clone();
+        let _g = gate.lock().await;
+        let Some((id, size)) = lock(w).unfilled.clone() else {
+            return Ok(());
+        };
+        let entry = self.content_entry(&id, size).await?;
+        entry.wait_complete().await?;
+        let file = lock(w).spool.file.try_clone()?;
+        entry.copy_to(&file).await?;
+        lock(w).unfilled = None;
+        Ok(())
+    }
+
+    /// Set a writer's size (a truncate, or an open with `O_TRUNC` when it is already
+    /// open). To 0 no current bytes are needed; to another size they are fetched first.
+    pub(super) async fn truncate_writer(&self, w: &Arc<Mutex<Writer>>, size: u64, how: Truncate) -> CoreResult<()> {
+        if size > 0 {
+            if lock(w).unfilled.as_ref().is_some_and(|(_, listed)| *listed == size) {
+                return Ok(());
+            }
+            self.fill(w).await?;
+            return truncate_staged(w, size);
+        }
+        let gate = lock(w).fill_gate.clone();
+        let _g = gate.lock().await;
+        let was = lock(w).unfilled.take();
+        truncate_staged(w, 0)?;
+        if let (Some((_, listed)), Truncate::Handle) = (was, how) {
+            // A non-empty file emptied without O_TRUNC and not written yet: the start
+            // of an overwrite that may still be abandoned (see `Writer::emptied`).
+            lock(w).emptied = listed > 0;
+        }
+        Ok(())
     }
 
     pub(super) fn writer_of(&self, fh: Fh) -> CoreResult<Arc<Mutex<Writer>>> {

@@ -31,11 +31,25 @@ pub struct FuseFs<R: Remote> {
     rt: tokio::runtime::Handle,
     ttl: Duration,
     owner: Owner,
+    /// Set once the session exists: tells the kernel to drop what it cached of an inode
+    /// the mount changed behind its back.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl<R: Remote> FuseFs<R> {
     pub fn new(core: Arc<Core<R>>, rt: tokio::runtime::Handle, ttl: Duration, owner: Owner) -> FuseFs<R> {
-        FuseFs { core, rt, ttl, owner }
+        FuseFs {
+            core,
+            rt,
+            ttl,
+            owner,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Where `mount.rs` puts the session's notifier once the session exists.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -332,12 +346,28 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _s = tracing::debug_span!("write", ino = ino.0, offset, len = data.len()).entered();
-        match self.core.write(fh.0, offset, data) {
+        let span = tracing::debug_span!("write", ino = ino.0, offset, len = data.len());
+        let written = {
+            let _s = span.enter();
+            self.core.try_write(fh.0, offset, data)
+        };
+        let reply_with = |r: Result<u32, CoreError>, reply: ReplyWrite| match r {
             Ok(n) => reply.written(n),
             Err(e) => {
                 log_err("write", &e);
                 reply.error(errno(&e))
+            }
+        };
+        match written {
+            Some(r) => reply_with(r, reply),
+            // The first partial write of a file opened without O_TRUNC: its current bytes
+            // are fetched first, off the session thread.
+            None => {
+                let (core, data) = (self.core.clone(), data.to_vec());
+                self.spawn(
+                    span,
+                    async move { reply_with(core.write(fh.0, offset, &data).await, reply) },
+                );
             }
         }
     }
@@ -383,8 +413,18 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("release", ino = ino.0).entered();
-        self.core.release(fh.0);
+        let reverted = self.core.release(fh.0);
         reply.ok();
+        if reverted {
+            // Its size went back to the server's: the kernel's cached size (0) must go.
+            if let Some(n) = self.notifier.get().cloned() {
+                self.rt.spawn_blocking(move || {
+                    if let Err(e) = n.inval_inode(ino, 0, -1) {
+                        tracing::debug!("invalidating a reverted file's attributes: {e}");
+                    }
+                });
+            }
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
