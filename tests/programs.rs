@@ -497,6 +497,72 @@ fn an_office_style_save_is_one_upload_and_its_lock_file_never_reaches_the_server
     settled(&srv.store, saves(1));
 }
 
+/// MS Office's save (as Word does it through Samba): owner file `~$`, new bytes to
+/// `~WRL0001.tmp`, the document set aside as `~WRL0002.tmp`, the new bytes renamed over
+/// the document, the set-aside copy and the owner file deleted. One upload and one
+/// delete; no `~` name ever reaches the server, and the document is on the server
+/// throughout.
+#[test]
+fn an_ms_office_save_is_one_upload_and_one_delete_and_its_tmp_files_stay_home() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1001");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    let step = |script: &str| {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr_of(&out));
+    };
+    step("echo owner > '~$notes.txt' && printf 'word bytes' > '~WRL0001.tmp'");
+    step("mv notes.txt '~WRL0002.tmp'");
+    assert_eq!(
+        srv.store.total_requests(),
+        0,
+        "setting the document aside costs nothing"
+    );
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"hello notes\n".to_vec()]);
+    step("mv '~WRL0001.tmp' notes.txt && rm '~WRL0002.tmp' '~$notes.txt'");
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"word bytes".to_vec()]);
+    assert!(!names(&srv.store, 1001).iter().any(|n| n.starts_with('~')));
+    settled(&srv.store, saves(1));
+    assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"word bytes");
+    let mut listed: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["Insurance", "Intake Forms", "_folder-gone", "notes.txt"]);
+}
+
+/// A save Office gave up on (it renames the document back) and a `~WRL….tmp` left by a
+/// crashed Office cost nothing, however long they stay.
+#[test]
+fn an_abandoned_office_save_costs_nothing() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1001");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "printf half > '~WRL0009.tmp' && mv notes.txt '~WRL0003.tmp' && mv '~WRL0003.tmp' notes.txt",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Longer than a temp file waits for its rename (`patterns::HOLD_IDLE`, 5 s).
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(srv.store.total_requests(), 0);
+    assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"hello notes\n");
+    assert_eq!(fs::read(dir.join("~WRL0009.tmp")).unwrap(), b"half");
+}
+
 #[test]
 fn names_the_upload_cannot_carry_are_refused_with_einval_and_nothing_is_sent() {
     let srv = server(account());

@@ -48,6 +48,9 @@ fn is_scratch(name: &str) -> bool {
         // LibreOffice lock `.~lock.name#`, MS Office owner file `~$name`.
         || (name.starts_with(".~lock.") && name.ends_with('#'))
         || name.starts_with("~$")
+        // MS Office's save files (`~WRL0001.tmp`, `~WRD0000.tmp`): the new bytes before
+        // their rename over the document, and the document set aside meanwhile.
+        || is_office_save(name)
         // Kate swap `.name.kate-swp`.
         || name.ends_with(".kate-swp")
         // SQLite's rollback journal, write-ahead log and shared memory.
@@ -57,6 +60,17 @@ fn is_scratch(name: &str) -> bool {
         || name.starts_with(".nfs")
         // vim's "can I create files here?" probe: 4913, then 4913 + 123·k.
         || is_vim_probe(name)
+}
+
+/// MS Office's save files: `~WR` + letter + digits/hex + `.tmp` (`~WRL0001.tmp`).
+/// A document renamed onto such a name is being set aside while its new version is
+/// renamed over it: the mount keeps it under that name locally (no call).
+pub fn is_office_save(name: &str) -> bool {
+    let Some(mid) = name.strip_prefix("~WR").and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut b = mid.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_uppercase()) && mid.len() >= 2 && b.all(|c| c.is_ascii_hexdigit())
 }
 
 fn is_vim_probe(name: &str) -> bool {
@@ -77,7 +91,7 @@ fn is_temp(name: &str) -> bool {
             && name.is_char_boundary(name.len() - 7)
             && name.as_bytes()[name.len() - 7] == b'.'
             && random6(&name[name.len() - 6..]))
-        // LibreOffice `luXXXX.tmp`, MS Office `~WRLxxxx.tmp`, and other `.tmp` savers.
+        // LibreOffice `luXXXX.tmp` and other `.tmp` savers (MS Office's are scratch).
         || (name.len() > 4 && name.ends_with(".tmp"))
 }
 
@@ -97,6 +111,9 @@ mod tests {
             ".#notes.txt",
             ".~lock.report.odt#",
             "~$report.docx",
+            "~WRL0001.tmp",
+            "~WRD0000.tmp",
+            "~WRL3f2a.tmp",
             ".notes.txt.kate-swp",
             "db.sqlite-journal",
             "db.sqlite-wal",
@@ -117,7 +134,7 @@ mod tests {
             "sedAb12Cd",
             ".report.pdf.Xy12Ab",
             "lu12345abcd.tmp",
-            "~WRL0001.tmp",
+            "~notes.tmp",
         ] {
             assert_eq!(class(n), Class::Temp, "{n}");
         }

@@ -11,7 +11,8 @@ use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
 use super::upload::Uploaded;
 use super::writer::{lock, refuse_uncarriable, Life, Writer};
-use super::{names, Attr, Core, Ino, Kind};
+use super::{names, patterns, Attr, Core, Ino, Kind};
+use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
 
 /// What became of a renamed file's copy.
@@ -46,6 +47,9 @@ impl<R: Remote> Core<R> {
         };
         if let Some(w) = is_local(self)? {
             return self.rename_local(client, src.ino, w, new_name, dst).await;
+        }
+        if self.rename_by_name_only(client, &src, new_name, dst.is_some())? {
+            return Ok(());
         }
         refuse_server_to_scratch(new_name)?;
         // Staged bytes that are not on the server yet go up first, under the old name.
@@ -340,6 +344,33 @@ impl<R: Remote> Core<R> {
     /// The copy landed as `new_id` and what it replaced is gone: the source inode now
     /// stands for it (same bytes, so its cache entry moves along), and a destination
     /// that had staged bytes or never reached the server is dropped.
+    /// A rename that changes only the name the mount shows (no call): a document set
+    /// aside by MS Office's save under `~WRL….tmp` (it is deleted, or renamed back, once
+    /// the new version is renamed over the document's name), and a file renamed back to
+    /// the name the server has for it. Not over another file, and not while the file
+    /// has bytes of its own to upload.
+    fn rename_by_name_only(&self, client: ClientId, src: &Attr, new_name: &str, over: bool) -> CoreResult<bool> {
+        if over || self.st().writers.contains_key(&src.ino) {
+            return Ok(false);
+        }
+        let Key::File(id) = self.key_of(src.ino)?.0 else {
+            return Ok(false);
+        };
+        let (server_name, _) = self.remote_name_size(client, &id)?;
+        if !patterns::is_office_save(new_name) && new_name != server_name {
+            return Ok(false);
+        }
+        tracing::debug!(
+            "{} shown as {}: the server keeps it as it is",
+            Name(&server_name),
+            Name(new_name)
+        );
+        let mut st = self.st();
+        st.shown.insert(id, new_name.to_string());
+        st.invalidate_view(client);
+        Ok(true)
+    }
+
     fn renamed(&self, client: ClientId, src: Ino, src_id: &str, new_id: &str, new_name: &str, dst: Option<Ino>) {
         self.cache().rekey(src_id, new_id);
         let mut st = self.st();
