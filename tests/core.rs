@@ -1175,16 +1175,20 @@ async fn a_shell_redirect_uploads_once_and_never_an_empty_file() {
 }
 
 /// `touch new.txt`: created and closed with nothing written; uploaded (empty) once its
-/// last descriptor is released.
+/// last descriptor is released and it has been left alone for `HOLD_EMPTY` (the time a
+/// person takes to type the name of a "New text document").
 #[tokio::test]
-async fn an_empty_new_file_is_uploaded_at_its_release() {
+async fn an_empty_new_file_is_uploaded_once_left_alone_after_its_release() {
     let t = setup();
     let top = t.path("/clients/1002").await.unwrap();
     let (_, o) = t.core.create(top, "empty.txt").await.unwrap();
     t.core.flush(o.fh).await.unwrap();
     assert!(t.store.files_named(1002, "empty.txt").is_empty());
+    tokio::time::pause();
     t.core.release(o.fh);
     assert_eq!(t.core.pending_uploads(), 1);
+    assert_eq!(t.core.upload_due(false).await, 0, "held while a name may be typed");
+    tokio::time::advance(intakeq_fs::core::patterns::HOLD_EMPTY).await;
     assert_eq!(t.core.upload_due(false).await, 1);
     assert_eq!(&t.store.files_named(1002, "empty.txt")[0].data[..], b"");
     assert_eq!(t.core.pending_uploads(), 0);

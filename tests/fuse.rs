@@ -136,8 +136,9 @@ fn cp_in_cp_over_and_echo_overwrite_land_on_the_server() {
     assert_eq!(files.len(), 1);
     assert_eq!(&files[0].data[..], b"replaced\nmore\n");
     // touch makes an empty file; touch of an existing file is a harmless no-op.
-    // It is uploaded at its last release, a moment after touch returns (a close with
-    // nothing written defers: see the shell-redirect test).
+    // It is uploaded once left alone for `HOLD_EMPTY` (10 s) after its last release (a
+    // close with nothing written defers: see the shell-redirect test; a new empty file
+    // may still be named, as Explorer's "New text document" is).
     ok("touch", &[&m.p("clients/1002/empty.txt")]);
     wait_for(|| !srv.store.files_named(1002, "empty.txt").is_empty());
     assert_eq!(srv.store.files_named(1002, "empty.txt")[0].data.len(), 0);

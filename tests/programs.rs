@@ -563,6 +563,34 @@ fn an_abandoned_office_save_costs_nothing() {
     assert_eq!(fs::read(dir.join("~WRL0009.tmp")).unwrap(), b"half");
 }
 
+/// Explorer's (and Finder's) "New > Text Document": an empty file is created, then the
+/// person types its name. Renamed within seconds, it is uploaded once, under that name.
+#[test]
+fn a_new_empty_file_renamed_within_seconds_is_uploaded_once_under_its_final_name() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let dir = m.p("clients/1002");
+    ok("ls", &[&dir]);
+    srv.store.reset_counts();
+    fs::File::create(dir.join("New Text Document.txt")).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(srv.store.total_requests(), 0, "nothing sent while the person types");
+    fs::rename(dir.join("New Text Document.txt"), dir.join("phone log.txt")).unwrap();
+    let on_server = srv.store.files_named(1002, "phone log.txt");
+    assert_eq!(on_server.len(), 1);
+    assert!(on_server[0].data.is_empty());
+    settled(
+        &srv.store,
+        Calls {
+            upload: 1,
+            delete: 0,
+            list_files: 1,
+            download: 0,
+        },
+    );
+    assert_eq!(names(&srv.store, 1002), ["other.txt", "phone log.txt"]);
+}
+
 #[test]
 fn names_the_upload_cannot_carry_are_refused_with_einval_and_nothing_is_sent() {
     let srv = server(account());

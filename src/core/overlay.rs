@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
 use super::metadata::Flight;
-use super::patterns::{self, Class, HOLD_IDLE};
+use super::patterns::{self, Class, HOLD_EMPTY, HOLD_IDLE};
 use super::spool::{Attempts, Journal};
 use super::state::Key;
 use super::writer::{lock, Event, Life, Wait, Writer};
@@ -77,14 +77,14 @@ impl<R: Remote> Core<R> {
                     if w.handles > 0 || !w.life().unsent() {
                         return None;
                     }
+                    let held = held_until(&w).is_some_and(|t| t > now) && !all;
                     match w.wait {
                         Wait::No => None,
+                        _ if held => None,
                         // The user's own close, only later: user priority.
                         Wait::Release | Wait::Opener => Some((*ino, Priority::User)),
-                        // Nobody waits at a screen for a re-send.
-                        Wait::Resend => Some((*ino, Priority::Background)),
-                        Wait::Rename => (all || w.released_at.is_some_and(|t| t + HOLD_IDLE <= now))
-                            .then_some((*ino, Priority::Background)),
+                        // Nobody waits at a screen for a re-send, or a temp file's.
+                        Wait::Resend | Wait::Rename => Some((*ino, Priority::Background)),
                     }
                 })
                 .collect()
@@ -124,9 +124,7 @@ impl<R: Remote> Core<R> {
                 .values()
                 .filter_map(|w| {
                     let w = lock(w);
-                    (w.wait == Wait::Rename && w.handles == 0 && w.life().unsent())
-                        .then_some(w.released_at?)
-                        .map(|t| t + HOLD_IDLE)
+                    (w.handles == 0 && w.life().unsent()).then(|| held_until(&w)).flatten()
                 })
                 .min()
         };
@@ -246,6 +244,19 @@ impl<R: Remote> Core<R> {
             .values()
             .filter(|w| *lock(w).life() == Life::Local)
             .count()
+    }
+}
+
+/// Until when a released writer whose upload was deferred is held back: a temp file
+/// waits [`HOLD_IDLE`] for its rename; a new file still empty ([`HOLD_EMPTY`]) for the
+/// name a person types (Explorer's and Finder's "New document" creates it first).
+/// `None`: due now.
+fn held_until(w: &Writer) -> Option<Instant> {
+    let released = w.released_at?;
+    match w.wait {
+        Wait::Rename => Some(released + HOLD_IDLE),
+        Wait::Release | Wait::Opener if w.size == 0 && w.replaces.is_empty() => Some(released + HOLD_EMPTY),
+        Wait::No | Wait::Release | Wait::Opener | Wait::Resend => None,
     }
 }
 

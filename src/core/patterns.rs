@@ -20,6 +20,11 @@ pub enum Class {
 /// How long a closed temp file waits for its rename before it is uploaded as it is.
 pub const HOLD_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a new file closed empty waits before it is uploaded as it is: Explorer's
+/// and Finder's "New text document" create the file, then the person types its name.
+/// Renamed (or written) sooner, it is uploaded once, under its final name.
+pub const HOLD_EMPTY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The class of a file name (see [`Class`]).
 pub fn class(name: &str) -> Class {
     if is_scratch(name) {
