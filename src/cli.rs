@@ -67,6 +67,18 @@ pub(crate) struct CommonMount {
     /// for owner and group only (default: 0700/0600, or 0755/0644 with --allow-other).
     #[arg(long, value_name = "OCTAL")]
     pub(crate) umask: Option<String>,
+    /// Keep an audit log: one JSON line per upload, delete, rename and read of a file,
+    /// with the person (uid and user name) it was done for. Created 0600; an existing
+    /// file must be a private file of the mounting user. Rotated at 10 MiB (5 kept).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) audit_log: Option<PathBuf>,
+    /// Write file names in the audit log as they are (PHI) instead of their keyed hash.
+    #[arg(long, requires = "audit_log")]
+    pub(crate) audit_names: bool,
+    /// Refuse to delete files on the server (EPERM): deleting a client folder from a
+    /// desk removes nothing. Saves that replace a file, and Office's, still work.
+    #[arg(long)]
+    pub(crate) no_delete: bool,
     /// How long a listing is trusted, in seconds.
     #[arg(long, default_value_t = 60)]
     pub(crate) metadata_ttl: u64,

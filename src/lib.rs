@@ -1,6 +1,7 @@
 //! intakeq-fs: an IntakeQ account's client files as a FUSE filesystem. The crate root
 //! only declares the modules; `docs/ARCHITECTURE.md` maps them.
 
+pub mod audit;
 pub mod check;
 pub mod core;
 pub mod daemon;

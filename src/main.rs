@@ -411,6 +411,14 @@ fn run_mount(
     let core = Arc::new(
         Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,
     );
+    if let Some(p) = &c.audit_log {
+        let log = intakeq_fs::audit::AuditLog::open(p, c.audit_names, 10 << 20, 5)
+            .map_err(|e| format!("audit log {}: {e}", p.display()))?;
+        core.set_audit(Arc::new(log));
+    }
+    if c.no_delete {
+        core.refuse_deletes();
+    }
     check_key(&rt, &core, &limiter, Duration::from_secs(c.max_wait), base)?;
     let info = intakeq_fs::status::MountInfo {
         mountpoint: mountpoint.to_path_buf(),
@@ -536,6 +544,9 @@ fn cmd_demo(a: DemoArgs) -> Result<(), String> {
         uid: None,
         gid: None,
         umask: None,
+        audit_log: None,
+        audit_names: false,
+        no_delete: false,
         metadata_ttl: 60,
         client_list_ttl: 3600,
         reserve_percent: intakeq_fs::limiter::DEFAULT_RESERVE_PERCENT,

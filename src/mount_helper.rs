@@ -36,6 +36,7 @@ const VALUED: &[(&str, &str)] = &[
     ("uid", "--uid"),
     ("gid", "--gid"),
     ("umask", "--umask"),
+    ("audit_log", "--audit-log"),
 ];
 
 /// `-o` switches, and the flag each becomes.
@@ -46,6 +47,8 @@ const SWITCHES: &[(&str, &str)] = &[
     ("read_only", "--read-only"),
     ("foreground", "--foreground"),
     ("nonempty", "--nonempty"),
+    ("audit_names", "--audit-names"),
+    ("no_delete", "--no-delete"),
 ];
 
 /// Options `mount(8)`, `mount.fuse3` and fstab add that the daemon sets itself or that

@@ -99,6 +99,13 @@ impl fmt::Display for Name<'_> {
     }
 }
 
+impl Name<'_> {
+    /// `name#` and the keyed hash, whatever [`show_names`] says (for the audit log).
+    pub fn hashed(&self) -> String {
+        format!("name#{}", hash8(self.0))
+    }
+}
+
 impl fmt::Debug for Name<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

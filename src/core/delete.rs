@@ -18,14 +18,23 @@ impl<R: Remote> Core<R> {
     /// neither) and are logged; the user's new data is already safe.
     pub(super) async fn delete_replaced(&self, client: ClientId, replaces: &[String], prio: Priority) {
         for old in replaces {
-            match self.remote.delete(old, prio).await {
-                Ok(()) | Err(RemoteError::NotFound) => self.forget_file(client, old),
-                Err(e) if self.deleted_after_all(client, old, &e, prio).await => self.forget_file(client, old),
+            let name = self.listed_name(client, old);
+            let result = match self.remote.delete(old, prio).await {
+                Ok(()) | Err(RemoteError::NotFound) => {
+                    self.forget_file(client, old);
+                    Ok(())
+                }
+                Err(e) if self.deleted_after_all(client, old, &e, prio).await => {
+                    self.forget_file(client, old);
+                    Ok(())
+                }
                 Err(e) => {
                     tracing::warn!("could not delete replaced file {old}: {e}; it is hidden and deleted later");
                     self.owe_delete(client, old).await;
+                    Err(format!("{e}; owed, deleted later"))
                 }
-            }
+            };
+            self.audit_delete(client, old, &name, result);
         }
     }
 
@@ -132,14 +141,37 @@ impl<R: Remote> Core<R> {
     /// gone after an ambiguous failure, counts as deleted.
     pub(super) async fn delete_files(&self, client: ClientId, ids: &[String], prio: Priority) -> CoreResult<()> {
         for id in ids {
+            let name = self.listed_name(client, id);
             match self.remote.delete(id, prio).await {
                 Ok(()) | Err(RemoteError::NotFound) => {}
                 Err(e) if self.deleted_after_all(client, id, &e, prio).await => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.audit_delete(client, id, &name, Err(e.to_string()));
+                    return Err(e.into());
+                }
             }
+            self.audit_delete(client, id, &name, Ok(()));
             self.forget_file(client, id);
         }
         Ok(())
+    }
+
+    /// The name a listed file has on the server ("" if the listing lacks it).
+    fn listed_name(&self, client: ClientId, id: &str) -> String {
+        self.remote_name_size(client, id).map(|(n, _)| n).unwrap_or_default()
+    }
+
+    fn audit_delete(&self, client: ClientId, id: &str, name: &str, result: Result<(), String>) {
+        self.audit(crate::audit::Record {
+            op: crate::audit::Op::Delete,
+            uid: crate::audit::caller(),
+            client,
+            file_id: Some(id),
+            size: None,
+            name,
+            to: None,
+            result,
+        });
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> CoreResult<()> {
@@ -155,6 +187,13 @@ impl<R: Remote> Core<R> {
         // (a background retry) has finished and what it landed is deleted too.
         let _g = self.flight(Flight::Mutate(client)).await;
         let (key, _) = self.key_of(attr.ino)?;
+        // An Office save deletes the document it set aside (`~WRL….tmp`): still allowed.
+        let refused =
+            self.no_delete.load(std::sync::atomic::Ordering::Relaxed) && !super::patterns::is_office_save(name);
+        if matches!(key, Key::File(_)) && refused {
+            tracing::info!("refusing to delete {} from the server: --no-delete", Name(name));
+            return Err(CoreError::NotPermitted("deleting files on the server (--no-delete)"));
+        }
         let mut doomed = match &key {
             Key::File(id) => vec![id.clone()],
             Key::Local(_) => Vec::new(),

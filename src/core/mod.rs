@@ -229,6 +229,10 @@ pub struct Core<R: Remote> {
     refresh_due: tokio::sync::Notify,
     /// Listings kept on disk across mounts, if `Options::state_dir` is set.
     disk: Option<persist::Disk>,
+    /// The audit log, if the mount keeps one (`set_audit`, once, before serving).
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
+    /// `--no-delete`: a person's unlink of a file on the server is refused.
+    no_delete: std::sync::atomic::AtomicBool,
 }
 
 impl<R: Remote> std::fmt::Debug for Core<R> {
@@ -278,6 +282,8 @@ impl<R: Remote> Core<R> {
             bursts: Arc::default(),
             refresh_due: tokio::sync::Notify::new(),
             disk,
+            audit: std::sync::OnceLock::new(),
+            no_delete: std::sync::atomic::AtomicBool::new(false),
         };
         core.inherit_owed_deletes();
         core.sweep_orphans();
@@ -293,6 +299,24 @@ impl<R: Remote> Core<R> {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// Keep an audit log of uploads, deletes, renames and reads (set once, at mount).
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
+    }
+
+    /// Refuse a person's unlink of a file on the server with EPERM (`--no-delete`):
+    /// a desk's delete of a whole client folder removes nothing. Saves still replace.
+    pub fn refuse_deletes(&self) {
+        self.no_delete.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Write `r` to the audit log, if there is one.
+    fn audit(&self, r: crate::audit::Record<'_>) {
+        if let Some(a) = self.audit.get() {
+            a.record(&r);
+        }
     }
 
     fn st(&self) -> MutexGuard<'_, State> {

@@ -173,9 +173,30 @@ impl<R: Remote> Core<R> {
                     self.forget_file(c, &id);
                 }
             }
-        } else if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
-            *slot = Some(entry);
+        } else {
+            // The handle's first read: the moment a person read the file (for the audit).
+            if self.audit.get().is_some() {
+                self.audit_read(ino, &id, node_size);
+            }
+            if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
+                *slot = Some(entry);
+            }
         }
         data
+    }
+
+    fn audit_read(&self, ino: Ino, id: &str, size: u64) {
+        let Some(c) = self.client_of(ino) else { return };
+        let name = self.remote_name_size(c, id).map(|(n, _)| n).unwrap_or_default();
+        self.audit(crate::audit::Record {
+            op: crate::audit::Op::Read,
+            uid: crate::audit::caller(),
+            client: c,
+            file_id: Some(id),
+            size: Some(size),
+            name: &name,
+            to: None,
+            result: Ok(()),
+        });
     }
 }

@@ -116,6 +116,7 @@ impl<R: Remote> Core<R> {
         let trust = writer.is_none();
         match self.upload_copy(&staged, journal, trust).await {
             Ok(Copied::Landed(new_id)) => {
+                self.audit_rename(client, &src_id, name, new_name, Some(&new_id), src.size);
                 self.renamed(client, src.ino, &src_id, &new_id, new_name, dst.map(|d| d.ino));
                 if let Some(w) = writer {
                     let mut w = lock(&w);
@@ -126,6 +127,7 @@ impl<R: Remote> Core<R> {
                 Ok(())
             }
             Ok(Copied::Accepted(attempts, sends)) => {
+                self.audit_rename(client, &src_id, name, new_name, None, src.size);
                 self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
                 if let Some(w) = self.st().writers.get(&src.ino) {
                     lock(w).sends = sends;
@@ -365,10 +367,33 @@ impl<R: Remote> Core<R> {
             Name(&server_name),
             Name(new_name)
         );
+        self.audit(crate::audit::Record {
+            op: crate::audit::Op::Rename,
+            uid: crate::audit::caller(),
+            client,
+            file_id: Some(&id),
+            size: Some(src.size),
+            name: &server_name,
+            to: Some(new_name),
+            result: Ok(()),
+        });
         let mut st = self.st();
         st.shown.insert(id, new_name.to_string());
         st.invalidate_view(client);
         Ok(true)
+    }
+
+    fn audit_rename(&self, client: ClientId, old_id: &str, from: &str, to: &str, new_id: Option<&str>, size: u64) {
+        self.audit(crate::audit::Record {
+            op: crate::audit::Op::Rename,
+            uid: crate::audit::caller(),
+            client,
+            file_id: new_id.or(Some(old_id)),
+            size: Some(size),
+            name: from,
+            to: Some(to),
+            result: Ok(()),
+        });
     }
 
     fn renamed(&self, client: ClientId, src: Ino, src_id: &str, new_id: &str, new_name: &str, dst: Option<Ino>) {

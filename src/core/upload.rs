@@ -14,6 +14,7 @@ use super::spool::{Attempts, Journal, MAX_SENDS};
 use super::state::Key;
 use super::writer::{lock, Event, Life, Wait, Writer};
 use super::{names, Core, Ino};
+use crate::audit::{Op, Record};
 use crate::phi::Name;
 use crate::remote::{content_type_for, ClientId, Priority, Remote, RemoteFile};
 
@@ -160,7 +161,9 @@ impl<R: Remote> Core<R> {
         self.uploads.send_modify(|n| *n += 1);
         // Counted down even if this future is dropped half-way.
         let _running = Running(&self.uploads);
-        self.upload_writer_inner(ino, prio).await
+        // For the person who wrote it, even when it runs later in the background.
+        let by = self.st().writers.get(&ino).and_then(|w| lock(w).by);
+        crate::audit::acting_for(crate::audit::caller().or(by), self.upload_writer_inner(ino, prio)).await
     }
 
     async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
@@ -230,6 +233,16 @@ impl<R: Remote> Core<R> {
             }
         };
         let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, true).await;
+        self.audit(Record {
+            op: Op::Upload,
+            uid: crate::audit::caller(),
+            client,
+            file_id: landed.as_ref().ok().and_then(|u| u.id.as_deref()),
+            size: Some(j.size),
+            name: &j.name,
+            to: None,
+            result: landed.as_ref().map(|_| ()).map_err(|f| f.error.to_string()),
+        });
         {
             let mut w = lock(&w);
             if matches!(w.life(), Life::Uploading { version, .. } if *version == w.version) {
@@ -379,13 +392,23 @@ impl<R: Remote> Core<R> {
                 continue;
             };
             claimed.insert(f.id.clone());
-            let (mtime, path, file) = {
+            let (mtime, path, file, by) = {
                 let mut w = lock(&w);
                 w.step(Event::Confirmed(f.id.clone()));
                 w.replaces = vec![f.id.clone()];
-                (w.mtime, w.spool.path.clone(), w.spool.file.try_clone())
+                (w.mtime, w.spool.path.clone(), w.spool.file.try_clone(), w.by)
             };
             self.spool.drop_journal(&path);
+            self.audit(Record {
+                op: Op::Confirm,
+                uid: by,
+                client: c,
+                file_id: Some(&f.id),
+                size: Some(size),
+                name: &name,
+                to: None,
+                result: Ok(()),
+            });
             let shown = {
                 let st = self.st();
                 match st.nodes.get(&ino).map(|n| &n.key) {

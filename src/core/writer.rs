@@ -239,6 +239,9 @@ pub(super) struct Writer {
     /// `O_TRUNC`, and not written since: an overwrite abandoned before its first byte
     /// (an SMB desk that gave up). Never uploaded: the file stays as it is on the server.
     pub(super) emptied: bool,
+    /// The person (uid) who last opened it, for the audit log of uploads that run
+    /// later in the background.
+    pub(super) by: Option<u32>,
     /// Serialises filling with truncation, so a fill never lands after a truncate.
     fill_gate: Arc<tokio::sync::Mutex<()>>,
     /// Where the staged bytes stand; changed only by [`Writer::step`].
@@ -269,6 +272,7 @@ impl Writer {
             sends: 0,
             unfilled: None,
             emptied: false,
+            by: crate::audit::caller(),
             fill_gate: Arc::new(tokio::sync::Mutex::new(())),
             life,
         }
@@ -445,7 +449,11 @@ impl<R: Remote> Core<R> {
         // while it checks for handles: a writer is never retired under a new opener.
         let existing = {
             let st = self.st();
-            st.writers.get(&ino).cloned().inspect(|w| lock(w).handles += 1)
+            st.writers.get(&ino).cloned().inspect(|w| {
+                let mut w = lock(w);
+                w.handles += 1;
+                w.by = crate::audit::caller().or(w.by);
+            })
         };
         if let Some(w) = existing {
             if mode.truncate {

@@ -56,12 +56,13 @@ impl<R: Remote> FuseFs<R> {
         file_attr(a, &self.owner)
     }
 
-    /// Run `fut` on the runtime inside the operation's span; it replies itself.
-    fn spawn<F>(&self, span: tracing::Span, fut: F)
+    /// Run `fut` on the runtime inside the operation's span, on behalf of user `uid`
+    /// (the caller: what it uploads, deletes or reads is audited under their name).
+    fn spawn<F>(&self, uid: u32, span: tracing::Span, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(fut.instrument(span));
+        self.rt.spawn(crate::audit::acting_for(Some(uid), fut).instrument(span));
     }
 }
 
@@ -112,7 +113,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Err(e) => return reply.error(e),
         };
         let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             let process = caller::process_of(pid);
             match unless_killed(pid, core.lookup_by(parent.0, &name, process)).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, &owner), Generation(0)),
@@ -153,7 +154,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
@@ -180,7 +181,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             );
         }
         let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match core.setattr(ino.0, fh.map(|f| f.0), size).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, &owner)),
                 Err(e) => {
@@ -224,14 +225,14 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply.error(self.refusal());
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let span = tracing::debug_span!("unlink", parent = parent.0, name = ?name);
         let name = match name_str(name) {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match core.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => {
@@ -244,7 +245,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -262,7 +263,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match core.rename(parent.0, &name, newparent.0, &newname, no_replace).await {
                 Ok(()) => reply.ok(),
                 Err(e) => {
@@ -282,7 +283,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             truncate: flags.0 & libc::O_TRUNC != 0,
         };
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             // Who reads decides the download's priority (reading /proc: off the session thread).
             let reader = if mode.write {
                 Reader::User
@@ -323,7 +324,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let span = tracing::debug_span!("read", ino = ino.0, offset, size);
         let core = self.core.clone();
         let pid = req.pid();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match unless_killed(pid, core.read(fh.0, offset, size)).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
@@ -336,7 +337,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -364,10 +365,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             // are fetched first, off the session thread.
             None => {
                 let (core, data) = (self.core.clone(), data.to_vec());
-                self.spawn(
-                    span,
-                    async move { reply_with(core.write(fh.0, offset, &data).await, reply) },
-                );
+                self.spawn(req.uid(), span, async move {
+                    reply_with(core.write(fh.0, offset, &data).await, reply)
+                });
             }
         }
     }
@@ -376,7 +376,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let pid = req.pid();
         let span = tracing::debug_span!("flush", ino = ino.0);
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             // Which process closes decides whether this close uploads (`Core::flush_by`).
             match core.flush_by(fh.0, caller::process_of(pid)).await {
                 Ok(()) => reply.ok(),
@@ -388,10 +388,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         });
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let span = tracing::debug_span!("fsync", ino = ino.0);
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match core.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => {
@@ -442,7 +442,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let pid = req.pid();
         let span = tracing::debug_span!("opendir", ino = ino.0);
         let core = self.core.clone();
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             let process = caller::process_of(pid);
             match unless_killed(pid, core.opendir_by(ino.0, process)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -588,7 +588,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Err(_) => return reply.error(Errno::EINVAL),
         };
         let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
-        self.spawn(span, async move {
+        self.spawn(req.uid(), span, async move {
             match core.create(parent.0, &name).await {
                 Ok((a, o)) => {
                     core.opened_by(o.fh, caller::process_of(pid));

@@ -54,6 +54,23 @@ pub struct Mount {
     pub log: PathBuf,
 }
 
+/// `fusermount3 -u mnt`. A program a test ran may still be closing its last
+/// descriptor in the mount (EBUSY for a moment on a loaded machine): tried again briefly.
+pub fn fusermount_u(mnt: &Path) {
+    let mut tries = 0;
+    while !Command::new("fusermount3")
+        .arg("-u")
+        .arg(mnt)
+        .status()
+        .unwrap()
+        .success()
+    {
+        tries += 1;
+        assert!(tries < 10, "fusermount3 -u failed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_intakeq-fs")
 }
@@ -137,20 +154,7 @@ impl Mount {
 
     /// `fusermount3 -u`, then the daemon must exit 0 on its own.
     pub fn unmount(mut self) -> (ExitStatus, String, tempfile::TempDir) {
-        // A program a test ran may still be closing its last descriptor in the mount
-        // (EBUSY for a moment on a loaded machine): try again briefly.
-        let mut tries = 0;
-        while !Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .status()
-            .unwrap()
-            .success()
-        {
-            tries += 1;
-            assert!(tries < 10, "fusermount3 -u failed");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        fusermount_u(&self.mnt);
         let status = wait_exit(self.child.as_mut().unwrap(), Duration::from_secs(30));
         self.child = None;
         let log = self.log_text();
