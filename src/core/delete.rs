@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::error::{CoreError, CoreResult};
+use super::life::Event;
 use super::metadata::Flight;
 use super::spool::{Journal, OwedDelete};
 use super::state::Key;
-use super::writer::{lock, Event};
+use super::writer::lock;
 use super::{Core, Ino, Kind};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
@@ -204,7 +205,7 @@ impl<R: Remote> Core<R> {
         // if the delete fails.
         let before = writer.as_ref().map(|w| {
             let mut w = lock(w);
-            let before = (w.life().clone(), w.version, w.name.clone());
+            let before = (w.life().clone(), w.version(), w.name.clone());
             w.step(Event::Discarded);
             before
         });

@@ -12,8 +12,10 @@
 //!   refreshed behind, at `Priority::Refresh`. `persist.rs`: listings kept on disk
 //!   across mounts. `byname.rs`: `/by-name/`, one symlink per client.
 //! - `namespace.rs`: lookup, getattr, readdir, statfs. `read.rs`: open and read.
-//! - `writer.rs`: a written file's staged bytes and its life cycle (`writer::Life`,
-//!   with the transition table). `upload.rs`: the one upload protocol (journal, upload,
+//! - `life.rs`: a written file's life cycle, pure (`Cycle`, `Life`, `Wait`, `Event`,
+//!   with the transition tables and a test that checks every cell). `writer.rs`: its
+//!   staged bytes (filled lazily from the server), handles and the ops that change
+//!   them. `upload.rs`: the one upload protocol (journal, upload,
 //!   confirm, delete what it replaces, drop the journal) and the background retry.
 //! - `delete.rs`: unlink, replaced files, owed deletes, renames given up.
 //!   `rename.rs`: rename. `resume.rs`: what an earlier run left in the spool, and the
@@ -43,6 +45,9 @@
 //!    the state lock so a new opener cannot join a writer being retired).
 //! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
 //!    (cache → entry). The state and content locks are never held together.
+//! 3a. A writer's fill gate (tokio mutex, held across `.await` while its current bytes
+//!    are fetched into the spool, or while it is truncated to 0): taken with no other
+//!    lock held; the writer's own mutex only briefly inside it.
 //! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
 //!    `Core::queued_previews` (std mutex) likewise: only to insert, take or remove.
 //!
@@ -52,6 +57,7 @@ mod byname;
 pub mod content;
 mod delete;
 pub mod error;
+mod life;
 mod metadata;
 pub mod names;
 mod namespace;

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
+use super::life::{Event, Life, Wait};
 use super::metadata::Flight;
 use super::patterns::{self, Class, HOLD_EMPTY, HOLD_IDLE};
 use super::spool::{Attempts, Journal};
 use super::state::Key;
-use super::writer::{lock, Event, Life, Wait, Writer};
+use super::writer::{lock, Writer};
 use super::{Attr, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
@@ -37,23 +38,23 @@ impl<R: Remote> Core<R> {
             if !w.life().unsent() {
                 return Ok(false);
             }
-            if w.wait == Wait::No && *w.life() == Life::Staged && w.size == 0 && w.version == 0 {
-                w.wait = Wait::Release;
+            if w.size == 0 {
+                w.step(Event::ClosedUnwritten);
             }
-            if w.wait == Wait::No {
+            if w.wait() == Wait::No {
                 return Ok(false);
             }
             let journal = Journal {
                 account: self.opts.account.clone(),
                 client: w.client,
                 name: w.name.clone(),
-                replaces: w.replaces.clone(),
+                replaces: w.replaces().to_vec(),
                 size: w.size,
                 // An empty record: nothing sent yet, so nothing to look for before the
                 // first upload (no record would make a resume look for an exact copy).
                 attempts: Some(Attempts::default()),
                 abandoned: false,
-                sends: w.sends,
+                sends: w.sends(),
                 given_up: false,
             };
             (journal, w.spool.file.try_clone(), w.spool.path.clone())
@@ -78,7 +79,7 @@ impl<R: Remote> Core<R> {
                         return None;
                     }
                     let held = held_until(&w).is_some_and(|t| t > now) && !all;
-                    match w.wait {
+                    match w.wait() {
                         Wait::No => None,
                         _ if held => None,
                         // The user's own close, only later: user priority.
@@ -95,7 +96,7 @@ impl<R: Remote> Core<R> {
                 continue;
             };
             // From here on it is an ordinary close: a failure is retried with the others.
-            lock(&w).wait = Wait::No;
+            lock(&w).step(Event::Due);
             match self.upload_writer(ino, prio).await {
                 Ok(()) => {
                     landed += 1;
@@ -169,19 +170,16 @@ impl<R: Remote> Core<R> {
             {
                 let mut w = lock(&w);
                 w.name = new_name.to_string();
-                w.wait = Wait::No;
                 if to_scratch {
-                    w.step(Event::Demoted);
-                    w.replaces.clear();
+                    w.step(Event::RenamedScratch);
                     self.spool.drop_journal(&w.spool.path);
                 } else {
                     if matches!(w.life(), Life::Local | Life::GivenUp) {
                         // A scratch file becomes a document; a given-up one gets a new
                         // name, which is a new try.
                         self.spool.adopt(&mut w.spool)?;
-                        w.step(Event::Promoted);
                     }
-                    w.replaces.extend(replaced);
+                    w.step(Event::Renamed(replaced));
                 }
             }
             let mut st = self.st();
@@ -252,10 +250,10 @@ impl<R: Remote> Core<R> {
 /// name a person types (Explorer's and Finder's "New document" creates it first).
 /// `None`: due now.
 fn held_until(w: &Writer) -> Option<Instant> {
-    let released = w.released_at?;
-    match w.wait {
+    let released = w.released_at()?;
+    match w.wait() {
         Wait::Rename => Some(released + HOLD_IDLE),
-        Wait::Release | Wait::Opener if w.size == 0 && w.replaces.is_empty() => Some(released + HOLD_EMPTY),
+        Wait::Release | Wait::Opener if w.size == 0 && w.replaces().is_empty() => Some(released + HOLD_EMPTY),
         Wait::No | Wait::Release | Wait::Opener | Wait::Resend => None,
     }
 }

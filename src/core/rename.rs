@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use super::blocking;
 use super::error::{CoreError, CoreResult};
+use super::life::{Event, Life};
 use super::metadata::Flight;
 use super::overlay::refuse_server_to_scratch;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
 use super::upload::Uploaded;
-use super::writer::{lock, refuse_uncarriable, Life, Writer};
+use super::writer::{lock, refuse_uncarriable, Writer};
 use super::{names, patterns, Attr, Core, Ino, Kind};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
@@ -121,7 +122,7 @@ impl<R: Remote> Core<R> {
                 if let Some(w) = writer {
                     let mut w = lock(&w);
                     w.name = new_name.to_string();
-                    w.replaces = vec![new_id];
+                    w.step(Event::Moved(new_id));
                 }
                 self.spool.remove(&staged.path);
                 Ok(())
@@ -130,7 +131,7 @@ impl<R: Remote> Core<R> {
                 self.audit_rename(client, &src_id, name, new_name, None, src.size);
                 self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
                 if let Some(w) = self.st().writers.get(&src.ino) {
-                    lock(w).sends = sends;
+                    lock(w).step(Event::SendsCounted(sends));
                 }
                 Ok(())
             }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::writer::Life;
+use super::life::Life;
 use super::Core;
 use crate::remote::{ClientId, Remote};
 

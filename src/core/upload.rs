@@ -9,10 +9,11 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
+use super::life::{Event, Life, Wait};
 use super::metadata::Flight;
 use super::spool::{Attempts, Journal, MAX_SENDS};
 use super::state::Key;
-use super::writer::{lock, Event, Life, Wait, Writer};
+use super::writer::{lock, Writer};
 use super::{names, Core, Ino};
 use crate::audit::{Op, Record};
 use crate::phi::Name;
@@ -116,7 +117,7 @@ impl<R: Remote> Core<R> {
                 .filter(|(_, w)| {
                     let w = lock(w);
                     // Deferred closes are `upload_due`'s, on their own schedule.
-                    w.life().unsent() && w.handles == 0 && w.wait == Wait::No
+                    w.life().unsent() && w.handles == 0 && w.wait() == Wait::No
                 })
                 .map(|(ino, _)| *ino)
                 .collect()
@@ -204,11 +205,11 @@ impl<R: Remote> Core<R> {
                 account: self.opts.account.clone(),
                 client,
                 name: w.name.clone(),
-                replaces: w.replaces.clone(),
+                replaces: w.replaces().to_vec(),
                 size: w.size,
                 attempts: Some(attempts.clone()),
                 abandoned: false,
-                sends: w.sends,
+                sends: w.sends(),
                 given_up: false,
             };
             w.step(Event::UploadStarts(attempts));
@@ -245,9 +246,9 @@ impl<R: Remote> Core<R> {
         });
         {
             let mut w = lock(&w);
-            if matches!(w.life(), Life::Uploading { version, .. } if *version == w.version) {
+            if w.uploading_current() {
                 // Not written meanwhile: these are still the bytes the count is about.
-                w.sends = j.sends;
+                w.step(Event::SendsCounted(j.sends));
             }
         }
         let up = match landed {
@@ -270,9 +271,7 @@ impl<R: Remote> Core<R> {
             // Accepted (2xx): what it replaced is deleted; its id comes from the next
             // listing of the client, one per batch (`confirm_due`, `confirm_from_listing`).
             {
-                let mut w = lock(&w);
-                w.replaces.clear();
-                w.step(Event::Accepted);
+                lock(&w).step(Event::Accepted);
             }
             self.await_listing(ino, client, shown);
             self.wake.notify_one();
@@ -280,7 +279,6 @@ impl<R: Remote> Core<R> {
         };
         let mtime = {
             let mut w = lock(&w);
-            w.replaces = vec![id.clone()];
             w.step(Event::Landed(Some(id.clone())));
             w.mtime
         };
@@ -379,7 +377,7 @@ impl<R: Remote> Core<R> {
                 .max_by_key(|f| (f.created_ms, f.id.clone()));
             let Some(f) = hit else {
                 let mut w = lock(&w);
-                if w.sends < MAX_SENDS {
+                if w.sends() < MAX_SENDS {
                     // At the bound, `give_up`'s warning is the one this gets.
                     tracing::warn!(
                         "upload of {} was accepted but the listing does not show it; sending it again",
@@ -387,7 +385,6 @@ impl<R: Remote> Core<R> {
                     );
                 }
                 w.step(Event::Missing);
-                w.wait = Wait::Resend;
                 self.wake.notify_one();
                 continue;
             };
@@ -395,7 +392,6 @@ impl<R: Remote> Core<R> {
             let (mtime, path, file, by) = {
                 let mut w = lock(&w);
                 w.step(Event::Confirmed(f.id.clone()));
-                w.replaces = vec![f.id.clone()];
                 (w.mtime, w.spool.path.clone(), w.spool.file.try_clone(), w.by)
             };
             self.spool.drop_journal(&path);
