@@ -45,8 +45,9 @@
 //!    the state lock so a new opener cannot join a writer being retired).
 //! 3. `Core::content` (std mutex, never held across `.await`), then an `Entry`'s backing
 //!    (cache → entry). The state and content locks are never held together.
-//! 3a. A writer's fill gate (tokio mutex, held across `.await` while its current bytes
-//!    are fetched into the spool, or while it is truncated to 0): taken with no other
+//!
+//!    A writer's fill gate (tokio mutex, held across `.await` while its current bytes
+//!    are fetched into the spool, or while it is truncated to 0) is taken with no other
 //!    lock held; the writer's own mutex only briefly inside it.
 //! 4. `Core::flights` (std mutex) only to find a flight lock; nothing else under it.
 //!    `Core::queued_previews` (std mutex) likewise: only to insert, take or remove.

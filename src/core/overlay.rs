@@ -11,7 +11,7 @@ use super::error::{CoreError, CoreResult};
 use super::life::{Event, Life, Wait};
 use super::metadata::Flight;
 use super::patterns::{self, Class, HOLD_EMPTY, HOLD_IDLE};
-use super::spool::{Attempts, Journal};
+use super::spool::Attempts;
 use super::state::Key;
 use super::writer::{lock, Writer};
 use super::{Attr, Core, Ino};
@@ -44,19 +44,9 @@ impl<R: Remote> Core<R> {
             if w.wait() == Wait::No {
                 return Ok(false);
             }
-            let journal = Journal {
-                account: self.opts.account.clone(),
-                client: w.client,
-                name: w.name.clone(),
-                replaces: w.replaces().to_vec(),
-                size: w.size,
-                // An empty record: nothing sent yet, so nothing to look for before the
-                // first upload (no record would make a resume look for an exact copy).
-                attempts: Some(Attempts::default()),
-                abandoned: false,
-                sends: w.sends(),
-                given_up: false,
-            };
+            // An empty record: nothing sent yet, so nothing to look for before the
+            // first upload (no record would make a resume look for an exact copy).
+            let journal = w.journal(&self.opts.account, Some(Attempts::default()));
             (journal, w.spool.file.try_clone(), w.spool.path.clone())
         };
         self.spool.commit(&file?, &path, &journal).await?;

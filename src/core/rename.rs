@@ -10,7 +10,7 @@ use super::metadata::Flight;
 use super::overlay::refuse_server_to_scratch;
 use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::Key;
-use super::upload::Uploaded;
+use super::upload::{Confirm, Earlier, Seen, Uploaded};
 use super::writer::{lock, refuse_uncarriable, Writer};
 use super::{names, patterns, Attr, Core, Ino, Kind};
 use crate::phi::Name;
@@ -101,21 +101,14 @@ impl<R: Remote> Core<R> {
         let mut replaces = vec![src_id.clone()];
         replaces.extend(dst_file);
         replaces.extend(dst_leftovers.into_iter().map(|f| f.id));
-        let journal = Journal {
-            account: self.opts.account.clone(),
-            client,
-            name: new_name.to_string(),
-            replaces,
-            size: src.size,
-            attempts: None,
-            abandoned: false,
-            sends: 0,
-            given_up: false,
-        };
+        let journal = Journal::new(&self.opts.account, client, new_name, replaces, src.size);
         // A closed file's copy is trusted on the server's 2xx (its id comes from a later
         // listing); an open one's is confirmed at once, since its writer carries on.
-        let trust = writer.is_none();
-        match self.upload_copy(&staged, journal, trust).await {
+        let confirm = match writer {
+            None => Confirm::Answer,
+            Some(_) => Confirm::Listing,
+        };
+        match self.upload_copy(&staged, journal, confirm).await {
             Ok(Copied::Landed(new_id)) => {
                 self.audit_rename(client, &src_id, name, new_name, Some(&new_id), src.size);
                 self.renamed(client, src.ino, &src_id, &new_id, new_name, dst.map(|d| d.ino));
@@ -277,7 +270,7 @@ impl<R: Remote> Core<R> {
         &self,
         staged: &SpoolFile,
         mut journal: Journal,
-        trust: bool,
+        confirm: Confirm,
     ) -> Result<Copied, (CoreResult<()>, bool)> {
         let fail = |e: CoreError| (Err(e), false);
         let size = staged.file.metadata().map_err(|e| fail(e.into()))?.len();
@@ -291,10 +284,17 @@ impl<R: Remote> Core<R> {
             .await
             .map_err(|e| fail(e.into()))?;
         let new_id = match self
-            .land(&staged.path, &mut journal, None, true, Priority::User, trust)
+            .land(
+                &staged.path,
+                &mut journal,
+                None,
+                Earlier::MayMatch,
+                Priority::User,
+                confirm,
+            )
             .await
         {
-            Ok(Uploaded { id: None, .. }) if trust => {
+            Ok(Uploaded { id: None, .. }) if confirm == Confirm::Answer => {
                 return Ok(Copied::Accepted(
                     journal.attempts.clone().unwrap_or_default(),
                     journal.sends,
@@ -322,7 +322,8 @@ impl<R: Remote> Core<R> {
                             .max_by_key(|f| (f.created_ms, f.id.clone()))
                             .map(|f| f.id);
                         // It did: the rest of the protocol as for any landed upload.
-                        self.settle(&staged.path, &journal, &[], Priority::User, true).await;
+                        self.settle(&staged.path, &journal, &[], Priority::User, Seen::Yes)
+                            .await;
                         id
                     }
                     Ok(_) => return Err(fail(f.error)),

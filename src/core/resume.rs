@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::error::CoreResult;
 use super::metadata::Flight;
 use super::spool::Journal;
+use super::upload::{is_ours, Confirm, Earlier, Seen};
 use super::writer::lock;
 use super::{names, Core, Ino};
 use crate::phi::Name;
@@ -190,9 +191,9 @@ impl<R: Remote> Core<R> {
         // (the download is the one extra call this costs). With a record, `land` finds
         // the copies of its attempts itself.
         if j.attempts.is_none() {
-            match self.landed_before(path, j).await {
+            match self.exact_copy_on_server(path, j).await {
                 Ok(Some(_)) => {
-                    self.settle(path, j, &[], Priority::Background, true).await;
+                    self.settle(path, j, &[], Priority::Background, Seen::Yes).await;
                     self.spool.remove(path);
                     return true;
                 }
@@ -206,7 +207,14 @@ impl<R: Remote> Core<R> {
         let mut j = j.clone();
         let prior = j.attempts.clone();
         match self
-            .land(path, &mut j, prior.as_ref(), true, Priority::Background, false)
+            .land(
+                path,
+                &mut j,
+                prior.as_ref(),
+                Earlier::MayMatch,
+                Priority::Background,
+                Confirm::Listing,
+            )
             .await
         {
             Ok(_) => {
@@ -229,12 +237,12 @@ impl<R: Remote> Core<R> {
     }
 
     /// A file in the listing with exactly the staged bytes at `path`, if there is one.
-    async fn landed_before(&self, path: &Path, j: &Journal) -> CoreResult<Option<String>> {
+    async fn exact_copy_on_server(&self, path: &Path, j: &Journal) -> CoreResult<Option<String>> {
         let started = tokio::time::Instant::now();
         let files = self.remote.list_files(j.client, Priority::Background).await?;
         let candidates: Vec<(String, u64)> = files
             .iter()
-            .filter(|f| f.name == j.name && f.size == j.size && !j.replaces.contains(&f.id))
+            .filter(|f| is_ours(f, &j.name, &[j.size], |id| j.replaces.iter().any(|r| r == id)))
             .map(|f| (f.id.clone(), f.size))
             .collect();
         self.store_listing(j.client, files, started);

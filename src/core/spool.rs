@@ -53,6 +53,24 @@ pub struct Journal {
     pub given_up: bool,
 }
 
+impl Journal {
+    /// The entry for an upload of `size` bytes as `name` in `client` that replaces
+    /// `replaces`: nothing sent yet, not abandoned, not given up.
+    pub fn new(account: &str, client: ClientId, name: &str, replaces: Vec<String>, size: u64) -> Journal {
+        Journal {
+            account: account.to_string(),
+            client,
+            name: name.to_string(),
+            replaces,
+            size,
+            attempts: None,
+            abandoned: false,
+            sends: 0,
+            given_up: false,
+        }
+    }
+}
+
 /// Uploads of one staged file sent without a listing showing it under its name, after
 /// which the mount gives up on it (the first upload and 2 re-sends): a server that
 /// stores every upload under another name gets 3 copies, not one every 2 s forever.

@@ -75,14 +75,54 @@ fn new_file_of(
 ) -> Option<String> {
     files
         .iter()
-        .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !replaces.contains(&f.id))
+        .filter(|f| {
+            is_ours(f, name, &[size], |id| {
+                before.contains(id) || replaces.iter().any(|r| r == id)
+            })
+        })
         .max_by_key(|f| (f.created_ms, f.id.clone()))
         .map(|f| f.id.clone())
+}
+
+/// Whether listed file `f` can be what an upload of `name` left on the server: its
+/// exact name, one of the `sizes` sent, and an id that is none of the files `known`
+/// says are not it (listed before the upload, replaced by it, claimed by another
+/// upload, owed a delete). The one test of "which listed file is ours": a new id is
+/// what confirms an upload, never the name alone.
+pub(super) fn is_ours(f: &RemoteFile, name: &str, sizes: &[u64], known: impl Fn(&str) -> bool) -> bool {
+    f.name == name && sizes.contains(&f.size) && !known(&f.id)
 }
 
 /// How long after the last accepted upload of a client its confirming listing waits,
 /// so that a batch (`cp -r`, `tar -x`, rsync) is confirmed by one listing.
 pub const CONFIRM_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a copy that an earlier, unconfirmed attempt left on the server can hold the
+/// bytes staged now: then the listing's candidate is downloaded and compared, and an
+/// exact copy adopted instead of uploading again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Earlier {
+    /// The bytes have not changed since that attempt started.
+    MayMatch,
+    /// Written since: an earlier copy holds older bytes.
+    Older,
+}
+
+/// How an upload is confirmed before the caller goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Confirm {
+    /// The server's 2xx is trusted; a later listing learns the id (a close).
+    Answer,
+    /// One listing now learns the id (a resumed upload, an open file's rename copy).
+    Listing,
+}
+
+/// Whether a listing has shown the new file yet (then its journal entry goes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Seen {
+    Yes,
+    NotYet,
+}
 
 /// What an upload came to.
 #[derive(Debug)]
@@ -195,23 +235,16 @@ impl<R: Remote> Core<R> {
                 return Ok(());
             }
             let prior = w.life().attempts().cloned();
-            let compare = w.prior_may_match();
+            let compare = match w.prior_may_match() {
+                true => Earlier::MayMatch,
+                false => Earlier::Older,
+            };
             let mut attempts = prior.clone().unwrap_or(Attempts {
                 before: known,
                 sizes: Vec::new(),
             });
             attempts.sizes.push(w.size);
-            let j = Journal {
-                account: self.opts.account.clone(),
-                client,
-                name: w.name.clone(),
-                replaces: w.replaces().to_vec(),
-                size: w.size,
-                attempts: Some(attempts.clone()),
-                abandoned: false,
-                sends: w.sends(),
-                given_up: false,
-            };
+            let j = w.journal(&self.opts.account, Some(attempts.clone()));
             w.step(Event::UploadStarts(attempts));
             (j, w.spool.path.clone(), prior, compare, w.spool.file.try_clone())
         };
@@ -233,7 +266,9 @@ impl<R: Remote> Core<R> {
                 _ => None,
             }
         };
-        let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, true).await;
+        let landed = self
+            .land(&path, &mut j, prior.as_ref(), compare, prio, Confirm::Answer)
+            .await;
         self.audit(Record {
             op: Op::Upload,
             uid: crate::audit::caller(),
@@ -373,7 +408,11 @@ impl<R: Remote> Core<R> {
             };
             let hit = files
                 .iter()
-                .filter(|f| f.name == name && f.size == size && !before.contains(&f.id) && !claimed.contains(&f.id))
+                .filter(|f| {
+                    is_ours(f, &name, &[size], |id| {
+                        before.iter().any(|b| b == id) || claimed.contains(id)
+                    })
+                })
                 .max_by_key(|f| (f.created_ms, f.id.clone()));
             let Some(f) = hit else {
                 let mut w = lock(&w);
@@ -514,7 +553,7 @@ impl<R: Remote> Core<R> {
     /// from then on a crash is finished by the next mount. Then:
     ///
     /// 1. upload (`upload_confirmed`: never blindly repeated; copies of earlier
-    ///    unconfirmed attempts, `prior`, are looked for first). With `trust_2xx` (a
+    ///    unconfirmed attempts, `prior`, are looked for first). With `Confirm::Answer` (a
     ///    close) the server's 2xx is final; else one listing confirms the new file;
     /// 2. delete what it replaces, and those copies ([`Core::settle`]);
     /// 3. drop the journal entry once a listing has shown the new file ([`Core::settle`],
@@ -529,23 +568,27 @@ impl<R: Remote> Core<R> {
         path: &Path,
         j: &mut Journal,
         prior: Option<&Attempts>,
-        compare: bool,
+        compare: Earlier,
         prio: Priority,
-        trust_2xx: bool,
+        confirm: Confirm,
     ) -> Result<Uploaded, UploadFailed> {
-        let up = self.upload_confirmed(j, path, prior, compare, prio, trust_2xx).await?;
-        self.settle(path, j, &up.leftovers, prio, up.id.is_some()).await;
+        let up = self.upload_confirmed(j, path, prior, compare, prio, confirm).await?;
+        let seen = match up.id {
+            Some(_) => Seen::Yes,
+            None => Seen::NotYet,
+        };
+        self.settle(path, j, &up.leftovers, prio, seen).await;
         Ok(up)
     }
 
     /// Steps 2 and 3 of [`Core::land`], for an upload the server has (confirmed by a
     /// listing, or accepted with a 2xx): delete what it replaces and the `leftovers` of
     /// earlier attempts (a failed delete is hidden and owed, journaled on its own); drop
-    /// the journal entry if a listing `confirmed` the new file.
-    pub(super) async fn settle(&self, path: &Path, j: &Journal, leftovers: &[String], prio: Priority, confirmed: bool) {
+    /// the journal entry if a listing has shown the new file (`Seen::Yes`).
+    pub(super) async fn settle(&self, path: &Path, j: &Journal, leftovers: &[String], prio: Priority, seen: Seen) {
         let doomed: Vec<String> = j.replaces.iter().chain(leftovers).cloned().collect();
         self.delete_replaced(j.client, &doomed, prio).await;
-        if confirmed {
+        if seen == Seen::Yes {
             self.spool.drop_journal(path);
         }
     }
@@ -561,7 +604,7 @@ impl<R: Remote> Core<R> {
     /// identifiable.
     ///
     /// `prior`: earlier attempts of the same staged file that may have landed
-    /// unconfirmed. One listing finds their copies first: with `compare` (the staged
+    /// unconfirmed. One listing finds their copies first: with `Earlier::MayMatch` (the staged
     /// bytes may be the ones an attempt sent), an exact copy of the bytes staged now is
     /// adopted instead of uploading again; the others are returned (`leftovers`) to be
     /// deleted along with what this upload replaces, once it has landed.
@@ -570,9 +613,9 @@ impl<R: Remote> Core<R> {
         j: &mut Journal,
         path: &Path,
         prior: Option<&Attempts>,
-        compare: bool,
+        compare: Earlier,
         prio: Priority,
-        trust_2xx: bool,
+        confirm: Confirm,
     ) -> Result<Uploaded, UploadFailed> {
         let (client, name, size, replaces) = (j.client, j.name.clone(), j.size, j.replaces.clone());
         let (name, replaces) = (name.as_str(), &replaces[..]);
@@ -585,7 +628,11 @@ impl<R: Remote> Core<R> {
                 .await
                 .map_err(UploadFailed::not_landed)?;
             for f in found {
-                if adopted.is_none() && compare && f.size == size && self.same_bytes(&f.id, f.size, path).await {
+                if adopted.is_none()
+                    && compare == Earlier::MayMatch
+                    && f.size == size
+                    && self.same_bytes(&f.id, f.size, path).await
+                {
                     tracing::info!("an earlier upload of {} had landed after all", Name(name));
                     adopted = Some(f.id);
                 } else {
@@ -618,7 +665,7 @@ impl<R: Remote> Core<R> {
                 j.sends -= 1;
                 let _ = self.spool.record(path, j).await;
             }
-            if uploaded.is_ok() && trust_2xx {
+            if uploaded.is_ok() && confirm == Confirm::Answer {
                 // The server has it; a later listing learns its id.
                 return Ok(Uploaded { id: None, leftovers });
             }
@@ -693,11 +740,9 @@ impl<R: Remote> Core<R> {
         let ours = files
             .iter()
             .filter(|f| {
-                f.name == name
-                    && !a.before.contains(&f.id)
-                    && !exclude.contains(&f.id)
-                    && !owed.contains(&f.id)
-                    && a.sizes.contains(&f.size)
+                is_ours(f, name, &a.sizes, |id| {
+                    a.before.iter().any(|b| b == id) || exclude.iter().any(|e| e == id) || owed.contains(id)
+                })
             })
             .cloned()
             .collect();

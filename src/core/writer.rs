@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::error::{CoreError, CoreResult};
 use super::life::{Cycle, Event, Life, Wait};
-use super::spool::SpoolFile;
+use super::spool::{Attempts, Journal, SpoolFile};
 use super::state::{Handle, Key};
 use super::view::DirKey;
 use super::{names, patterns, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
@@ -118,6 +118,15 @@ impl Writer {
 
     pub(super) fn prior_may_match(&self) -> bool {
         self.cycle.prior_may_match()
+    }
+
+    /// The journal entry for uploading the bytes staged now, with `attempts` (the
+    /// uploads of them that may have landed, this one included) and the sends so far.
+    pub(super) fn journal(&self, account: &str, attempts: Option<Attempts>) -> Journal {
+        let mut j = Journal::new(account, self.client, &self.name, self.replaces().to_vec(), self.size);
+        j.attempts = attempts;
+        j.sends = self.sends();
+        j
     }
 }
 
