@@ -510,6 +510,24 @@ reset_counts
 mv "$CL/$C_FIND/note-01.txt" "$CL/$C_FIND/note-01-renamed.txt"
 api_row "mv within a client's top level, content not cached (+ 1 download)" "$(calls)" 3
 settle
+# What an SMB desk's programs do through a Samba gateway (issue 22), done locally the
+# way smbd does it; each with the listing that learns the new file's id.
+reset_counts
+python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDWR); os.ftruncate(fd, 0); os.write(fd, b"new version\n"); os.close(fd)' \
+  "$CL/$C_FIND/note-02.txt"
+settle
+api_row "overwrite as smbd does it (O_RDWR, ftruncate, write), not cached: no download" "$(calls)" 3
+reset_counts
+(cd "$CL/$C_FIND" && echo owner >'~$note-03.txt' && printf 'word bytes' >'~WRL0001.tmp' &&
+  mv note-03.txt '~WRL0002.tmp' && mv '~WRL0001.tmp' note-03.txt && rm '~WRL0002.tmp' '~$note-03.txt')
+settle
+api_row "MS Office save (~\$ owner file, ~WRL temp, original set aside, renamed over, deleted)" "$(calls)" 3
+reset_counts
+: >"$CL/$C_FIND/New Text Document.txt"
+sleep 2
+mv "$CL/$C_FIND/New Text Document.txt" "$CL/$C_FIND/phone log.txt"
+settle
+api_row "Explorer's New > Text Document, named 2 s later" "$(calls)" 2
 
 # Diagnostics of the main mount before it goes.
 MAIN_FDS=$(find "/proc/$MAIN_PID/fd" -mindepth 1 2>/dev/null | wc -l)
