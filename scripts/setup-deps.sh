@@ -2,7 +2,7 @@
 # Install what a fresh Debian machine lacks for intakeq-fs: fuse3 (fusermount3) to
 # mount, and the real tools the FUSE tests drive (rsync; getfattr/setfattr from attr;
 # gio from libglib2.0-bin; vim, nano and sqlite3, with tmux to type into the editors;
-# curl for the benchmark).
+# curl for the benchmark; dbus, gnome-keyring and secret-tool for the keyring test).
 # With --file-managers, also what scripts/bench-filemanagers.sh plays: a virtual display
 # (xvfb), xdotool, strace, dbus-x11, pcmanfm, Thunar with tumbler and xfconf, and
 # Nautilus if the distribution has it (not needed by CI or scripts/test.sh).
@@ -25,6 +25,12 @@ command -v vim >/dev/null || missing+=(vim)
 command -v nano >/dev/null || missing+=(nano)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v tmux >/dev/null || missing+=(tmux)
+# The key kept in a desktop keyring (tests/fuse_security.rs): a private D-Bus session,
+# GNOME Keyring's Secret Service and libsecret's client.
+lean=()
+command -v dbus-run-session >/dev/null || lean+=(dbus-daemon)
+command -v gnome-keyring-daemon >/dev/null || lean+=(gnome-keyring)
+command -v secret-tool >/dev/null || lean+=(libsecret-tools)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
@@ -34,6 +40,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   updated=1
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ${#lean[@]} -gt 0 ]; then
+  # Without their recommends (a desktop's PAM module, pkcs11, prompts): not needed.
+  echo "installing: ${lean[*]}" >&2
+  [ "$updated" = 1 ] || $sudo apt-get update -qq
+  updated=1
+  $sudo apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
 fi
 if [ "$file_managers" = 1 ]; then
   fm=()

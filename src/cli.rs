@@ -42,6 +42,21 @@ pub(crate) enum Cmd {
     },
     /// Print the man page (roff): `intakeq-fs man | man -l -`.
     Man,
+    /// Keep the API key in the desktop's keyring (Secret Service: GNOME Keyring,
+    /// KWallet, KeePassXC), so `mount` needs no key file and no INTAKEQ_API_KEY.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyAction {
+    /// Store the key: read from stdin (asked for, not shown, at a terminal), never
+    /// from the command line.
+    Set,
+    /// Remove the stored key.
+    Forget,
 }
 
 #[derive(Args, Clone)]

@@ -1,24 +1,37 @@
-//! Reading the API key: from `INTAKEQ_API_KEY` (wiped from the environment block once
-//! read) or the first line of `--api-key-file`, which must be a private regular file
-//! of the mounting user or root, reached through no symlink and no directory that
-//! another user could write to.
+//! Reading the API key, from the first of: `--api-key-file` (a private regular file of
+//! the mounting user or root, reached through no symlink and no directory another user
+//! could write to), `INTAKEQ_API_KEY` (wiped from the environment block once read), a
+//! systemd credential (`$CREDENTIALS_DIRECTORY/intakeq-api-key`), the desktop's Secret
+//! Service (`intakeq-fs key set`). README, "Every way to give the key", ranks them.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// The API key: INTAKEQ_API_KEY, or the first line of --api-key-file (which must not
-/// be accessible by group or others, as ssh requires of private keys). The variable's
-/// bytes are wiped from the process's environment block and it is removed, so neither
-/// `/proc/<pid>/environ` nor a child process shows it. Called while single-threaded.
+/// The API key, from the first source that has one: `--api-key-file` if given, else
+/// `INTAKEQ_API_KEY`, else the systemd credential, else the Secret Service's entry
+/// `default`. The variable's bytes are wiped from the process's environment block and
+/// it is removed, so neither `/proc/<pid>/environ` nor a child process shows it. Called
+/// while single-threaded.
 pub fn read_key(file: Option<&Path>) -> Result<String, String> {
+    let env = std::env::var("INTAKEQ_API_KEY").unwrap_or_default().trim().to_string();
+    crate::harden::wipe_env_var("INTAKEQ_API_KEY");
     let key = match file {
         Some(p) => read_key_file(p)?,
-        None => std::env::var("INTAKEQ_API_KEY").unwrap_or_default().trim().to_string(),
+        None if !env.is_empty() => env,
+        None => match crate::keystore::credential_path() {
+            // systemd made it (0400, ours, in the service's private credentials
+            // directory): checked like any key file all the same.
+            Some(p) => read_key_file(&p)?,
+            None => crate::keystore::lookup(crate::keystore::DEFAULT_NAME)?.unwrap_or_default(),
+        },
     };
-    crate::harden::wipe_env_var("INTAKEQ_API_KEY");
     if key.is_empty() {
-        return Err("no API key: set INTAKEQ_API_KEY or pass --api-key-file FILE".into());
+        return Err(
+            "no API key: give it with `intakeq-fs key set` (desktop keyring), a systemd credential \
+             (LoadCredentialEncrypted=intakeq-api-key), INTAKEQ_API_KEY, or --api-key-file FILE"
+                .into(),
+        );
     }
     Ok(key)
 }

@@ -10,6 +10,7 @@ pub mod forget;
 pub mod fuse;
 pub mod harden;
 pub mod key;
+pub mod keystore;
 pub mod limiter;
 pub mod mount;
 pub mod mount_helper;

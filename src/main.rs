@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::Forget(a) => cmd_forget(a),
         Cmd::Completions { shell } => cmd_completions(shell),
         Cmd::Man => cmd_man(),
+        Cmd::Key { action } => cmd_key(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -298,6 +299,25 @@ fn cmd_forget(a: intakeq_fs::forget::ForgetArgs) -> Result<(), String> {
     };
     println!("account {account}");
     print!("{}", intakeq_fs::forget::forget(&places, &account, a.discard_uploads)?);
+    Ok(())
+}
+
+/// `key set` / `key forget`: the desktop keyring's entry that `mount` reads when no
+/// other source gives a key.
+fn cmd_key(action: cli::KeyAction) -> Result<(), String> {
+    use intakeq_fs::keystore;
+    let _ = intakeq_fs::harden::harden_process();
+    match action {
+        cli::KeyAction::Set => {
+            let key = keystore::read_from_stdin()?;
+            keystore::store(keystore::DEFAULT_NAME, &key)?;
+            eprintln!("intakeq-fs: the API key is kept in the desktop keyring; `intakeq-fs mount DIR` reads it");
+        }
+        cli::KeyAction::Forget => match keystore::forget(keystore::DEFAULT_NAME)? {
+            true => eprintln!("intakeq-fs: the API key was removed from the desktop keyring"),
+            false => eprintln!("intakeq-fs: the desktop keyring holds no intakeq-fs key"),
+        },
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ const SUBCOMMANDS: &[&str] = &[
     "forget",
     "completions",
     "man",
+    "key",
     "help",
 ];
 

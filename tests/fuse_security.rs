@@ -699,3 +699,124 @@ fn forget_removes_what_is_kept_for_the_account() {
     assert!(ok("ls", &[&m.p("by-name")]).contains("Ada Lovelace (1001)"));
     assert_eq!(srv.store.count(Endpoint::ListClients), 1, "listed again");
 }
+
+/// `intakeq-fs mount` in the background with only private places in `dir`, and no key
+/// in the environment: the key must come from somewhere else.
+fn mount_without_key(dir: &std::path::Path, mnt: &std::path::Path, base: &str) -> Command {
+    let mut c = mount_cmd(mnt, base, &[]);
+    c.env_remove("INTAKEQ_API_KEY")
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--no-keep-listings")
+        .arg("--log-file")
+        .arg(dir.join("log.txt"));
+    c
+}
+
+/// A system service's key comes from its systemd credential (`LoadCredentialEncrypted=`
+/// decrypts it into `$CREDENTIALS_DIRECTORY`): no key file, no environment variable.
+#[test]
+fn a_systemd_credential_gives_the_key() {
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let creds = dir.path().join("credentials");
+    fs::create_dir(&creds).unwrap();
+    fs::write(creds.join("intakeq-api-key"), format!("{KEY}\n")).unwrap();
+    fs::set_permissions(creds.join("intakeq-api-key"), fs::Permissions::from_mode(0o400)).unwrap();
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o500)).unwrap();
+    let out = mount_without_key(dir.path(), &mnt, &srv.base)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(ok("ls", &[&mnt.join("clients/1001")]).contains("notes.txt"));
+    fusermount_u(&mnt);
+    // Without it (and nothing else), the mount says every way to give one.
+    let out = mount_without_key(dir.path(), &mnt, &srv.base)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("no API key") && err.contains("key set") && err.contains("LoadCredentialEncrypted"),
+        "{err}"
+    );
+    // A credential others could read is refused like a key file.
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(creds.join("intakeq-api-key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = mount_without_key(dir.path(), &mnt, &srv.base)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(one_line_error(&out).contains("accessible by group or others"));
+    assert!(!is_mounted(&mnt));
+}
+
+/// A desktop user keeps the key in the Secret Service (`intakeq-fs key set`, the key on
+/// stdin) and mounts with no key anywhere else; `key forget` removes it. Run under a
+/// private D-Bus session with GNOME Keyring, as Debian's packages provide them.
+#[test]
+fn the_desktop_keyring_keeps_the_key_and_mount_reads_it() {
+    let have = |c: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    if !(have("dbus-run-session") && have("gnome-keyring-daemon") && have("secret-tool")) {
+        // scripts/setup-deps.sh installs them (CI does); say so rather than pass.
+        panic!("dbus-run-session, gnome-keyring-daemon and secret-tool are needed: run scripts/setup-deps.sh");
+    }
+    let srv = server(account());
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let script = format!(
+        r#"set -e
+eval "$(printf 'login-password\n' | gnome-keyring-daemon --unlock --components=secrets --daemonize 2>/dev/null)"
+printf '%s\n' "$KEY_FOR_TEST" | "$BIN" key set
+unset KEY_FOR_TEST
+secret-tool lookup service intakeq-fs key default >/dev/null
+"$BIN" mount "$MNT" --base-url "$BASE" --spool-dir "$DIR/spool" --cache-dir "$DIR/cache" --no-keep-listings --log-file "$DIR/log.txt"
+ls "$MNT/clients/1001"
+pid=$(pgrep -f "mount $MNT --base-url" | head -n1)
+[ -n "$pid" ] && [ -r "/proc/$pid/environ" ] || {{ echo NO-DAEMON-FOUND; exit 1; }}
+if tr '\0' '\n' < /proc/$pid/environ | grep -q -- "{KEY}"; then echo KEY-IN-ENVIRON; fi
+if tr '\0' ' ' < /proc/$pid/cmdline | grep -q -- "{KEY}"; then echo KEY-IN-ARGV; fi
+fusermount3 -u "$MNT" || {{ sleep 1; fusermount3 -u "$MNT"; }}
+"$BIN" key forget
+if "$BIN" mount "$MNT" --base-url "$BASE" --foreground 2>"$DIR/err.txt"; then echo MOUNTED-WITHOUT-KEY; fi
+cat "$DIR/err.txt"
+"#
+    );
+    let out = Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", &script])
+        .env_remove("INTAKEQ_API_KEY")
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("KEY_FOR_TEST", KEY)
+        .env("BIN", bin())
+        .env("MNT", &mnt)
+        .env("BASE", &srv.base)
+        .env("DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr_of(&out));
+    assert!(stdout.contains("notes.txt"), "{stdout}");
+    assert!(!stdout.contains("KEY-IN-"), "{stdout}");
+    assert!(!stdout.contains("MOUNTED-WITHOUT-KEY"), "{stdout}");
+    assert!(stdout.contains("no API key"), "{stdout}");
+    assert!(!stderr_of(&out).contains(KEY));
+    assert!(!is_mounted(&mnt));
+}
