@@ -10,7 +10,7 @@ use intakeq_fs::{check, fake};
 #[derive(Parser)]
 #[command(
     name = "intakeq-fs",
-    version,
+    version = env!("INTAKEQ_FS_VERSION"),
     about = "Mount an IntakeQ account's client files as a drive"
 )]
 pub(crate) struct Cli {

@@ -611,7 +611,10 @@ fn the_shipped_user_unit_is_type_notify_and_uses_only_real_flags() {
     };
     assert_eq!(line("Type"), "Type=notify");
     let start = line("ExecStart");
-    assert!(start.contains(" mount %h/IntakeQ --foreground "), "{start}");
+    assert!(
+        start.starts_with("ExecStart=/usr/bin/intakeq-fs mount %h/IntakeQ --foreground "),
+        "{start}"
+    );
     assert!(line("ExecStop").contains("fusermount3 -u"));
     let help = ok(bin(), &[&"mount", &"--help"]);
     for flag in start.split_whitespace().filter(|w| w.starts_with("--")) {
@@ -628,6 +631,57 @@ fn the_shipped_user_unit_is_type_notify_and_uses_only_real_flags() {
         .parse()
         .unwrap();
     assert!(stop > drain, "systemd must not kill a draining daemon");
+}
+
+/// The system template (intakeq-fs@.service) and its example configuration use only
+/// real flags, get the key from an encrypted credential, run as the packaged user with
+/// one capability, and never get a mount namespace that would hide the mount.
+#[test]
+fn the_shipped_system_unit_runs_as_its_user_with_only_real_flags_and_no_private_mounts() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd/");
+    let unit = fs::read_to_string(format!("{dir}intakeq-fs@.service")).unwrap();
+    let conf = fs::read_to_string(format!("{dir}intakeq-fs-instance.conf.example")).unwrap();
+    let value = |text: &str, k: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}="))
+            .to_string()
+    };
+    assert_eq!(value(&unit, "Type"), "notify");
+    assert_eq!(value(&unit, "User"), "intakeq-fs");
+    assert_eq!(value(&unit, "CapabilityBoundingSet"), "CAP_SYS_ADMIN");
+    assert_eq!(value(&unit, "NoNewPrivileges"), "yes");
+    assert!(value(&unit, "LoadCredentialEncrypted").starts_with("intakeq-api-key:"));
+    for hiding in [
+        "ProtectSystem=",
+        "ProtectHome=",
+        "PrivateTmp=",
+        "PrivateDevices=",
+        "PrivateMounts=",
+        "ProtectKernelTunables=",
+        "ProtectControlGroups=",
+        "ReadOnlyPaths=",
+        "MountFlags=",
+    ] {
+        assert!(
+            !unit.lines().any(|l| l.starts_with(hiding)),
+            "{hiding} would hide the mount from Samba"
+        );
+    }
+    let help = ok(bin(), &[&"mount", &"--help"]);
+    let start = value(&unit, "ExecStart");
+    assert!(
+        start.starts_with("/usr/bin/intakeq-fs mount ${MOUNTPOINT} --foreground "),
+        "{start}"
+    );
+    let flags = start
+        .split_whitespace()
+        .chain(value(&conf, "OPTIONS").split_whitespace().collect::<Vec<_>>());
+    for flag in flags.filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "{flag} is not a flag of intakeq-fs mount");
+    }
+    let stop: u64 = value(&unit, "TimeoutStopSec").parse().unwrap();
+    assert!(stop > 60, "longer than --drain-timeout 60");
 }
 
 #[test]
