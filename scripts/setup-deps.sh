@@ -2,7 +2,10 @@
 # Install what a fresh Debian machine lacks for intakeq-fs: fuse3 (fusermount3) to
 # mount, and the real tools the FUSE tests drive (rsync; getfattr/setfattr from attr;
 # gio from libglib2.0-bin; vim, nano and sqlite3, with tmux to type into the editors;
-# curl for the benchmark; dbus, gnome-keyring and secret-tool for the keyring test).
+# curl for the benchmark; dbus, gnome-keyring and secret-tool for the keyring test;
+# samba and smbclient for the SMB tier, tests/smb.rs, which starts its own smbd on a
+# loopback port: Debian also starts the packaged smbd on port 445 at install, with no
+# share of ours).
 # With --file-managers, also what scripts/bench-filemanagers.sh plays: a virtual display
 # (xvfb), xdotool, strace, dbus-x11, pcmanfm, Thunar with tumbler and xfconf, and
 # Nautilus if the distribution has it (not needed by CI or scripts/test.sh).
@@ -31,6 +34,10 @@ lean=()
 command -v dbus-run-session >/dev/null || lean+=(dbus-daemon)
 command -v gnome-keyring-daemon >/dev/null || lean+=(gnome-keyring)
 command -v secret-tool >/dev/null || lean+=(libsecret-tools)
+# smbd and testparm are in /usr/sbin and /usr/bin, smbpasswd in /usr/bin (samba-common-bin,
+# pulled in by samba); a user's PATH may lack /usr/sbin, so look there by name.
+{ command -v smbd >/dev/null || [ -x /usr/sbin/smbd ]; } || missing+=(samba)
+command -v smbclient >/dev/null || missing+=(smbclient)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive

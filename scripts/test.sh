@@ -6,6 +6,8 @@
 # "tests: N passed, N failed". A binary that does not build or crashes before it
 # reports counts as one failed test, so the total never silently leaves it out.
 # Exit status: 0 only if every binary built and passed. TEST_ONLY="lib admin" runs a subset.
+# The SMB tier (tests/smb.rs, TEST_ONLY=smb) needs root: as another user each of its tests
+# prints SKIPPED and passes, except with CI set, where it fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh || exit 1
