@@ -593,20 +593,45 @@ fn names_with_a_colon_or_question_mark_reach_desks_unmangled_through_catia() {
 
 /// A request that would wait past `--max-wait` for the rate limit fails with EAGAIN,
 /// which smbd 4.17 passes on as NT_STATUS_NETWORK_BUSY (lib/util/errmap_unix.c): the
-/// desk is told "busy", at once, and its session lives on.
+/// desk is told "busy", at once, and its session lives on. smbclient says
+/// `parallel_read returned NT_STATUS_NETWORK_BUSY` for a read (and leaves an empty
+/// local file), `NT_STATUS_NETWORK_BUSY listing ...` for a directory.
 #[test]
 fn a_wait_past_max_wait_reaches_the_desk_as_network_busy_at_once() {
     need_smbd!();
     let srv = server(clinic());
-    // One call a minute: the mount's first listing takes it; the next would wait ~60 s.
-    let gw = Gateway::start(&srv, &["--rate-limit", "1", "--max-wait", "2"]);
+    // Two calls a minute: the folders at mount and the listing of client 1001 take
+    // them; a download or another client's listing would wait ~60 s.
+    let gw = Gateway::start(&srv, &["--rate-limit", "2", "--max-wait", "2"]);
+    gw.primed(&srv.store, 1001);
     let t0 = Instant::now();
-    let r = gw.smb(DESK1, SHARE, "ls clients/1002/*; ls", &[]);
-    assert!(r.text.contains("NT_STATUS_NETWORK_BUSY"), "not told busy: {}", r.text);
+    let r = gw.smb(
+        DESK1,
+        SHARE,
+        "get clients/1001/notes.txt busy.txt; ls clients/1002/*; ls",
+        &[],
+    );
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
-    // The session survived: the second command of the same run still answered.
-    let after = r.text.split("NT_STATUS_NETWORK_BUSY").nth(1).unwrap_or_default();
-    assert!(after.contains("clients"), "the session did not survive: {}", r.text);
+    assert!(
+        r.text.contains("parallel_read returned NT_STATUS_NETWORK_BUSY"),
+        "the read was not told busy: {}",
+        r.text
+    );
+    assert!(
+        r.text.contains("NT_STATUS_NETWORK_BUSY listing"),
+        "the listing was not told busy: {}",
+        r.text
+    );
+    // The session survived: the last command of the same run (`ls` of the share's
+    // top) still answered.
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.trim_start().starts_with("clients ") && l.contains(" D ")),
+        "the session did not survive: {}",
+        r.text
+    );
+    assert_eq!(calls(&srv.store).download, 0);
 }
 
 // ---- helpers ---------------------------------------------------------------------------
