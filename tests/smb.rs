@@ -289,6 +289,33 @@ fn a_desk_deletes_a_file_with_one_call() {
     assert_eq!(line["result"], "ok", "{line}");
 }
 
+/// smbd puts an empty file over an existing one as open O_RDWR (no O_TRUNC), ftruncate
+/// to 0, close: the same calls as an overwrite a desk abandoned before writing
+/// (SMBD-SYSCALLS.txt, 7). The rule for those (nothing written after a truncate to 0 of
+/// a listed file: not uploaded) therefore leaves the document as it was here too, while
+/// smbclient reports success.
+#[test]
+fn a_desk_putting_an_empty_file_over_a_document_changes_nothing_on_the_server() {
+    need_smbd!();
+    let srv = server(clinic());
+    let gw = Gateway::start(&srv, &[]);
+    gw.primed(&srv.store, 1001);
+    gw.local_file("empty", b"");
+    let r = gw.smb(DESK1, SHARE, "cd clients/1001; put empty notes.txt", &[]);
+    assert!(r.status().is_none(), "put failed: {}", r.text);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        calls(&srv.store),
+        Calls {
+            upload: 0,
+            delete: 0,
+            list_files: 0,
+            download: 0,
+        }
+    );
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), vec![b"hello notes\n".to_vec()]);
+}
+
 /// Word's save, as it reaches smbd: owner file, new bytes to a temp, the original
 /// renamed to a second temp, the first temp renamed over the original, the second temp
 /// and the owner file deleted.
