@@ -31,7 +31,11 @@ fn clinic() -> intakeq_fs::fake::store::Store {
 
 /// `testparm -s -v` of the contrib file, as `section -> [(parameter, value)]`.
 fn testparm() -> Vec<(String, Vec<(String, String)>)> {
-    let out = run("testparm", &[&"-s", &"-v", &CONTRIB]);
+    let testparm = tool("testparm").unwrap();
+    let out = std::process::Command::new(testparm)
+        .args(["-s", "-v", CONTRIB])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "testparm failed: {}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(

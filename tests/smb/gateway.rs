@@ -84,10 +84,18 @@ pub fn cannot_run() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         why.push("not root (smbd, useradd and the desks' accounts need it)".to_string());
     }
-    for tool in ["smbd", "smbclient", "smbpasswd", "testparm", "useradd", "groupadd"] {
-        if !on_path(tool) {
+    for t in [
+        "smbd",
+        "smbclient",
+        "smbpasswd",
+        "testparm",
+        "useradd",
+        "groupadd",
+        "usermod",
+    ] {
+        if !on_path(t) {
             why.push(format!(
-                "{tool} is missing (scripts/setup-deps.sh installs samba and smbclient)"
+                "{t} is missing (scripts/setup-deps.sh installs samba and smbclient)"
             ));
         }
     }
@@ -110,18 +118,27 @@ macro_rules! need_smbd {
     };
 }
 
-pub fn on_path(tool: &str) -> bool {
+/// Where a tool is: on PATH, or in /usr/sbin or /sbin (a PATH without them is common,
+/// and smbd, useradd and groupadd live there).
+pub fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|d| d.join(tool).is_file())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
-fn sh(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+pub fn on_path(name: &str) -> bool {
+    tool(name).is_some()
+}
+
+/// A command for a tool found by [`tool`].
+fn cmd(name: &str) -> Command {
+    Command::new(tool(name).unwrap_or_else(|| name.into()))
+}
+
+fn sh(name: &str, args: &[&str]) -> Output {
+    cmd(name).args(args).output().unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// The number of a group, or None if it does not exist.
@@ -359,7 +376,7 @@ impl Gateway {
                 set_password(&conf, d);
             }
             let log = state.path().join(format!("smbd-{port}.log"));
-            let child = Command::new("smbd")
+            let child = cmd("smbd")
                 .args(["--foreground", "--no-process-group", "--debug-stdout", "-s"])
                 .arg(&conf)
                 .stdin(Stdio::null())
@@ -387,7 +404,7 @@ impl Gateway {
     /// Run `smbclient //127.0.0.1/<share> -c <cmds>` as `desk`, in the desks' local
     /// directory, with `extra` options (e.g. `-t 2`). Output is stdout then stderr.
     pub fn smb(&self, desk: Desk, share: &str, cmds: &str, extra: &[&str]) -> Smb {
-        let out = Command::new("smbclient")
+        let out = cmd("smbclient")
             .arg(format!("//127.0.0.1/{share}"))
             .args(["-p", &self.port.to_string()])
             .arg("-s")
@@ -454,7 +471,7 @@ impl Smb {
 }
 
 fn set_password(conf: &Path, d: Desk) {
-    let mut child = Command::new("smbpasswd")
+    let mut child = cmd("smbpasswd")
         .arg("-c")
         .arg(conf)
         .args(["-a", "-s", d.user])
