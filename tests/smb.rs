@@ -597,7 +597,7 @@ fn a_front_desk_reads_through_the_view_share_and_can_change_nothing() {
 /// IntakeQ names with `:` and `?` reach a desk through catia under the macOS private-use
 /// characters, not as mangled 8.3 names, and open by that name.
 #[test]
-fn names_with_a_colon_or_question_mark_reach_desks_unmangled_through_catia() {
+fn names_with_a_colon_or_question_mark_reach_desks_unmangled_through_catia_both_ways() {
     need_smbd!();
     let store = clinic();
     store.add_file(1001, "Dr: Smith? intake.txt", None, &b"colon file\n"[..]);
@@ -620,6 +620,26 @@ fn names_with_a_colon_or_question_mark_reach_desks_unmangled_through_catia() {
     );
     assert!(r.status().is_none(), "get failed: {}", r.text);
     assert_eq!(std::fs::read(gw.local_path("colon.txt")).unwrap(), b"colon file\n");
+    // Both ways: a Mac desk's `:` (sent as U+F022) is a real colon on IntakeQ.
+    srv.store.reset_counts();
+    gw.local_file("visit.txt", NEW);
+    let r = gw.smb(
+        DESK1,
+        SHARE,
+        "cd clients/1001; put visit.txt \"visit 10\u{f022}30.txt\"",
+        &[],
+    );
+    assert!(r.status().is_none(), "put failed: {}", r.text);
+    settled(
+        &srv.store,
+        Calls {
+            upload: 1,
+            delete: 0,
+            list_files: 1,
+            download: 0,
+        },
+    );
+    assert_eq!(bytes_of(&srv.store, 1001, "visit 10:30.txt"), vec![NEW.to_vec()]);
 }
 
 /// A request that would wait past `--max-wait` for the rate limit fails with EAGAIN,
