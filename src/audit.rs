@@ -1,5 +1,5 @@
 //! The audit log (`--audit-log PATH`): one JSON line per upload (and the listing that
-//! confirms it), delete, rename and first read of a patient's file through a handle, naming the person (the FUSE caller's uid
+//! confirms it), delete, rename and opening for reading of a patient's file, naming the person (the FUSE caller's uid
 //! and user name) on whose behalf it was done. Private (0600, `O_NOFOLLOW`, never an
 //! existing file others could read), rotated by size, names only as keyed hashes
 //! unless `--audit-names`; the key never appears in it.

@@ -674,9 +674,8 @@ fn the_shipped_system_unit_runs_as_its_user_with_only_real_flags_and_no_private_
         start.starts_with("/usr/bin/intakeq-fs mount ${MOUNTPOINT} --foreground "),
         "{start}"
     );
-    let flags = start
-        .split_whitespace()
-        .chain(value(&conf, "OPTIONS").split_whitespace().collect::<Vec<_>>());
+    let options = value(&conf, "OPTIONS");
+    let flags = start.split_whitespace().chain(options.split_whitespace());
     for flag in flags.filter(|w| w.starts_with("--")) {
         assert!(help.contains(flag), "{flag} is not a flag of intakeq-fs mount");
     }

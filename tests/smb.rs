@@ -195,7 +195,7 @@ fn a_desk_puts_over_an_uncached_file_with_one_upload_one_delete_and_no_download(
     gw.primed(&srv.store, 1001);
     gw.local_file("notes.txt", NEW);
     // smbd opens the existing file O_RDWR without O_TRUNC, then ftruncates it to 0
-    // (SMBD-SYSCALLS.txt): nothing of the old bytes is needed.
+    // (docs/SMBD-SYSCALLS.txt): nothing of the old bytes is needed.
     let r = gw.smb(DESK1, SHARE, "cd clients/1001; put notes.txt notes.txt", &[]);
     assert!(r.status().is_none(), "put failed: {}", r.text);
     settled(
@@ -295,7 +295,7 @@ fn a_desk_deletes_a_file_with_one_call() {
 
 /// smbd puts an empty file over an existing one as open O_RDWR (no O_TRUNC), ftruncate
 /// to 0, close: the same calls as an overwrite a desk abandoned before writing
-/// (SMBD-SYSCALLS.txt, 7). The rule for those (nothing written after a truncate to 0 of
+/// (docs/SMBD-SYSCALLS.txt, 7). The rule for those (nothing written after a truncate to 0 of
 /// a listed file: not uploaded) therefore leaves the document as it was here too, while
 /// smbclient reports success.
 #[test]

@@ -39,6 +39,12 @@ impl<R: Remote> Core<R> {
             _ => return Err(CoreError::IsDir),
         };
         if !mode.write {
+            // Audited at the open, which always reaches the mount: a second reader's
+            // reads may be served from the kernel's page cache and never arrive.
+            if let (Some(id), true) = (&file_id, self.audit.get().is_some()) {
+                let size = self.st().nodes.get(&ino).map(|n| n.size).unwrap_or(0);
+                self.audit_read(ino, id, size);
+            }
             let mut st = self.st();
             let keep_cache = !st.nodes.get(&ino).is_some_and(|n| n.content_changed) && !st.writers.contains_key(&ino);
             if let Some(n) = st.nodes.get_mut(&ino) {
@@ -173,18 +179,13 @@ impl<R: Remote> Core<R> {
                     self.forget_file(c, &id);
                 }
             }
-        } else {
-            // The handle's first read: the moment a person read the file (for the audit).
-            if self.audit.get().is_some() {
-                self.audit_read(ino, &id, node_size);
-            }
-            if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
-                *slot = Some(entry);
-            }
+        } else if let Some(Handle::Read { entry: slot, .. }) = self.st().handles.get_mut(&fh) {
+            *slot = Some(entry);
         }
         data
     }
 
+    /// An opening of server file `id` for reading, in the audit log.
     fn audit_read(&self, ino: Ino, id: &str, size: u64) {
         let Some(c) = self.client_of(ino) else { return };
         let name = self.remote_name_size(c, id).map(|(n, _)| n).unwrap_or_default();
