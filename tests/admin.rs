@@ -459,7 +459,15 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
 
 /// Point /usr/local/bin/intakeq-fs at the binary under test: `mount(8)` runs helpers
 /// with the default PATH, so `mount.fuse3` finds `intakeq-fs` only there (or in /usr/bin).
-fn install_on_default_path() {
+/// Removed again when the returned guard drops, so no later run (the package's smoke
+/// test, a user's `mount -t`) finds a binary under test there.
+fn install_on_default_path() -> impl Drop {
+    struct Unlink(&'static std::path::Path);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(self.0);
+        }
+    }
     let link = std::path::Path::new("/usr/local/bin/intakeq-fs");
     if let Ok(md) = fs::symlink_metadata(link) {
         assert!(
@@ -472,6 +480,7 @@ fn install_on_default_path() {
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(bin(), &tmp).unwrap();
     fs::rename(&tmp, link).unwrap();
+    Unlink(link)
 }
 
 fn wait_gone(pid: u32) {
@@ -490,7 +499,7 @@ fn mount_t_fuse_intakeq_fs_with_o_options_mounts_like_an_fstab_line() {
         eprintln!("skipped: mount -t needs root");
         return;
     }
-    install_on_default_path();
+    let _on_path = install_on_default_path();
     let srv = server(account());
     let dir = tempfile::tempdir().unwrap();
     let (mnt, key) = (dir.path().join("mnt"), dir.path().join("key"));

@@ -7,11 +7,11 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
     /// The contract's likely shapes: uploads answer 200 with an empty body, a bad key
-    /// answers 401 with `{"Message": ...}`, `includeProfile=true` gives rows with
+    /// answers 401 with a `Message` field, `includeProfile=true` gives rows with
     /// `ClientId`.
     #[default]
     Contract,
-    /// The plausible alternatives: uploads answer `{"Id": "<new id>"}`, a bad key
+    /// The plausible alternatives: uploads answer an object with the new `Id`, a bad key
     /// answers 401 with an empty `text/plain` body, and client rows always come in the
     /// short form (`ClientNumber`, no `ClientId`), as if `includeProfile` were absent.
     Alt,
