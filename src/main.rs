@@ -1,6 +1,7 @@
-//! The `intakeq-fs` command line: `mount`, `demo`, `mock-server` and `check`. Reads the API key
-//! from the environment or a file (never from argv), sets up logging, goes to the
-//! background when asked, and wires the HTTP remote, the core and the FUSE session.
+//! The `intakeq-fs` command line: `mount`, `demo`, `mock-server`, `check`, `status`,
+//! `forget`, `key`, `completions` and `man`. Reads the API key (`key.rs`, never from
+//! argv), sets up logging, goes to the background when asked, and wires the HTTP
+//! remote, the core and the FUSE session.
 //! Also decides where local state lives (always private: see `private_dir`).
 
 use std::io::IsTerminal;
