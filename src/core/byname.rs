@@ -4,22 +4,13 @@
 //! refreshed behind the answer once older than `client_list_ttl`, and kept on disk, so
 //! browsing `/by-name` costs no call except that refresh (docs/SEMANTICS.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::{CoreError, CoreResult};
-use super::state::{Key, State};
+use super::state::{ByNameView, Key, State};
 use super::{names, Core, Ino, Kind, BY_NAME_INO};
 use crate::remote::{Client, ClientId, Remote};
-
-/// `/by-name` as shown.
-#[derive(Debug, Default)]
-pub(super) struct ByNameView {
-    /// Entries in client-list order (by id).
-    pub(super) entries: Vec<(String, Ino)>,
-    /// The same, by name.
-    pub(super) by_name: HashMap<String, Ino>,
-}
 
 /// Where the entry of client `c` points.
 pub(super) fn target(c: ClientId) -> String {

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use super::error::{CoreError, CoreResult};
 use super::life::Event;
-use super::metadata::Flight;
 use super::spool::{Journal, OwedDelete};
+use super::staged::lock;
+use super::state::Flight;
 use super::state::Key;
-use super::writer::lock;
 use super::{Core, Ino, Kind};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote, RemoteError};

@@ -7,14 +7,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
-use super::refresh::Due;
-use super::state::State;
-use super::view::{DirKey, DirView};
+use super::state::{fresh, Due, Flight, Listing, State};
 use super::Core;
 use crate::limiter::BURST_GAP;
 use crate::remote::{Client, ClientId, Priority, Remote, RemoteError, RemoteFile};
@@ -104,43 +101,6 @@ impl Bursts {
             counted: Some((bursts.clone(), process)),
         }
     }
-}
-
-#[derive(Debug)]
-pub(super) struct Listing {
-    /// The rows, as the server sent them.
-    pub(super) files: Vec<RemoteFile>,
-    /// When they were fetched.
-    pub(super) at: Instant,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct ClientState {
-    /// The client's files, once listed.
-    pub(super) listing: Option<Listing>,
-    /// Its directories as shown, computed from the listing (dropped when it changes).
-    pub(super) view: Option<Arc<HashMap<DirKey, DirView>>>,
-    /// Existence known from the Clients API, with when we learned it.
-    pub(super) known: Option<(bool, Instant)>,
-}
-
-/// Which fetch a single-flight lock guards.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Flight {
-    /// `GET folders`.
-    Folders,
-    /// `GET files?clientId=`.
-    Files(ClientId),
-    /// The client list (all pages).
-    Clients,
-    /// Mutations of one client (uploads, deletes, renames) run one at a time.
-    Mutate(ClientId),
-}
-
-/// Fresh if younger than the TTL, or fetched after `since` (by the request we
-/// queued behind: single flight even with a TTL of zero).
-pub(super) fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool {
-    at.elapsed() < ttl || since.is_some_and(|s| at >= s)
 }
 
 impl<R: Remote> Core<R> {

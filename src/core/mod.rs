@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //! One file per question a maintainer asks; each holds one `impl Core` block.
-//! - `state.rs`: what an inode or a handle stands for (`Key`, `Node`, `Handle`, `State`).
+//! - `state.rs`: the shared state and the data types it holds (`Key`, `Node`, `Handle`,
+//!   `State`, `ClientState`, `Listing`, `DirView`, `Flight`, `Due`); it imports no other
+//!   core file that imports it back (tests/layout.rs checks there is no import circle).
+//!   `staged.rs`: a written file's staged bytes (`Writer`).
 //! - `metadata.rs`: listings (folders, a client's files, the client list), their TTL and
 //!   single flight, and which priority they go at. `view.rs`: the names a directory
 //!   shows, computed from them. `refresh.rs`: stale listings served at once and
@@ -13,9 +16,10 @@
 //!   across mounts. `byname.rs`: `/by-name/`, one symlink per client.
 //! - `namespace.rs`: lookup, getattr, readdir, statfs. `read.rs`: open and read.
 //! - `life.rs`: a written file's life cycle, pure (`Cycle`, `Life`, `Wait`, `Event`,
-//!   with the transition tables and a test that checks every cell). `writer.rs`: its
-//!   staged bytes (filled lazily from the server), handles and the ops that change
-//!   them. `upload.rs`: the one upload protocol (journal, upload,
+//!   with the transition tables and a test that checks every cell). `writer.rs`: open
+//!   for writing (no download: filled lazily), write, truncate, flush, release.
+//!   `overlay.rs`: what stays local for a while (scratch files, temp files awaiting their
+//!   rename, deferred closes), with `patterns.rs` (which names are which). `upload.rs`: the one upload protocol (journal, upload,
 //!   confirm, delete what it replaces, drop the journal) and the background retry.
 //! - `delete.rs`: unlink, replaced files, owed deletes, renames given up.
 //!   `rename.rs`: rename. `resume.rs`: what an earlier run left in the spool, and the
@@ -71,6 +75,7 @@ mod refresh;
 mod rename;
 mod resume;
 pub mod spool;
+mod staged;
 pub use self::resume::ORPHAN_KEEP;
 pub use self::upload::CONFIRM_SETTLE;
 mod state;
@@ -87,8 +92,8 @@ use std::time::{Duration, SystemTime};
 
 use self::content::ContentCache;
 pub use self::error::{CoreError, CoreResult};
-use self::metadata::Flight;
 use self::spool::Spool;
+use self::state::Flight;
 use self::state::{Key, State};
 use crate::remote::Remote;
 

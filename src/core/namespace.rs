@@ -8,9 +8,10 @@ use std::time::SystemTime;
 
 use super::error::{CoreError, CoreResult};
 use super::metadata::browsing;
+use super::staged::lock;
+use super::state::DirKey;
 use super::state::{Handle, Key, Node, State};
-use super::view::DirKey;
-use super::writer::{lock, Truncate};
+use super::writer::Truncate;
 use super::{
     names, patterns, Attr, Core, DirEntry, Fh, Ino, Kind, OpenMode, StatFs, BY_NAME_DIR, BY_NAME_INO, CLIENTS_DIR,
     CLIENTS_INO,

@@ -9,11 +9,11 @@ use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
 use super::life::{Event, Life, Wait};
-use super::metadata::Flight;
 use super::patterns::{self, Class, HOLD_EMPTY, HOLD_IDLE};
 use super::spool::Attempts;
+use super::staged::{lock, Writer};
+use super::state::Flight;
 use super::state::Key;
-use super::writer::{lock, Writer};
 use super::{Attr, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};

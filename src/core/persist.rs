@@ -20,7 +20,7 @@ use ring::rand::SecureRandom;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::metadata::Listing;
+use super::state::Listing;
 use super::Core;
 use crate::remote::{Client, ClientId, Folder, Remote, RemoteFile};
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::content::Entry;
 use super::error::{CoreError, CoreResult};
+use super::staged::lock;
 use super::state::{Handle, Key};
-use super::writer::lock;
 use super::{Core, Fh, Ino, OpenMode, Opened, Reader};
 use crate::remote::{ClientId, Priority, Remote, RemoteError};
 

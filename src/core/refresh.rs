@@ -8,20 +8,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::metadata::{fresh, Flight};
+use super::state::{fresh, Due, Flight};
 use super::Core;
-use crate::remote::{ClientId, Priority, Remote, RemoteError};
-
-/// A listing to fetch again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Due {
-    /// The client list (all pages).
-    ClientList,
-    /// `GET folders`.
-    Folders,
-    /// One client's files.
-    Files(ClientId),
-}
+use crate::remote::{Priority, Remote, RemoteError};
 
 /// How long the loop rests after the limiter said no (budget spent for now).
 const BACKOFF: Duration = Duration::from_secs(60);

@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::error::CoreResult;
-use super::metadata::Flight;
 use super::spool::Journal;
+use super::staged::lock;
+use super::state::Flight;
 use super::upload::{is_ours, Confirm, Earlier, Seen};
-use super::writer::lock;
 use super::{names, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{Priority, Remote};

@@ -1,5 +1,8 @@
-//! The inode table, open handles and the core's shared state: what each inode stands for
-//! and which handle is which.
+//! The core's shared state and the data types it holds: what each inode stands for
+//! (`Key`, `Node`), which handle is which, the per-client listings and views
+//! (`ClientState`, `Listing`, `DirKey`, `DirView`), `/by-name` (`ByNameView`), what a
+//! single flight guards (`Flight`), listings due a refresh (`Due`). Data only: the
+//! behaviour lives in the files that answer each question (`core/mod.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -9,12 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::content::Entry;
-use super::metadata::ClientState;
-use super::refresh::Due;
 use super::spool::Journal;
-use super::writer::Writer;
+use super::staged::Writer;
 use super::{DirEntry, Fh, Ino, Kind};
-use crate::remote::{Client, ClientId, Folder};
+use crate::remote::{Client, ClientId, Folder, RemoteFile};
 
 /// What an inode stands for. Keys are never reused for another thing, so an inode
 /// number always means the same client, folder or file id.
@@ -95,7 +96,7 @@ pub(super) struct State {
     /// The account's clients (id and name, by id), with when they were listed.
     pub(super) client_list: Option<(Arc<Vec<Client>>, Instant)>,
     /// `/by-name` as shown, computed from `client_list` (dropped when it changes).
-    pub(super) by_name: Option<Arc<super::byname::ByNameView>>,
+    pub(super) by_name: Option<Arc<ByNameView>>,
     /// Listings served stale that the refresher fetches again, at `Priority::Refresh`.
     pub(super) due: BTreeSet<Due>,
     /// Per client: its listing, views and whether it exists.
@@ -185,4 +186,86 @@ pub(super) fn ms_to_time(ms: i64) -> SystemTime {
     } else {
         UNIX_EPOCH
     }
+}
+
+/// Which directory of a client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum DirKey {
+    /// The client's own directory (files with no folder, and the folder directories).
+    Top,
+    /// A folder directory, by folder id.
+    Folder(String),
+}
+
+/// One directory as shown.
+#[derive(Debug, Default)]
+pub(super) struct DirView {
+    /// Entries in listing order.
+    pub(super) entries: Vec<(String, Ino)>,
+    /// The same, by name.
+    pub(super) by_name: HashMap<String, Ino>,
+}
+
+impl DirView {
+    pub(super) fn push(&mut self, name: String, ino: Ino) {
+        self.by_name.insert(name.clone(), ino);
+        self.entries.push((name, ino));
+    }
+}
+
+/// `/by-name` as shown.
+#[derive(Debug, Default)]
+pub(super) struct ByNameView {
+    /// Entries in client-list order (by id).
+    pub(super) entries: Vec<(String, Ino)>,
+    /// The same, by name.
+    pub(super) by_name: HashMap<String, Ino>,
+}
+
+#[derive(Debug)]
+pub(super) struct Listing {
+    /// The rows, as the server sent them.
+    pub(super) files: Vec<RemoteFile>,
+    /// When they were fetched.
+    pub(super) at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ClientState {
+    /// The client's files, once listed.
+    pub(super) listing: Option<Listing>,
+    /// Its directories as shown, computed from the listing (dropped when it changes).
+    pub(super) view: Option<Arc<HashMap<DirKey, DirView>>>,
+    /// Existence known from the Clients API, with when we learned it.
+    pub(super) known: Option<(bool, Instant)>,
+}
+
+/// Which fetch a single-flight lock guards.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Flight {
+    /// `GET folders`.
+    Folders,
+    /// `GET files?clientId=`.
+    Files(ClientId),
+    /// The client list (all pages).
+    Clients,
+    /// Mutations of one client (uploads, deletes, renames) run one at a time.
+    Mutate(ClientId),
+}
+
+/// Fresh if younger than the TTL, or fetched after `since` (by the request we
+/// queued behind: single flight even with a TTL of zero).
+pub(super) fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool {
+    at.elapsed() < ttl || since.is_some_and(|s| at >= s)
+}
+
+/// A listing to fetch again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    /// The client list (all pages).
+    ClientList,
+    /// `GET folders`.
+    Folders,
+    /// One client's files.
+    Files(ClientId),
 }

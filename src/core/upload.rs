@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::error::{CoreError, CoreResult};
 use super::life::{Event, Life, Wait};
-use super::metadata::Flight;
 use super::spool::{Attempts, Journal, MAX_SENDS};
+use super::staged::{lock, Writer};
+use super::state::Flight;
 use super::state::Key;
-use super::writer::{lock, Writer};
 use super::{names, Core, Ino};
 use crate::audit::{Op, Record};
 use crate::phi::Name;

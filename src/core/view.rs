@@ -5,34 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::error::CoreResult;
-use super::state::{ms_to_time, Key, State};
+use super::state::{ms_to_time, DirKey, DirView, Key, State};
 use super::{names, Core, Ino, Kind, CLIENTS_INO};
 use crate::remote::{ClientId, Folder, Remote, RemoteFile};
-
-/// Which directory of a client.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum DirKey {
-    /// The client's own directory (files with no folder, and the folder directories).
-    Top,
-    /// A folder directory, by folder id.
-    Folder(String),
-}
-
-/// One directory as shown.
-#[derive(Debug, Default)]
-pub(super) struct DirView {
-    /// Entries in listing order.
-    pub(super) entries: Vec<(String, Ino)>,
-    /// The same, by name.
-    pub(super) by_name: HashMap<String, Ino>,
-}
-
-impl DirView {
-    pub(super) fn push(&mut self, name: String, ino: Ino) {
-        self.by_name.insert(name.clone(), ino);
-        self.entries.push((name, ino));
-    }
-}
 
 /// Compute a client's directories from its listing, the folders and local files.
 pub(super) fn build_view(st: &mut State, c: ClientId) -> HashMap<DirKey, DirView> {

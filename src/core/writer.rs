@@ -2,133 +2,17 @@
 //! create/open to the last release: open without download (`fill` when needed), write,
 //! truncate, flush, release and the writer's retirement. Its life cycle is `life.rs`.
 
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::error::{CoreError, CoreResult};
-use super::life::{Cycle, Event, Life, Wait};
-use super::spool::{Attempts, Journal, SpoolFile};
+use super::life::{Event, Life, Wait};
+use super::staged::{lock, stage, truncate_staged, Writer};
+use super::state::DirKey;
 use super::state::{Handle, Key};
-use super::view::DirKey;
 use super::{names, patterns, Attr, Core, Fh, Ino, Kind, OpenMode, Opened};
 use crate::phi::Name;
-use crate::remote::{ClientId, Priority, Remote};
-
-/// A file being written: shared by all its open write handles, kept after they close
-/// while its bytes are [`Life::unsent`].
-#[derive(Debug)]
-pub(super) struct Writer {
-    /// The client whose directory the file is in (uploads go there).
-    pub(super) client: ClientId,
-    /// The exact name the file is uploaded under.
-    pub(super) name: String,
-    /// The staged bytes (and, while an upload is due, its journal entry).
-    pub(super) spool: SpoolFile,
-    /// Size of the staged bytes.
-    pub(super) size: u64,
-    /// Open write handles.
-    pub(super) handles: usize,
-    /// Modification time as shown: the last write or size change (for a file opened
-    /// and not changed yet, its listed mtime). Kept for the new file once uploaded.
-    pub(super) mtime: SystemTime,
-    /// The server file whose bytes the spool does not hold yet (its id and size): an
-    /// open for writing does not download, so an overwrite never waits for bytes it is
-    /// about to replace. Filled ([`Core::fill`]) before the first read, partial write or
-    /// size change other than to 0; while set, the writer is unchanged (`Landed`).
-    pub(super) unfilled: Option<(String, u64)>,
-    /// Emptied by a truncate to 0 of a listed non-empty file that was opened without
-    /// `O_TRUNC`, and not written since: an overwrite abandoned before its first byte
-    /// (an SMB desk that gave up). Never uploaded: the file stays as it is on the server.
-    pub(super) emptied: bool,
-    /// The person (uid) who last opened it, for the audit log of uploads that run
-    /// later in the background.
-    pub(super) by: Option<u32>,
-    /// Serialises filling with truncation, so a fill never lands after a truncate.
-    fill_gate: Arc<tokio::sync::Mutex<()>>,
-    /// Its life cycle (`life.rs`): where the staged bytes stand, why a close waits,
-    /// what the next upload replaces, the send count; changed only by [`Writer::step`].
-    cycle: Cycle,
-}
-
-impl Writer {
-    pub(super) fn new(
-        client: ClientId,
-        name: String,
-        spool: SpoolFile,
-        size: u64,
-        replaces: Vec<String>,
-        life: Life,
-    ) -> Writer {
-        Writer {
-            client,
-            name,
-            spool,
-            size,
-            handles: 1,
-            mtime: SystemTime::now(),
-            unfilled: None,
-            emptied: false,
-            by: crate::audit::caller(),
-            fill_gate: Arc::new(tokio::sync::Mutex::new(())),
-            cycle: Cycle::new(life, replaces),
-        }
-    }
-
-    /// The staged bytes changed (a write or a size change).
-    fn changed(&mut self) {
-        self.emptied = false;
-        self.mtime = SystemTime::now();
-        self.step(Event::Changed);
-    }
-
-    /// The one place a writer's life cycle changes (`life.rs`'s tables). A transition
-    /// the table calls impossible changes nothing; `Cycle::step` reports it.
-    pub(super) fn step(&mut self, event: Event) {
-        let _ = self.cycle.step(event);
-    }
-
-    pub(super) fn life(&self) -> &Life {
-        self.cycle.life()
-    }
-
-    pub(super) fn wait(&self) -> Wait {
-        self.cycle.wait()
-    }
-
-    pub(super) fn replaces(&self) -> &[String] {
-        self.cycle.replaces()
-    }
-
-    pub(super) fn released_at(&self) -> Option<tokio::time::Instant> {
-        self.cycle.released_at()
-    }
-
-    pub(super) fn sends(&self) -> u32 {
-        self.cycle.sends()
-    }
-
-    pub(super) fn version(&self) -> u64 {
-        self.cycle.version()
-    }
-
-    pub(super) fn uploading_current(&self) -> bool {
-        self.cycle.uploading_current()
-    }
-
-    pub(super) fn prior_may_match(&self) -> bool {
-        self.cycle.prior_may_match()
-    }
-
-    /// The journal entry for uploading the bytes staged now, with `attempts` (the
-    /// uploads of them that may have landed, this one included) and the sends so far.
-    pub(super) fn journal(&self, account: &str, attempts: Option<Attempts>) -> Journal {
-        let mut j = Journal::new(account, self.client, &self.name, self.replaces().to_vec(), self.size);
-        j.attempts = attempts;
-        j.sends = self.sends();
-        j
-    }
-}
+use crate::remote::{Priority, Remote};
 
 /// How a truncate came: with the open (`O_TRUNC`: the caller means to empty the file)
 /// or on a handle or path (`ftruncate`, `truncate`).
@@ -136,26 +20,6 @@ impl Writer {
 pub(super) enum Truncate {
     ByOpen,
     Handle,
-}
-
-/// Write `data` into a filled writer's staged bytes at `offset`.
-fn stage(w: &Mutex<Writer>, offset: u64, data: &[u8]) -> CoreResult<u32> {
-    let mut w = lock(w);
-    w.spool.file.write_all_at(data, offset)?;
-    w.size = w.size.max(offset + data.len() as u64);
-    w.changed();
-    Ok(data.len() as u32)
-}
-
-/// Truncate (or extend) a writer's staged bytes; a change makes them due for upload.
-pub(super) fn truncate_staged(w: &Mutex<Writer>, size: u64) -> CoreResult<()> {
-    let mut w = lock(w);
-    if w.size != size {
-        w.spool.file.set_len(size)?;
-        w.size = size;
-        w.changed();
-    }
-    Ok(())
 }
 
 /// The name an existing file's new bytes are uploaded under: its server name, unless
@@ -181,10 +45,6 @@ pub(super) fn refuse_uncarriable(name: &str) -> CoreResult<()> {
         }
         None => Ok(()),
     }
-}
-
-pub(super) fn lock(w: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
-    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<R: Remote> Core<R> {

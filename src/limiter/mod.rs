@@ -9,7 +9,7 @@
 //! A file manager that counts the items of 30 folders and the user who double-clicks
 //! one of them look the same to the kernel: an opendir. Three rules keep the click first:
 //! - Newest first, and only one waits: a listing that arrives while an older one waits
-//!   for a slot displaces it (the older answers [`RemoteError::WouldWait`] at once), so
+//!   for a slot displaces it (the older answers [`WouldWait`] at once), so
 //!   a burst of counts leaves at most one waiter and a later click takes its place.
 //! - A batch does not starve browsing: a listing and `User` work (uploads, reads) go in
 //!   the order they arrived, so a listing waits behind at most the request each running
@@ -32,7 +32,45 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::ledger::Ledger;
-use crate::remote::{Priority, RemoteError};
+
+/// Who is waiting for a request, and what it is for. The limiter serves them in this
+/// order (ties: oldest first, except listings: newest first; `User` and `Browse` take
+/// turns by arrival), keeps a reserve of the daily budget that only `User` and
+/// `Background` (real work) may spend, and keeps the last slots of every minute (the
+/// headroom) for what a person waits on at a screen: `User` and `Browse`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Real work a user is blocked on: reading contents, uploads, deletes, renames and
+    /// the listings that confirm them.
+    User,
+    /// A listing a user's process asked for (lookup, opendir). Newest first; takes turns
+    /// with `User` by arrival (a batch of uploads never overtakes it); a crawl's
+    /// listings fail at once instead of queueing; never spends the reserve.
+    Browse,
+    /// Real work nobody waits on right now: resumed uploads, retries, owed deletes.
+    Background,
+    /// Listings nobody waits on: the client list, refreshes behind a stale answer.
+    /// Never spends the reserve.
+    Refresh,
+    /// A listing a process asked for while another listing of the same process was
+    /// still under way: a file manager counting the items of the folders it shows (a
+    /// burst), not a person's click. Never queued: one that would have to wait answers
+    /// at once (a file manager may hold the person's folder behind its count jobs);
+    /// never takes the headroom; never spends the reserve.
+    Count,
+    /// Reads by thumbnailers and a file manager's own previews: below everything a user
+    /// asked for; never spends the reserve.
+    Preview,
+}
+
+/// A request the limiter would make wait longer than `--max-wait` (or one it refuses
+/// at once: a crawl's listing, an item count, a preview behind the reserve).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit: request would wait {wait_secs} s, more than --max-wait")]
+pub struct WouldWait {
+    /// How long it would have waited (0: refused at once).
+    pub wait_secs: u64,
+}
 
 pub mod ledger;
 
@@ -505,10 +543,10 @@ impl Limiter {
     }
 
     /// Wait for permission to send one request. `what` names it for the log line
-    /// ("GET files"). Fails with [`RemoteError::WouldWait`] instead of waiting longer
+    /// ("GET files"). Fails with [`WouldWait`] instead of waiting longer
     /// than `--max-wait` in total, at once for a listing or preview when only the
     /// reserve is left, and at once for a listing of a crawl (module doc).
-    pub async fn acquire(&self, prio: Priority, what: &str) -> Result<(), RemoteError> {
+    pub async fn acquire(&self, prio: Priority, what: &str) -> Result<(), WouldWait> {
         let start = Instant::now();
         let (ticket, crawl) = {
             let mut s = self.lock();
@@ -539,7 +577,7 @@ impl Limiter {
                 if s.displaced.remove(&ticket) {
                     s.crawl_refusals += 1;
                     tracing::debug!("{what}: a newer listing takes this one's place in the queue");
-                    break Err(RemoteError::WouldWait {
+                    break Err(WouldWait {
                         wait_secs: at.saturating_duration_since(now).as_secs().max(1),
                     });
                 }
@@ -553,7 +591,7 @@ impl Limiter {
                         );
                     }
                     let free = self.reserve_frees_at(&s, now);
-                    break Err(RemoteError::WouldWait {
+                    break Err(WouldWait {
                         wait_secs: free.saturating_duration_since(now).as_secs().max(1),
                     });
                 }
@@ -572,7 +610,7 @@ impl Limiter {
                     tracing::debug!(
                         "{what}: part of a crawl or of item counts while the minute's budget is spent; not queued"
                     );
-                    break Err(RemoteError::WouldWait {
+                    break Err(WouldWait {
                         wait_secs: at.saturating_duration_since(now).as_secs().max(1),
                     });
                 }
@@ -581,7 +619,7 @@ impl Limiter {
             let waited = now.duration_since(start);
             let remaining = at.saturating_duration_since(now);
             if waited + remaining > self.max_wait {
-                break Err(RemoteError::WouldWait {
+                break Err(WouldWait {
                     wait_secs: (waited + remaining).as_secs(),
                 });
             }

@@ -54,7 +54,7 @@ async fn waits_longer_than_max_wait_fail_at_once() {
     l.acquire(Priority::User, "a").await.unwrap();
     let t0 = Instant::now();
     let err = l.acquire(Priority::User, "b").await.unwrap_err();
-    assert!(matches!(err, RemoteError::WouldWait { wait_secs } if wait_secs >= 59));
+    assert!(matches!(err, WouldWait { wait_secs } if wait_secs >= 59));
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
@@ -64,10 +64,7 @@ async fn daily_budget_is_enforced() {
     for _ in 0..3 {
         l.acquire(Priority::User, "x").await.unwrap();
     }
-    assert!(matches!(
-        l.acquire(Priority::User, "x").await,
-        Err(RemoteError::WouldWait { .. })
-    ));
+    assert!(matches!(l.acquire(Priority::User, "x").await, Err(WouldWait { .. })));
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,7 +103,7 @@ async fn user_requests_go_before_background_ones() {
 }
 
 /// `n` requests of one priority started together; the results in start order.
-async fn burst(l: &std::sync::Arc<Limiter>, prio: Priority, n: usize) -> Vec<Result<(), RemoteError>> {
+async fn burst(l: &std::sync::Arc<Limiter>, prio: Priority, n: usize) -> Vec<Result<(), WouldWait>> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let l = l.clone();
@@ -125,7 +122,7 @@ fn spawn_burst(
     l: &std::sync::Arc<Limiter>,
     prio: Priority,
     n: usize,
-) -> Vec<tokio::task::JoinHandle<Result<(), RemoteError>>> {
+) -> Vec<tokio::task::JoinHandle<Result<(), WouldWait>>> {
     (0..n)
         .map(|_| {
             let l = l.clone();
@@ -260,7 +257,7 @@ async fn a_newer_listing_displaces_an_older_waiting_one() {
         let l = l.clone();
         tokio::spawn(async move { l.acquire(Priority::Browse, "new").await })
     };
-    assert!(matches!(old.await.unwrap(), Err(RemoteError::WouldWait { .. })));
+    assert!(matches!(old.await.unwrap(), Err(WouldWait { .. })));
     assert_eq!(t1.elapsed(), Duration::ZERO);
     new.await.unwrap().unwrap();
     assert_eq!(t1.elapsed(), Duration::from_secs(50));
@@ -276,7 +273,7 @@ async fn a_sequential_crawl_fails_fast_before_the_headroom_and_a_later_click_goe
     for _ in 0..100 {
         assert!(matches!(
             l.acquire(Priority::Browse, "find").await,
-            Err(RemoteError::WouldWait { .. })
+            Err(WouldWait { .. })
         ));
     }
     assert_eq!(t0.elapsed(), Duration::ZERO);
@@ -295,7 +292,7 @@ async fn listings_and_previews_never_spend_the_reserve() {
     for p in [Priority::Browse, Priority::Refresh, Priority::Preview] {
         assert!(matches!(
             l.acquire(p, "x").await,
-            Err(RemoteError::WouldWait { wait_secs }) if wait_secs > 23 * 3600
+            Err(WouldWait { wait_secs }) if wait_secs > 23 * 3600
         ));
     }
     let b = l.budget();
@@ -444,10 +441,7 @@ async fn mounts_of_one_account_share_one_budget_through_the_ledger_and_a_remount
     a.acquire(Priority::User, "GET folders").await.unwrap();
     b.acquire(Priority::User, "GET folders").await.unwrap();
     assert!(
-        matches!(
-            a.acquire(Priority::User, "GET folders").await,
-            Err(RemoteError::WouldWait { .. })
-        ),
+        matches!(a.acquire(Priority::User, "GET folders").await, Err(WouldWait { .. })),
         "the other mount's request counts"
     );
     drop((a, b));
@@ -456,7 +450,7 @@ async fn mounts_of_one_account_share_one_budget_through_the_ledger_and_a_remount
     assert_eq!(again.budget().used_day, 2);
     assert!(matches!(
         again.acquire(Priority::User, "GET folders").await,
-        Err(RemoteError::WouldWait { .. })
+        Err(WouldWait { .. })
     ));
 }
 

@@ -45,35 +45,7 @@ pub struct Client {
     pub name: String,
 }
 
-/// Who is waiting for a request, and what it is for. The limiter serves them in this
-/// order (ties: oldest first, except listings: newest first; `User` and `Browse` take
-/// turns by arrival), keeps a reserve of the daily budget that only `User` and
-/// `Background` (real work) may spend, and keeps the last slots of every minute (the
-/// headroom) for what a person waits on at a screen: `User` and `Browse`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Priority {
-    /// Real work a user is blocked on: reading contents, uploads, deletes, renames and
-    /// the listings that confirm them.
-    User,
-    /// A listing a user's process asked for (lookup, opendir). Newest first; takes turns
-    /// with `User` by arrival (a batch of uploads never overtakes it); a crawl's
-    /// listings fail at once instead of queueing; never spends the reserve.
-    Browse,
-    /// Real work nobody waits on right now: resumed uploads, retries, owed deletes.
-    Background,
-    /// Listings nobody waits on: the client list, refreshes behind a stale answer.
-    /// Never spends the reserve.
-    Refresh,
-    /// A listing a process asked for while another listing of the same process was
-    /// still under way: a file manager counting the items of the folders it shows (a
-    /// burst), not a person's click. Never queued: one that would have to wait answers
-    /// at once (a file manager may hold the person's folder behind its count jobs);
-    /// never takes the headroom; never spends the reserve.
-    Count,
-    /// Reads by thumbnailers and a file manager's own previews: below everything a user
-    /// asked for; never spends the reserve.
-    Preview,
-}
+pub use crate::limiter::{Priority, WouldWait};
 
 /// The remote layer's error. Every variant is mapped to a core error in exactly one
 /// place (`core::error`), and from there to an errno in the FUSE adapter.
@@ -109,6 +81,12 @@ pub enum RemoteError {
     /// Reading the local file to upload failed.
     #[error("local I/O error: {0}")]
     LocalIo(String),
+}
+
+impl From<WouldWait> for RemoteError {
+    fn from(w: WouldWait) -> RemoteError {
+        RemoteError::WouldWait { wait_secs: w.wait_secs }
+    }
 }
 
 impl RemoteError {

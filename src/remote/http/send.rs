@@ -164,7 +164,10 @@ impl HttpRemote {
         loop {
             if let Err(err) = self.limiter.acquire(prio, what).await {
                 tracing::warn!("{what} failed: {err}");
-                return Err(Failed { err, earlier_ambiguous });
+                return Err(Failed {
+                    err: err.into(),
+                    earlier_ambiguous,
+                });
             }
             let rb = self.client.request(method.clone(), url.clone());
             let started = Instant::now();
