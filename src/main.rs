@@ -1,8 +1,7 @@
-//! The `intakeq-fs` command line: `mount`, `demo`, `mock-server`, `check`, `status`,
-//! `forget`, `key`, `completions` and `man`. Reads the API key (`key.rs`, never from
-//! argv), sets up logging, goes to the background when asked, and wires the HTTP
-//! remote, the core and the FUSE session.
-//! Also decides where local state lives (always private: see `private_dir`).
+//! The `intakeq-fs` binary's entry: parses the command line and dispatches `mount`
+//! (`run.rs`), `demo`, `mock-server`, `check`, `forget`, `key`, `completions`, `man`
+//! (`commands.rs`) and `status`; sets up logging and malloc tuning. Where state lives
+//! is `places.rs` (always private: see `private_dir`).
 
 use std::io::IsTerminal;
 use std::path::Path;
