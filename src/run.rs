@@ -109,8 +109,6 @@ pub(crate) fn run_mount(
         metadata_ttl: Duration::from_secs(c.metadata_ttl),
         cache_bytes: c.cache_size.saturating_mul(1 << 20),
         allow_other: c.allow_other,
-        spool_dir: places.spool.clone(),
-        cache_dir: places.cache.clone(),
         disk_cache_bytes: c.disk_cache_size.saturating_mul(1 << 20),
         client_list_ttl: Duration::from_secs(c.client_list_ttl),
         // Listings are kept beside the rest of the private state, or in a private
@@ -123,7 +121,7 @@ pub(crate) fn run_mount(
         listings_key,
         keep_listings_for: Duration::from_secs(c.keep_listings_days.saturating_mul(86_400)),
         previews: !c.no_previews,
-        account,
+        ..Options::new(places.spool.clone(), places.cache.clone(), &account)
     };
     let core = Arc::new(
         Core::new(remote, opts).map_err(|e| format!("cannot prepare the spool, cache or listings directory: {e}"))?,

@@ -3,6 +3,8 @@
 //! remote with a real limiter on paused tokio time; every test asserts the exact API
 //! calls spent and, where the limiter is involved, exactly when an answer came.
 
+mod harness;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,19 +16,8 @@ use tokio::time::Instant;
 
 fn opts(dir: &std::path::Path) -> Options {
     Options {
-        read_only: false,
-        metadata_ttl: Duration::from_secs(60),
-        cache_bytes: 64 << 20,
-        allow_other: false,
-        spool_dir: dir.join("spool"),
-        cache_dir: dir.join("cache"),
-        disk_cache_bytes: 1 << 30,
-        account: "test-account".into(),
-        client_list_ttl: Duration::from_secs(3600),
         state_dir: Some(dir.join("listings")),
-        previews: true,
-        listings_key: [7; 32],
-        keep_listings_for: Duration::from_secs(30 * 86_400),
+        ..harness::options(dir, "test-account")
     }
 }
 

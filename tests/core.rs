@@ -2,6 +2,8 @@
 //! asserting both what the core answers and what the fake account then holds, and
 //! the exact number of API calls each operation costs.
 
+mod harness;
+
 use std::time::Duration;
 
 use intakeq_fs::core::{Core, CoreError, Kind, OpenMode, Options, ROOT_INO};
@@ -15,21 +17,7 @@ struct T {
 }
 
 fn opts(dir: &std::path::Path) -> Options {
-    Options {
-        read_only: false,
-        metadata_ttl: Duration::from_secs(60),
-        cache_bytes: 64 << 20,
-        allow_other: false,
-        spool_dir: dir.join("spool"),
-        cache_dir: dir.join("cache"),
-        disk_cache_bytes: 1 << 30,
-        account: "test-account".into(),
-        client_list_ttl: Duration::from_secs(3600),
-        state_dir: None,
-        previews: true,
-        listings_key: [7; 32],
-        keep_listings_for: Duration::from_secs(30 * 86_400),
-    }
+    harness::options(dir, "test-account")
 }
 
 fn account() -> Store {

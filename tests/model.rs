@@ -24,6 +24,8 @@
 //! staged?) is resolved by observing the server and `pending_uploads()`, but only
 //! among outcomes the rules allow.
 
+mod harness;
+
 use std::time::Duration;
 
 use intakeq_fs::core::{names, Core, CoreError, Ino, Kind, OpenMode, Options, ROOT_INO};
@@ -268,19 +270,8 @@ impl H {
     fn new(store: Store, ttl: Duration) -> H {
         let dir = tempfile::tempdir().unwrap();
         let opts = Options {
-            read_only: false,
             metadata_ttl: ttl,
-            cache_bytes: 64 << 20,
-            allow_other: false,
-            spool_dir: dir.path().join("spool"),
-            cache_dir: dir.path().join("cache"),
-            disk_cache_bytes: 1 << 30,
-            account: "model-account".into(),
-            client_list_ttl: Duration::from_secs(3600),
-            state_dir: None,
-            previews: true,
-            listings_key: [7; 32],
-            keep_listings_for: Duration::from_secs(30 * 86_400),
+            ..harness::options(dir.path(), "model-account")
         };
         let core = Core::new(MemRemote::new(store.clone()), opts).unwrap();
         H { store, core, _dir: dir }

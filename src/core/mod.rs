@@ -206,6 +206,31 @@ pub struct Options {
     pub previews: bool,
 }
 
+impl Options {
+    /// The options of a mount whose staged bytes go to `spool_dir`, large downloads to
+    /// `cache_dir`, for `account` ([`account_id`]), with the command line's defaults:
+    /// read-write, private, listings trusted 60 s, the client list 4 h, 256 MiB of
+    /// memory and 1 GiB of disk cache, previews served, and listings kept in memory only
+    /// (`state_dir: None`; set it together with `listings_key`, which seals them).
+    pub fn new(spool_dir: PathBuf, cache_dir: PathBuf, account: &str) -> Options {
+        Options {
+            read_only: false,
+            metadata_ttl: Duration::from_secs(60),
+            cache_bytes: 256 << 20,
+            allow_other: false,
+            spool_dir,
+            cache_dir,
+            disk_cache_bytes: 1 << 30,
+            account: account.to_string(),
+            client_list_ttl: Duration::from_secs(4 * 3600),
+            state_dir: None,
+            listings_key: [0; 32],
+            keep_listings_for: Duration::from_secs(30 * 86_400),
+            previews: true,
+        }
+    }
+}
+
 /// A stable, non-reversible tag for an account: FNV-1a of base URL and key. It names
 /// the default spool directory and is written in journal entries; the key itself is
 /// never written anywhere.
