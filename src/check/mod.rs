@@ -27,7 +27,6 @@ pub mod shape;
 mod write;
 
 use std::process::ExitCode;
-use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
@@ -36,7 +35,7 @@ use reqwest::Url;
 use probe::Prober;
 pub use report::{Finding, Report, Severity, Step, EXIT_ERROR, EXIT_SAFE, EXIT_UNSAFE};
 
-use crate::remote::http::is_loopback;
+use crate::remote::http::{install_crypto_provider, is_loopback, parse_base_url};
 use crate::remote::ClientId;
 
 /// The marker file's name: a double-quoted word (multipart and `Content-Disposition`
@@ -257,43 +256,10 @@ pub async fn run(opts: &CheckOptions, progress: &mut (dyn FnMut(&str) + Send)) -
     Ok(p.report)
 }
 
-static CRYPTO_PROVIDER: Once = Once::new();
-
-/// reqwest is built without a default rustls provider: install ring once per process
-/// (another part of the program may have installed one already; that is fine).
-fn install_crypto_provider() {
-    CRYPTO_PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// The base URL, normalised to end in `/`; https, or http to loopback only.
+/// The base URL by the mount's own rules (`remote::http::base`), plain http only to
+/// loopback: the check never has the mount's `--insecure-plain-http`.
 fn parse_base(s: &str) -> Result<Url, CheckError> {
-    let mut base = Url::parse(s.trim()).map_err(|e| CheckError::BaseUrl(e.to_string()))?;
-    if base.cannot_be_a_base() || base.host().is_none() {
-        return Err(CheckError::BaseUrl("it must be an https:// URL with a host".into()));
-    }
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(CheckError::BaseUrl("it must not have a query or fragment".into()));
-    }
-    if !base.username().is_empty() || base.password().is_some() {
-        return Err(CheckError::BaseUrl("it must not carry a user name or password".into()));
-    }
-    match base.scheme() {
-        "https" => {}
-        "http" if is_loopback(&base) => {}
-        "http" => {
-            return Err(CheckError::BaseUrl(
-                "plain http is allowed only to loopback (the key would travel unencrypted)".into(),
-            ))
-        }
-        _ => return Err(CheckError::BaseUrl("it must be an https:// URL".into())),
-    }
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    Ok(base)
+    parse_base_url(s, false).map_err(|e| CheckError::BaseUrl(e.to_string()))
 }
 
 /// `host` or `host:port`.

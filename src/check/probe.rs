@@ -433,7 +433,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pacing_waits_out_the_minute_once_the_rate_is_used() {
-        super::super::install_crypto_provider();
+        crate::remote::http::install_crypto_provider();
         let mut lines = Vec::new();
         let mut progress = |l: &str| lines.push(l.to_string());
         let mut p = Prober {

@@ -10,6 +10,7 @@
 //! Sending with retries is in `send`, error mapping in `errors`, the upload in
 //! `upload` and the length-checked download in `download`.
 
+pub mod base;
 mod download;
 mod errors;
 mod send;
@@ -17,7 +18,7 @@ mod upload;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -30,6 +31,7 @@ use crate::limiter::Limiter;
 pub use download::LengthCheck;
 pub use send::{parse_retry_after, MAX_RETRY_AFTER};
 
+pub use base::{install_crypto_provider, is_loopback, parse_base_url, BaseUrlError};
 use download::checked_stream;
 use errors::chain;
 use send::{Answer, Failed, Want};
@@ -108,62 +110,9 @@ impl fmt::Debug for HttpRemote {
     }
 }
 
-static CRYPTO_PROVIDER: Once = Once::new();
-
-/// reqwest is built without a default rustls provider: install ring once per process
-/// (another part of the program may have installed one already; that is fine).
-fn install_crypto_provider() {
-    CRYPTO_PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// Check a base URL: http(s), a base, no query or fragment; plain `http://` only to a
-/// loopback host unless `opts.allow_plain_http`. Returns it with a trailing `/`.
+/// Check a base URL (`base::parse_base_url`, with `opts.allow_plain_http`).
 pub fn check_base_url(base_url: &str, opts: &HttpOptions) -> Result<Url, RemoteError> {
-    let mut base =
-        Url::parse(base_url.trim()).map_err(|e| RemoteError::Protocol(format!("invalid API base URL: {e}")))?;
-    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return Err(RemoteError::Protocol(
-            "invalid API base URL: it must be an http:// or https:// URL".into(),
-        ));
-    }
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(RemoteError::Protocol(
-            "invalid API base URL: it must not have a query or fragment".into(),
-        ));
-    }
-    if !base.username().is_empty() || base.password().is_some() {
-        // Never echoed: the password would land in the log and the terminal.
-        return Err(RemoteError::Protocol(
-            "invalid API base URL: it must not carry a user name or password (the key goes in INTAKEQ_API_KEY or --api-key-file)"
-                .into(),
-        ));
-    }
-    if base.scheme() == "http" && !is_loopback(&base) && !opts.allow_plain_http {
-        return Err(RemoteError::Protocol(format!(
-            "refusing plain http:// to {}: the API key and files would cross the network unencrypted; \
-             use https:// (or, knowingly, --insecure-plain-http)",
-            base.host_str().unwrap_or("?")
-        )));
-    }
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    Ok(base)
-}
-
-/// 127.0.0.0/8, ::1 (also as ::ffff:127.x) and `localhost`: the only hosts plain http
-/// may reach (also used by `check`).
-pub(crate) fn is_loopback(u: &Url) -> bool {
-    let Some(host) = u.host_str() else { return false };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => a.is_loopback(),
-        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        Err(_) => host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost."),
-    }
+    parse_base_url(base_url, opts.allow_plain_http).map_err(|e| RemoteError::Protocol(e.to_string()))
 }
 
 impl HttpRemote {
