@@ -59,6 +59,7 @@
 //! Listing files on disk (`persist.rs`) are written after the state lock is released.
 
 mod byname;
+mod confirm;
 pub mod content;
 mod delete;
 pub mod error;
@@ -76,8 +77,8 @@ mod rename;
 mod resume;
 pub mod spool;
 mod staged;
+pub use self::confirm::CONFIRM_SETTLE;
 pub use self::resume::ORPHAN_KEEP;
-pub use self::upload::CONFIRM_SETTLE;
 mod state;
 pub mod status;
 mod upload;
