@@ -15,88 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
 use super::blocking;
 use super::content::Mode0600;
-use crate::remote::ClientId;
 
-/// What a staged upload is for.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Journal {
-    /// Which account (a hash of base URL and key) the upload belongs to: a spool
-    /// shared by two accounts never sends one account's file to the other.
-    pub account: String,
-    pub client: ClientId,
-    pub name: String,
-    /// Files to delete once the upload is confirmed (the overwritten file, the
-    /// rename source, an earlier upload of the same handle).
-    pub replaces: Vec<String>,
-    pub size: u64,
-    /// Upload attempts of this staged file so far (this one included), any of which may
-    /// have landed without being confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<Attempts>,
-    /// Given up (a rename that failed): nothing is to be uploaded, and copies that
-    /// `attempts` may have left are to be deleted.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub abandoned: bool,
-    /// Uploads of these bytes sent so far that no listing has shown under the name,
-    /// each counted before it is sent (so a crash or remount never forgets one). At
-    /// [`MAX_SENDS`] the mount stops sending (`given_up`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub sends: u32,
-    /// Given up: [`MAX_SENDS`] uploads were sent and no listing showed the file under
-    /// its name (a server that renames what it stores). Never sent again by this mount
-    /// or a later one, kept in the spool, shown as failed by `intakeq-fs status`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub given_up: bool,
-}
-
-impl Journal {
-    /// The entry for an upload of `size` bytes as `name` in `client` that replaces
-    /// `replaces`: nothing sent yet, not abandoned, not given up.
-    pub fn new(account: &str, client: ClientId, name: &str, replaces: Vec<String>, size: u64) -> Journal {
-        Journal {
-            account: account.to_string(),
-            client,
-            name: name.to_string(),
-            replaces,
-            size,
-            attempts: None,
-            abandoned: false,
-            sends: 0,
-            given_up: false,
-        }
-    }
-}
-
-/// Uploads of one staged file sent without a listing showing it under its name, after
-/// which the mount gives up on it (the first upload and 2 re-sends): a server that
-/// stores every upload under another name gets 3 copies, not one every 2 s forever.
-pub const MAX_SENDS: u32 = 3;
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// Uploads that may have landed unconfirmed (their confirming listing failed): the file
-/// ids listed before the first of them, and the size each sent. A file of the same name
-/// outside `before` with one of those sizes is one of them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Attempts {
-    pub before: Vec<String>,
-    pub sizes: Vec<u64>,
-}
-
-/// A file replaced through the mount (overwrite, rename) whose DELETE failed: it is
-/// hidden from the mount and deleted later, by the background retry or the next mount.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OwedDelete {
-    pub account: String,
-    pub client: ClientId,
-    pub id: String,
-}
+pub use super::journal::{Attempts, Journal, OwedDelete, MAX_SENDS};
+pub use super::spool_lock::{lock, SpoolLock};
 
 #[derive(Debug)]
 pub struct Spool {
@@ -418,61 +341,6 @@ impl Refused {
             );
         }
     }
-}
-
-/// An exclusive `flock` on `<spool>/lock`, held for the daemon's life: two daemons never
-/// share a spool (each would resume and upload the other's staged files). The file holds
-/// the holder's pid, so the refused one can say who has it. The kernel drops the lock
-/// when the process exits, however it exits.
-#[derive(Debug)]
-pub struct SpoolLock {
-    /// The open lock file; closing it releases the lock.
-    _file: File,
-}
-
-/// Take the spool's lock (creating the directory, 0700, if needed), or say which
-/// process holds it. Errors are one-line messages for the user.
-pub fn lock(dir: &Path) -> Result<SpoolLock, String> {
-    use std::io::{Read, Seek};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let prepare = || -> std::io::Result<File> {
-        crate::private_dir::ensure_private_dir(dir)?;
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode_0600()
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(dir.join("lock"))
-    };
-    let mut file = prepare().map_err(|e| format!("cannot open the spool directory {}: {e}", dir.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(format!("cannot lock the spool directory {}: {e}", dir.display()));
-        }
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        let holder = match pid.trim() {
-            "" => "another process".to_string(),
-            p => format!("process {p}"),
-        };
-        return Err(format!(
-            "the spool directory {} is in use by {holder} (another intakeq-fs mount of this account); unmount it first or pass another --spool-dir",
-            dir.display()
-        ));
-    }
-    let written = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!("spool: cannot record our pid in the lock file: {e}");
-    }
-    Ok(SpoolLock { _file: file })
 }
 
 /// Write `json` to `path` so that a crash leaves either the old file or the whole new
