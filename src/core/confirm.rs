@@ -65,7 +65,7 @@ impl<R: Remote> Core<R> {
         let Some(Key::File(_)) = st.nodes.get(&ino).map(|n| &n.key) else {
             return;
         };
-        let Some(name) = shown.or_else(|| st.writers.get(&ino).map(|w| lock(w).name.clone())) else {
+        let Some(name) = shown.or_else(|| st.writer_ref(ino).map(|w| lock(w).name.clone())) else {
             return;
         };
         st.next_local += 1;
@@ -83,8 +83,7 @@ impl<R: Remote> Core<R> {
     pub(super) fn confirm_from_listing(&self, c: ClientId, files: &[RemoteFile], started: Instant) {
         let waiting: Vec<(Ino, Arc<Mutex<Writer>>)> = {
             let st = self.st();
-            st.writers
-                .iter()
+            st.writers()
                 .filter(|(_, w)| {
                     let w = lock(w);
                     w.client == c && matches!(w.life(), Life::Unconfirmed { at, .. } if *at <= started)
@@ -195,7 +194,7 @@ impl<R: Remote> Core<R> {
         let st = self.st();
         let mut out: BTreeMap<ClientId, Instant> = BTreeMap::new();
         let mut busy = Vec::new();
-        for w in st.writers.values() {
+        for w in st.writers().map(|(_, w)| w) {
             let w = lock(w);
             match w.life() {
                 Life::Unconfirmed { at, .. } => {
@@ -222,9 +221,10 @@ impl<R: Remote> Core<R> {
     /// confirming listing refreshes it (docs/SEMANTICS.md, "Freshness").
     pub(super) fn batch_running(&self, c: ClientId) -> bool {
         let st = self.st();
-        st.writers.values().any(|w| {
+        let running = st.writers().any(|(_, w)| {
             let w = lock(w);
             w.client == c && matches!(w.life(), Life::Uploading { .. } | Life::Unconfirmed { .. })
-        })
+        });
+        running
     }
 }

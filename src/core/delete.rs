@@ -200,7 +200,7 @@ impl<R: Remote> Core<R> {
             Key::Local(_) => Vec::new(),
             _ => return Err(CoreError::IsDir),
         };
-        let writer = self.st().writers.get(&attr.ino).cloned();
+        let writer = self.st().writer(attr.ino);
         // Discarded from here on, so no close or retry uploads it meanwhile; restored
         // if the delete fails.
         let before = writer.as_ref().map(|w| {

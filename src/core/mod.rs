@@ -286,11 +286,9 @@ impl<R: Remote> Core<R> {
         let spool = Spool::open(&opts.spool_dir)?;
         std::fs::create_dir_all(&opts.cache_dir)?;
         std::fs::set_permissions(&opts.cache_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        let mut st = State {
-            next_ino: 0,
-            next_fh: 1,
-            ..State::default()
-        };
+        let mut st = State::default();
+        st.next_ino = 0;
+        st.next_fh = 1;
         let root = st.ino_for(Key::Root, ROOT_INO, Kind::Dir);
         let clients = st.ino_for(Key::Clients, ROOT_INO, Kind::Dir);
         let by_name = st.ino_for(Key::ByName, ROOT_INO, Kind::Dir);

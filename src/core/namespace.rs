@@ -23,7 +23,7 @@ impl<R: Remote> Core<R> {
         let (size, mtime, perm) = match node.kind {
             Kind::Dir => (0, self.mounted_at, if self.opts.allow_other { 0o755 } else { 0o700 }),
             Kind::File => {
-                let (size, mtime) = match st.writers.get(&ino).map(|w| w.lock()) {
+                let (size, mtime) = match st.writer_ref(ino).map(|w| w.lock()) {
                     Some(Ok(w)) => (w.size, w.mtime),
                     _ => (node.size, node.mtime),
                 };
@@ -148,7 +148,7 @@ impl<R: Remote> Core<R> {
             return;
         }
         let key = node.key.clone();
-        if let Some(w) = st.writers.get(&ino) {
+        if let Some(w) = st.writer_ref(ino) {
             lock(w).mtime = mtime;
         }
         if let Key::File(id) = key {
@@ -170,7 +170,7 @@ impl<R: Remote> Core<R> {
             Some(fh) => self.writer_of(fh).ok(),
             None => None,
         }
-        .or_else(|| self.st().writers.get(&ino).cloned());
+        .or_else(|| self.st().writer(ino));
         if let Some(w) = writer {
             self.truncate_writer(&w, size, Truncate::Handle).await?;
             let idle = lock(&w).handles == 0;

@@ -27,7 +27,7 @@ impl<R: Remote> Core<R> {
     /// on the server while the command runs, and upload twice. A deferred upload is
     /// journaled now, so a crash before it happens loses nothing.
     pub(super) async fn close_defers(&self, ino: Ino) -> CoreResult<bool> {
-        let Some(w) = self.st().writers.get(&ino).cloned() else {
+        let Some(w) = self.st().writer(ino) else {
             return Ok(false);
         };
         let (journal, file, path) = {
@@ -61,8 +61,7 @@ impl<R: Remote> Core<R> {
         let now = Instant::now();
         let due: Vec<(Ino, Priority)> = {
             let st = self.st();
-            st.writers
-                .iter()
+            st.writers()
                 .filter_map(|(ino, w)| {
                     let w = lock(w);
                     if w.handles > 0 || !w.life().unsent() {
@@ -82,7 +81,7 @@ impl<R: Remote> Core<R> {
         };
         let mut landed = 0;
         for (ino, prio) in due {
-            let Some(w) = self.st().writers.get(&ino).cloned() else {
+            let Some(w) = self.st().writer(ino) else {
                 continue;
             };
             // From here on it is an ordinary close: a failure is retried with the others.
@@ -111,8 +110,8 @@ impl<R: Remote> Core<R> {
     pub(super) fn next_due(&self) -> Option<Instant> {
         let held = {
             let st = self.st();
-            st.writers
-                .values()
+            st.writers()
+                .map(|(_, w)| w)
                 .filter_map(|w| {
                     let w = lock(w);
                     (w.handles == 0 && w.life().unsent()).then(|| held_until(&w)).flatten()
@@ -210,8 +209,7 @@ impl<R: Remote> Core<R> {
         };
         let attempts = self
             .st()
-            .writers
-            .get(&d.ino)
+            .writer_ref(d.ino)
             .and_then(|w| lock(w).life().attempts().cloned());
         if let Some(a) = attempts {
             let found = self.find_attempts(client, new_name, &a, &ids, Priority::User).await?;
@@ -228,8 +226,8 @@ impl<R: Remote> Core<R> {
     /// The files in the local overlay (scratch files) right now, for tests and status.
     pub fn scratch_files(&self) -> usize {
         self.st()
-            .writers
-            .values()
+            .writers()
+            .map(|(_, w)| w)
             .filter(|w| *lock(w).life() == Life::Local)
             .count()
     }

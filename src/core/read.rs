@@ -28,7 +28,7 @@ impl<R: Remote> Core<R> {
         let preview = matches!(reader, Reader::Thumbnailer | Reader::FileManagerPreview);
         if preview && !self.opts.previews && !mode.write {
             let cached = matches!(&key, Key::File(id) if self.cache().get(id).is_some());
-            if !cached && !self.st().writers.contains_key(&ino) {
+            if !cached && !self.st().has_writer(ino) {
                 tracing::debug!(ino, "preview refused: previews are off");
                 return Err(CoreError::PreviewsOff);
             }
@@ -46,7 +46,7 @@ impl<R: Remote> Core<R> {
                 self.audit_read(ino, id, size);
             }
             let mut st = self.st();
-            let keep_cache = !st.nodes.get(&ino).is_some_and(|n| n.content_changed) && !st.writers.contains_key(&ino);
+            let keep_cache = !st.nodes.get(&ino).is_some_and(|n| n.content_changed) && !st.has_writer(ino);
             if let Some(n) = st.nodes.get_mut(&ino) {
                 n.content_changed = false;
             }
@@ -151,7 +151,7 @@ impl<R: Remote> Core<R> {
         let (writer, key, node_size) = {
             let st = self.st();
             let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
-            (st.writers.get(&ino).cloned(), node.key.clone(), node.size)
+            (st.writer(ino), node.key.clone(), node.size)
         };
         if let Some(w) = writer {
             // Opened for writing and not read or changed yet: its bytes come first.

@@ -41,7 +41,7 @@ impl<R: Remote> Core<R> {
         // A file not on the server yet (an atomic saver's temp file, a scratch file)
         // moves without a copy: its rename is its upload.
         let is_local = |core: &Self| -> CoreResult<Option<Arc<Mutex<Writer>>>> {
-            let w = core.st().writers.get(&src.ino).cloned();
+            let w = core.st().writer(src.ino);
             Ok(match (core.key_of(src.ino)?.0, w) {
                 (Key::Local(_), Some(w)) if !matches!(lock(&w).life(), Life::Unconfirmed { .. }) => Some(w),
                 _ => None,
@@ -58,8 +58,7 @@ impl<R: Remote> Core<R> {
         self.upload_writer(src.ino, Priority::User).await?;
         let accepted = self
             .st()
-            .writers
-            .get(&src.ino)
+            .writer_ref(src.ino)
             .is_some_and(|w| matches!(lock(w).life(), Life::Unconfirmed { .. }));
         if accepted {
             // On the server but not listed yet: one listing learns its id, and it moves
@@ -87,7 +86,7 @@ impl<R: Remote> Core<R> {
         self.clean_abandoned(client, Some(new_name), Priority::User).await?;
         // The destination's staged bytes are replaced too, with any copies its failed
         // closes may have left on the server.
-        let dst_writer = dst.as_ref().and_then(|d| self.st().writers.get(&d.ino).cloned());
+        let dst_writer = dst.as_ref().and_then(|d| self.st().writer(d.ino));
         let dst_attempts = dst_writer.as_ref().and_then(|w| lock(w).life().attempts().cloned());
         let dst_leftovers = match &dst_attempts {
             Some(a) => {
@@ -97,7 +96,7 @@ impl<R: Remote> Core<R> {
             }
             None => Vec::new(),
         };
-        let writer = self.st().writers.get(&src.ino).cloned();
+        let writer = self.st().writer(src.ino);
         let staged = self.stage_copy(writer.as_ref(), &src_id, src.size).await?;
         let mut replaces = vec![src_id.clone()];
         replaces.extend(dst_file);
@@ -124,7 +123,7 @@ impl<R: Remote> Core<R> {
             Ok(Copied::Accepted(attempts, sends)) => {
                 self.audit_rename(client, &src_id, name, new_name, None, src.size);
                 self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
-                if let Some(w) = self.st().writers.get(&src.ino) {
+                if let Some(w) = self.st().writer_ref(src.ino) {
                     lock(w).step(Event::SendsCounted(sends));
                 }
                 Ok(())
@@ -174,7 +173,7 @@ impl<R: Remote> Core<R> {
         if let Some(n) = st.nodes.get_mut(&src) {
             n.content_changed = false; // same bytes
         }
-        st.writers.insert(src, Arc::new(Mutex::new(w)));
+        st.set_writer(src, w);
         st.invalidate_view(client);
         drop(st);
         self.drop_destination(dst);
@@ -355,7 +354,7 @@ impl<R: Remote> Core<R> {
     /// the name the server has for it. Not over another file, and not while the file
     /// has bytes of its own to upload.
     fn rename_by_name_only(&self, client: ClientId, src: &Attr, new_name: &str, over: bool) -> CoreResult<bool> {
-        if over || self.st().writers.contains_key(&src.ino) {
+        if over || self.st().has_writer(src.ino) {
             return Ok(false);
         }
         let Key::File(id) = self.key_of(src.ino)?.0 else {

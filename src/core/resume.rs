@@ -125,7 +125,7 @@ impl<R: Remote> Core<R> {
                 // deleted before anything else goes up under that name.
                 self.st().abandoned.insert(path, j);
             } else if let Some(ino) = self.writer_staged_at(&path) {
-                if !self.st().writers.get(&ino).is_some_and(|w| lock(w).life().unsent()) {
+                if !self.st().writer_ref(ino).is_some_and(|w| lock(w).life().unsent()) {
                     // Accepted and waiting for its listing, or deferred: not resume's.
                     continue;
                 }
@@ -162,10 +162,11 @@ impl<R: Remote> Core<R> {
     /// The writer whose staged bytes are at `path`, if one of this run's is.
     fn writer_staged_at(&self, path: &Path) -> Option<Ino> {
         let st = self.st();
-        st.writers
-            .iter()
+        let found = st
+            .writers()
             .find(|(_, w)| lock(w).spool.path == path)
-            .map(|(ino, _)| *ino)
+            .map(|(ino, _)| *ino);
+        found
     }
 
     /// Run the upload protocol (`land`) for one journaled upload of an earlier run;

@@ -72,7 +72,7 @@ pub(super) enum Handle {
         /// What its download goes at (`Preview` for thumbnailers and file managers).
         prio: crate::remote::Priority,
     },
-    /// Writing a file: the writer is `State::writers[ino]`.
+    /// Writing a file: the writer is `State::writer(ino)`.
     Write {
         /// The file.
         ino: Ino,
@@ -106,7 +106,7 @@ pub(super) struct State {
     /// Last local id handed out.
     pub(super) next_local: u64,
     /// Files being written (or whose upload is still due), by inode.
-    pub(super) writers: HashMap<Ino, Arc<Mutex<Writer>>>,
+    writers: HashMap<Ino, Arc<Mutex<Writer>>>,
     /// Replaced files whose DELETE failed: hidden, and deleted later (file id -> client).
     pub(super) owed_deletes: HashMap<String, ClientId>,
     /// The name each file id was shown under in this mount. A file keeps it for the
@@ -127,6 +127,47 @@ pub(super) struct State {
 }
 
 impl State {
+    /// The writer of `ino`, if the file is being written (or waits for its upload).
+    pub(super) fn writer(&self, ino: Ino) -> Option<Arc<Mutex<Writer>>> {
+        self.writers.get(&ino).cloned()
+    }
+
+    /// The same, borrowed (for a look under the state lock).
+    pub(super) fn writer_ref(&self, ino: Ino) -> Option<&Arc<Mutex<Writer>>> {
+        self.writers.get(&ino)
+    }
+
+    pub(super) fn has_writer(&self, ino: Ino) -> bool {
+        self.writers.contains_key(&ino)
+    }
+
+    /// Every writer, with its inode.
+    pub(super) fn writers(&self) -> impl Iterator<Item = (&Ino, &Arc<Mutex<Writer>>)> {
+        self.writers.iter()
+    }
+
+    /// Give `ino` the writer `w`, unless it has one already (then `false`: the caller
+    /// raced another opener and uses theirs).
+    pub(super) fn add_writer(&mut self, ino: Ino, w: Writer) -> bool {
+        match self.writers.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Arc::new(Mutex::new(w)));
+                true
+            }
+        }
+    }
+
+    /// Make `w` the writer of `ino` (a created file, or an inode that becomes a copy's).
+    pub(super) fn set_writer(&mut self, ino: Ino, w: Writer) {
+        self.writers.insert(ino, Arc::new(Mutex::new(w)));
+    }
+
+    /// `ino` is no longer written (its writer retired or moved to another inode).
+    pub(super) fn remove_writer(&mut self, ino: Ino) -> Option<Arc<Mutex<Writer>>> {
+        self.writers.remove(&ino)
+    }
+
     pub(super) fn ino_for(&mut self, key: Key, parent: Ino, kind: Kind) -> Ino {
         if let Some(ino) = self.by_key.get(&key) {
             return *ino;

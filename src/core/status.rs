@@ -53,7 +53,7 @@ impl<R: Remote> Core<R> {
             out.owed_deletes = st.owed_deletes.len();
             out.renames_given_up = st.abandoned.len();
             let mut paths = Vec::new();
-            for w in st.writers.values() {
+            for w in st.writers().map(|(_, w)| w) {
                 let w = w.lock().unwrap_or_else(|p| p.into_inner());
                 paths.push(w.spool.path.clone());
                 let state = match w.life() {

@@ -146,8 +146,7 @@ impl<R: Remote> Core<R> {
         self.settle_owed_deletes(Priority::Background).await;
         let inos: Vec<Ino> = {
             let st = self.st();
-            st.writers
-                .iter()
+            st.writers()
                 .filter(|(_, w)| {
                     let w = lock(w);
                     // Deferred closes are `upload_due`'s, on their own schedule.
@@ -163,8 +162,7 @@ impl<R: Remote> Core<R> {
                     // Unlinked or renamed over meanwhile: its bytes were discarded, not sent.
                     let discarded = self
                         .st()
-                        .writers
-                        .get(&ino)
+                        .writer_ref(ino)
                         .is_none_or(|w| *lock(w).life() == Life::Discarded);
                     if !discarded {
                         landed += 1;
@@ -197,12 +195,12 @@ impl<R: Remote> Core<R> {
         // Counted down even if this future is dropped half-way.
         let _running = Running(&self.uploads);
         // For the person who wrote it, even when it runs later in the background.
-        let by = self.st().writers.get(&ino).and_then(|w| lock(w).by);
+        let by = self.st().writer_ref(ino).and_then(|w| lock(w).by);
         crate::audit::acting_for(crate::audit::caller().or(by), self.upload_writer_inner(ino, prio)).await
     }
 
     async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
-        let Some(w) = self.st().writers.get(&ino).cloned() else {
+        let Some(w) = self.st().writer(ino) else {
             return Ok(());
         };
         let client = lock(&w).client;
@@ -561,6 +559,10 @@ impl<R: Remote> Core<R> {
 
     /// Writers whose data is not on the server yet (for shutdown and tests).
     pub fn pending_uploads(&self) -> usize {
-        self.st().writers.values().filter(|w| lock(w).life().unsent()).count()
+        self.st()
+            .writers()
+            .map(|(_, w)| w)
+            .filter(|w| lock(w).life().unsent())
+            .count()
     }
 }

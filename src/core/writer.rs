@@ -71,7 +71,7 @@ impl<R: Remote> Core<R> {
         // while it checks for handles: a writer is never retired under a new opener.
         let existing = {
             let st = self.st();
-            st.writers.get(&ino).cloned().inspect(|w| {
+            st.writer(ino).inspect(|w| {
                 let mut w = lock(w);
                 w.handles += 1;
                 w.by = crate::audit::caller().or(w.by);
@@ -113,16 +113,7 @@ impl<R: Remote> Core<R> {
                 w.unfilled = Some((id, size));
             }
             let spool_path = w.spool.path.clone();
-            let raced = {
-                let mut st = self.st();
-                match st.writers.entry(ino) {
-                    std::collections::hash_map::Entry::Occupied(_) => true,
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(Arc::new(Mutex::new(w)));
-                        false
-                    }
-                }
-            };
+            let raced = !self.st().add_writer(ino, w);
             if raced {
                 // Another opener staged it first: use theirs.
                 self.spool.remove(&spool_path);
@@ -150,7 +141,7 @@ impl<R: Remote> Core<R> {
         let handle = self.st().handles.remove(&fh);
         let mut reverted = false;
         if let Some(Handle::Write { ino, .. }) = handle {
-            let Some(w) = self.st().writers.get(&ino).cloned() else {
+            let Some(w) = self.st().writer(ino) else {
                 return false;
             };
             {
@@ -187,14 +178,14 @@ impl<R: Remote> Core<R> {
     /// Forget a writer once nobody has it open and nothing of it is left to upload.
     pub(super) fn retire_writer(&self, ino: Ino) {
         let mut st = self.st();
-        let Some(w) = st.writers.get(&ino).cloned() else { return };
+        let Some(w) = st.writer(ino) else { return };
         let w = lock(&w);
         if w.handles > 0 || w.life().keeps_writer() {
             return;
         }
         self.spool.remove(&w.spool.path);
         drop(w);
-        st.writers.remove(&ino);
+        st.remove_writer(ino);
         let local = st
             .nodes
             .get(&ino)
@@ -257,20 +248,15 @@ impl<R: Remote> Core<R> {
             n.mtime = SystemTime::now();
         }
         st.locals.insert(local, (client, name.to_string(), ino));
-        st.writers.insert(
-            ino,
-            // An empty file is uploaded too.
-            Arc::new(Mutex::new({
-                let (life, wait) = match class {
-                    patterns::Class::Scratch => (Life::Local, Wait::No),
-                    patterns::Class::Temp => (Life::Staged, Wait::Rename),
-                    patterns::Class::Ordinary => (Life::Staged, Wait::No),
-                };
-                let mut w = Writer::new(client, name.to_string(), spool, 0, Vec::new(), life);
-                w.step(Event::Created(wait));
-                w
-            })),
-        );
+        // An empty file is uploaded too.
+        let (life, wait) = match class {
+            patterns::Class::Scratch => (Life::Local, Wait::No),
+            patterns::Class::Temp => (Life::Staged, Wait::Rename),
+            patterns::Class::Ordinary => (Life::Staged, Wait::No),
+        };
+        let mut w = Writer::new(client, name.to_string(), spool, 0, Vec::new(), life);
+        w.step(Event::Created(wait));
+        st.set_writer(ino, w);
         st.invalidate_view(client);
         let fh = st.add_handle(Handle::Write { ino, opener: None });
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
@@ -340,7 +326,7 @@ impl<R: Remote> Core<R> {
     pub(super) fn writer_of(&self, fh: Fh) -> CoreResult<Arc<Mutex<Writer>>> {
         let st = self.st();
         match st.handles.get(&fh) {
-            Some(Handle::Write { ino, .. }) => st.writers.get(ino).cloned().ok_or(CoreError::BadHandle),
+            Some(Handle::Write { ino, .. }) => st.writer(*ino).ok_or(CoreError::BadHandle),
             _ => Err(CoreError::BadHandle),
         }
     }
@@ -364,7 +350,7 @@ impl<R: Remote> Core<R> {
             None => return Err(CoreError::BadHandle),
         };
         let by_child = matches!((opener, process), (Some(o), Some(p)) if o != p);
-        if let Some(w) = self.st().writers.get(&ino).cloned() {
+        if let Some(w) = self.st().writer(ino) {
             let mut w = lock(&w);
             w.step(match by_child {
                 true => Event::ClosedByChild,
@@ -381,7 +367,7 @@ impl<R: Remote> Core<R> {
     /// uploaded (by a close or by `resume_pending`). Its spool entry goes now if no
     /// handle is open, else at the last release.
     pub(super) fn discard_writer(&self, ino: Ino) {
-        let Some(w) = self.st().writers.get(&ino).cloned() else {
+        let Some(w) = self.st().writer(ino) else {
             return;
         };
         {
