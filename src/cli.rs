@@ -7,10 +7,22 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use intakeq_fs::{check, fake};
 
+/// The version `--version` prints: with the commit when `scripts/package.sh` built it
+/// (`INTAKEQ_FS_COMMIT` at compile time: `0.1.0 (commit 1a2b3c4d5e6f)`), else the
+/// version alone (reading git at build time would rebuild at every commit, and a source
+/// tarball has none). Cargo rebuilds when the variable changes.
+fn long_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| match option_env!("INTAKEQ_FS_COMMIT") {
+        Some(c) if !c.trim().is_empty() => format!("{} (commit {})", env!("CARGO_PKG_VERSION"), c.trim()),
+        _ => env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "intakeq-fs",
-    version = env!("INTAKEQ_FS_VERSION"),
+    version = long_version(),
     about = "Mount an IntakeQ account's client files as a drive"
 )]
 pub(crate) struct Cli {
