@@ -301,6 +301,66 @@ fn a_person_opens_a_file_at_once_while_a_thumbnailer_reads_30_scans() {
     );
 }
 
+/// The same, with the file manager's own content sniff in front of the person's file:
+/// Thunar reads the first 4 KiB of the file a person double-clicked (`O_NOATIME`, its
+/// type) before it launches the application. A sniff that stands alone in its process is
+/// that click, served at the person's priority (before: a preview, behind the
+/// thumbnailer, 26.6 s in the file-manager bench).
+#[test]
+fn a_file_managers_lone_sniff_is_a_click_served_while_a_thumbnailer_reads_30_scans() {
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    let tools = tempfile::tempdir().unwrap();
+    let thumb = cat_named(tools.path(), "tumblerd");
+    // GNU dd opens with O_NOATIME when asked: the shape of GIO's content sniff.
+    let thunar = tools.path().join("thunar");
+    std::fs::copy("/bin/dd", &thunar).unwrap();
+    ok("ls", &[&m.p("clients/1001")]);
+    let scans: Vec<String> = (1..=30)
+        .map(|i| {
+            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut thumbnailer = std::process::Command::new(&thumb)
+        .args(&scans)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        srv.store.count(Endpoint::Download),
+        6,
+        "previews stop 2 short of the minute"
+    );
+    ok("ls", &[&m.p("clients/1002")]);
+    let asked = std::time::Instant::now();
+    let input = format!("if={}", m.p("clients/1002/other.txt").display());
+    let out = run(
+        thunar.to_str().unwrap(),
+        &[&input, &"of=/dev/null", &"bs=4096", &"count=1", &"iflag=noatime"],
+    );
+    let took = asked.elapsed();
+    thumbnailer.kill().unwrap();
+    thumbnailer.wait().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the click's sniff waited {took:?}"
+    );
+    assert_eq!(
+        srv.store.count(Endpoint::Download),
+        7,
+        "the sniffed file's one download"
+    );
+}
+
 /// A file manager counting the items of 30 client folders from one process (30 threads
 /// listing at once), then the person double-clicking one more folder 1.5 s later in the
 /// same process: the counts take what the minute has but its last 2 slots, and the

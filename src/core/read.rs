@@ -20,6 +20,21 @@ impl<R: Remote> Core<R> {
     /// `Priority::Preview`; with previews off a thumbnailer's or a file manager's own
     /// preview's open fails at once unless the bytes are already here.
     pub async fn open_for(&self, ino: Ino, mode: OpenMode, reader: Reader) -> CoreResult<Opened> {
+        self.open_for_by(ino, mode, reader, None).await
+    }
+
+    /// `open_for` by `process` (its thread group id, when known). A file manager's own
+    /// content sniff that stands alone in its process (none under way, none in the last
+    /// `BURST_GAP`: the sniff of the file a person just double-clicked, before the file
+    /// manager launches its application) goes at the person's priority; sniffs in a row
+    /// (a folder being shown) stay previews. With previews off it is refused as before.
+    pub async fn open_for_by(
+        &self,
+        ino: Ino,
+        mode: OpenMode,
+        reader: Reader,
+        process: Option<u32>,
+    ) -> CoreResult<Opened> {
         let (key, parent) = self.key_of(ino)?;
         let prio = match reader {
             Reader::User => Priority::User,
@@ -39,6 +54,21 @@ impl<R: Remote> Core<R> {
             _ => return Err(CoreError::IsDir),
         };
         if !mode.write {
+            let sniff = match (reader, process, &file_id) {
+                (Reader::FileManagerPreview, Some(p), Some(_)) if self.opts.previews => Some(p),
+                _ => None,
+            };
+            let alone = sniff.is_some_and(|p| self.st().sniffs.start(p, crate::limiter::BURST_GAP));
+            let prio = match alone {
+                true => {
+                    tracing::debug!(
+                        ino,
+                        "a file manager's lone sniff: a person's double-click, at user priority"
+                    );
+                    Priority::User
+                }
+                false => prio,
+            };
             // Audited at the open, which always reaches the mount: a second reader's
             // reads may be served from the kernel's page cache and never arrive.
             if let (Some(id), true) = (&file_id, self.audit.get().is_some()) {
@@ -50,7 +80,12 @@ impl<R: Remote> Core<R> {
             if let Some(n) = st.nodes.get_mut(&ino) {
                 n.content_changed = false;
             }
-            let fh = st.add_handle(Handle::Read { ino, entry: None, prio });
+            let fh = st.add_handle(Handle::Read {
+                ino,
+                entry: None,
+                prio,
+                sniff,
+            });
             return Ok(Opened { fh, keep_cache });
         }
         self.open_writer(ino, parent, file_id, mode).await
@@ -141,7 +176,7 @@ impl<R: Remote> Core<R> {
 
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> CoreResult<Vec<u8>> {
         let (ino, pinned, prio) = match self.st().handles.get(&fh) {
-            Some(Handle::Read { ino, entry, prio }) => (*ino, entry.clone(), *prio),
+            Some(Handle::Read { ino, entry, prio, .. }) => (*ino, entry.clone(), *prio),
             Some(Handle::Write { ino, .. }) => (*ino, None, Priority::User),
             _ => return Err(CoreError::BadHandle),
         };

@@ -71,6 +71,9 @@ pub(super) enum Handle {
         entry: Option<Arc<Entry>>,
         /// What its download goes at (`Preview` for thumbnailers and file managers).
         prio: crate::remote::Priority,
+        /// A file manager's content sniff, counted for its process (`Sniffs`) until
+        /// released.
+        sniff: Option<u32>,
     },
     /// Writing a file: the writer is `State::writer(ino)`.
     Write {
@@ -124,6 +127,8 @@ pub(super) struct State {
     /// marked `abandoned`): spool path -> entry. Cleaned up before anything else is
     /// uploaded under the same name.
     pub(super) abandoned: BTreeMap<PathBuf, Journal>,
+    /// File managers' content sniffs under way and recent, per process.
+    pub(super) sniffs: Sniffs,
 }
 
 impl State {
@@ -300,6 +305,38 @@ pub(super) fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool 
     at.elapsed() < ttl || since.is_some_and(|s| at >= s)
 }
 
+/// A file manager's own content sniffs under way and recent, per process: one alone
+/// (none under way, none within `limiter::BURST_GAP`) is the sniff of the file a person
+/// just double-clicked, which waits for nothing but the person's own turn; sniffs in a
+/// row (a folder being shown) stay previews.
+#[derive(Debug, Default)]
+pub(super) struct Sniffs {
+    by_process: HashMap<u32, (usize, Option<Instant>)>,
+}
+
+impl Sniffs {
+    /// Count a sniff by `process` starting now; whether it stands alone (a click).
+    pub(super) fn start(&mut self, process: u32, gap: Duration) -> bool {
+        let now = Instant::now();
+        self.by_process.retain(|_, (under_way, last)| {
+            *under_way > 0 || last.is_some_and(|l| now.duration_since(l) < Duration::from_secs(60))
+        });
+        let (under_way, last) = self.by_process.entry(process).or_insert((0, None));
+        let alone = *under_way == 0 && last.is_none_or(|l| now.duration_since(l) >= gap);
+        *under_way += 1;
+        *last = Some(now);
+        alone
+    }
+
+    /// A sniff by `process` ended (its handle was released).
+    pub(super) fn end(&mut self, process: u32) {
+        if let Some((under_way, last)) = self.by_process.get_mut(&process) {
+            *under_way = under_way.saturating_sub(1);
+            *last = Some(Instant::now());
+        }
+    }
+}
+
 /// A listing to fetch again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Due {
@@ -309,4 +346,27 @@ pub(super) enum Due {
     Folders,
     /// One client's files.
     Files(ClientId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sniff_alone_is_a_click_and_sniffs_in_a_row_are_not() {
+        let gap = Duration::from_millis(500);
+        let mut s = Sniffs::default();
+        assert!(s.start(7, gap), "the first sniff of a process stands alone");
+        assert!(!s.start(7, gap), "another while it is under way does not");
+        assert!(s.start(8, gap), "another process's is its own");
+        s.end(7);
+        s.end(7);
+        assert!(!s.start(7, gap), "right after the last ended: a folder being shown");
+        s.end(7);
+        tokio::time::advance(gap).await;
+        assert!(
+            s.start(7, gap),
+            "alone again once the process has been quiet for the gap"
+        );
+    }
 }

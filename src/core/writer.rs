@@ -140,6 +140,9 @@ impl<R: Remote> Core<R> {
     pub fn release(&self, fh: Fh) -> bool {
         let handle = self.st().handles.remove(&fh);
         let mut reverted = false;
+        if let Some(Handle::Read { sniff: Some(p), .. }) = handle {
+            self.st().sniffs.end(p);
+        }
         if let Some(Handle::Write { ino, .. }) = handle {
             let Some(w) = self.st().writer(ino) else {
                 return false;

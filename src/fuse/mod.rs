@@ -291,7 +291,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 reader_of(pid, flags.0)
             };
             tracing::debug!(?reader, "open by");
-            match unless_killed(pid, core.open_for(ino.0, mode, reader)).await {
+            let process = caller::process_of(pid);
+            match unless_killed(pid, core.open_for_by(ino.0, mode, reader, process)).await {
                 Ok(o) => {
                     if mode.write {
                         core.opened_by(o.fh, caller::process_of(pid));
