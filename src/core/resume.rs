@@ -6,11 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::error::CoreResult;
-use super::spool::Journal;
-use super::staged::lock;
-use super::state::Flight;
-use super::upload::{is_ours, Confirm, Earlier, Seen};
+use super::life::{Event, Life};
+use super::spool::{Journal, SpoolFile};
+use super::staged::{lock, Origin, Writer};
 use super::{names, Core, Ino};
 use crate::phi::Name;
 use crate::remote::{Priority, Remote};
@@ -108,10 +106,12 @@ impl<R: Remote> Core<R> {
     }
 
     /// Finish uploads that an earlier run staged but did not confirm (crash, failed
-    /// upload, shutdown timeout). Returns how many landed.
+    /// upload, shutdown timeout). Each journal entry becomes a writer that failed its
+    /// close (`Origin::Resumed`), sent by the one upload protocol; one that does not land
+    /// now is retried by the background loop with this run's failed closes. Returns how
+    /// many landed.
     pub async fn resume_pending(&self) -> usize {
         self.settle_owed_deletes(Priority::Background).await;
-        let mut earlier = Vec::new();
         let mut ours = Vec::new();
         let mut given_up = 0;
         for (path, j) in self.spool.pending() {
@@ -129,11 +129,13 @@ impl<R: Remote> Core<R> {
                     // Accepted and waiting for its listing, or deferred: not resume's.
                     continue;
                 }
-                // This run's own failed close: its writer uploads it, so the writer's
-                // state stays true (a journal is never sent twice).
+                // A writer of this run (a failed close, or an earlier resume's).
                 ours.push(ino);
-            } else {
-                earlier.push((path, j));
+            } else if names::uncarriable(&j.name).is_some() {
+                // Journaled by an older version: never sent, and worth no call.
+                self.give_up(&path, &mut j.clone()).await;
+            } else if let Some(ino) = self.resumed_writer(&path, j) {
+                ours.push(ino);
             }
         }
         if given_up > 0 {
@@ -145,15 +147,19 @@ impl<R: Remote> Core<R> {
         }
         self.clean_all_abandoned().await;
         let mut landed = 0;
-        for (path, j) in earlier {
-            if self.resume_upload(&path, &j).await {
-                landed += 1;
-            }
-        }
         for ino in ours {
-            if self.upload_writer(ino, Priority::Background).await.is_ok() {
-                landed += 1;
-                self.retire_writer(ino);
+            match self.upload_writer(ino, Priority::Background).await {
+                Ok(()) => {
+                    landed += 1;
+                    self.retire_writer(ino);
+                }
+                Err(e) => {
+                    let name = self.st().writer_ref(ino).map(|w| lock(w).name.clone()).unwrap_or_default();
+                    tracing::warn!(
+                        "resumed upload of {} did not succeed: {e}; it stays in the spool and is retried",
+                        Name(&name)
+                    );
+                }
             }
         }
         landed
@@ -169,89 +175,39 @@ impl<R: Remote> Core<R> {
         found
     }
 
-    /// Run the upload protocol (`land`) for one journaled upload of an earlier run;
-    /// true once it landed. It stays in the spool otherwise.
-    async fn resume_upload(&self, path: &Path, j: &Journal) -> bool {
-        if names::uncarriable(&j.name).is_some() {
-            // Journaled by an older version: never sent, and worth no call.
-            self.give_up(path, &mut j.clone()).await;
-            return false;
-        }
-        let _g = self.flight(Flight::Mutate(j.client)).await;
-        if self
-            .clean_abandoned(j.client, Some(&j.name), Priority::Background)
-            .await
-            .is_err()
-        {
-            tracing::warn!("cannot resume {} yet; it stays in the spool", Name(&j.name));
-            return false;
-        }
-        tracing::info!("resuming staged upload of {} for client {}", Name(&j.name), j.client);
-        // A journal entry without an attempt record (written by an older version) may
-        // have landed before the crash: an exact byte match in the listing means it did
-        // (the download is the one extra call this costs). With a record, `land` finds
-        // the copies of its attempts itself.
-        if j.attempts.is_none() {
-            match self.exact_copy_on_server(path, j).await {
-                Ok(Some(_)) => {
-                    self.settle(path, j, &[], Priority::Background, Seen::Yes).await;
-                    self.spool.remove(path);
-                    return true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!("cannot resume {}: {e}; it stays in the spool", Name(&j.name));
-                    return false;
-                }
-            }
-        }
-        let mut j = j.clone();
-        let prior = j.attempts.clone();
-        match self
-            .land(
-                path,
-                &mut j,
-                prior.as_ref(),
-                Earlier::MayMatch,
-                Priority::Background,
-                Confirm::Listing,
-            )
-            .await
-        {
-            Ok(_) => {
-                self.spool.remove(path);
-                true
-            }
-            Err(e) if e.given_up => {
-                self.give_up(path, &mut j).await;
-                false
-            }
+    /// An earlier run's journal entry `j` for the staged bytes at `path`, as a writer
+    /// whose close failed: no file of the mount shows it (a detached inode), its attempt
+    /// record and send count carry on. `None` if the staged bytes cannot be opened (the
+    /// entry stays in the spool for the next mount).
+    fn resumed_writer(&self, path: &Path, j: Journal) -> Option<Ino> {
+        let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(
-                    "resumed upload of {} failed: {}; it stays in the spool",
-                    Name(&j.name),
-                    e.error
-                );
-                false
+                tracing::warn!("spool: cannot open staged bytes {}: {e}; kept", path.display());
+                return None;
             }
+        };
+        let mtime = file.metadata().and_then(|m| m.modified()).ok();
+        tracing::info!("resuming staged upload of {} for client {}", Name(&j.name), j.client);
+        let recorded = j.attempts.is_some();
+        let spool = SpoolFile {
+            path: path.to_path_buf(),
+            file,
+        };
+        let mut w = Writer::new(
+            j.client,
+            j.name,
+            spool,
+            j.size,
+            j.replaces,
+            Life::Failed { attempts: j.attempts },
+        );
+        w.handles = 0;
+        w.origin = Origin::Resumed { recorded };
+        if let Some(m) = mtime {
+            w.mtime = m;
         }
-    }
-
-    /// A file in the listing with exactly the staged bytes at `path`, if there is one.
-    async fn exact_copy_on_server(&self, path: &Path, j: &Journal) -> CoreResult<Option<String>> {
-        let started = tokio::time::Instant::now();
-        let files = self.remote.list_files(j.client, Priority::Background).await?;
-        let candidates: Vec<(String, u64)> = files
-            .iter()
-            .filter(|f| is_ours(f, &j.name, &[j.size], |id| j.replaces.iter().any(|r| r == id)))
-            .map(|f| (f.id.clone(), f.size))
-            .collect();
-        self.store_listing(j.client, files, started);
-        for (id, size) in candidates {
-            if self.same_bytes(&id, size, path).await {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
+        w.step(Event::SendsCounted(j.sends));
+        Some(self.st().add_detached_writer(w))
     }
 }

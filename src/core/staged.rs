@@ -43,9 +43,36 @@ pub(super) struct Writer {
     pub(super) by: Option<u32>,
     /// Serialises filling with truncation, so a fill never lands after a truncate.
     pub(super) fill_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Where the staged bytes came from: how their upload is confirmed and recorded.
+    pub(super) origin: Origin,
     /// Its life cycle (`life.rs`): where the staged bytes stand, why a close waits,
     /// what the next upload replaces, the send count; changed only by [`Writer::step`].
     cycle: Cycle,
+}
+
+/// Where a writer's staged bytes came from. Every upload is a writer's, sent by the one
+/// protocol (`Core::upload_writer`); the origin only says how the server's answer is
+/// taken and what the audit log records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Written through the mount (a created or overwritten file): its close trusts the
+    /// server's 2xx, and a later listing, one per batch, learns the new file's id.
+    Written,
+    /// A journal entry an earlier run left (a crash, a failed upload, a shutdown that
+    /// timed out), resumed at mount as a failed close: one listing confirms it at once.
+    Resumed {
+        /// Its journal carries an attempt record. One written by an older version has
+        /// none: then only an exact copy of its bytes on the server is taken for an
+        /// earlier attempt's, and no other file of its name is touched.
+        recorded: bool,
+    },
+    /// A rename's copy of a server file under its new name (the API has no rename).
+    /// Audited as the rename, not as an upload.
+    RenameCopy {
+        /// The source is open for writing and its writer carries on: one listing
+        /// confirms the copy at once, so the writer can take the copy's id.
+        source_open: bool,
+    },
 }
 
 impl Writer {
@@ -68,6 +95,7 @@ impl Writer {
             emptied: false,
             by: crate::audit::caller(),
             fill_gate: Arc::new(tokio::sync::Mutex::new(())),
+            origin: Origin::Written,
             cycle: Cycle::new(life, replaces),
         }
     }

@@ -173,6 +173,15 @@ impl State {
         self.writers.remove(&ino)
     }
 
+    /// Give a writer that no file of the mount shows (a resumed journal, an open file's
+    /// rename copy) an inode number of its own: never a node, never handed to the kernel.
+    pub(super) fn add_detached_writer(&mut self, w: Writer) -> Ino {
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.writers.insert(ino, Arc::new(Mutex::new(w)));
+        ino
+    }
+
     pub(super) fn ino_for(&mut self, key: Key, parent: Ino, kind: Kind) -> Ino {
         if let Some(ino) = self.by_key.get(&key) {
             return *ino;

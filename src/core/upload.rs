@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::error::{CoreError, CoreResult};
 use super::life::{Event, Life, Wait};
 use super::spool::{Attempts, Journal, MAX_SENDS};
-use super::staged::lock;
+use super::staged::{lock, Origin};
 use super::state::Flight;
 use super::state::Key;
 use super::{names, Core, Ino};
@@ -100,6 +100,19 @@ pub(super) enum Earlier {
     MayMatch,
     /// Written since: an earlier copy holds older bytes.
     Older,
+    /// Unknown: an older version's journal kept no attempt record. A listed file of the
+    /// name and size is taken for an earlier attempt's only if its bytes are exactly the
+    /// staged ones; no other file is counted as a leftover (none is deleted for it).
+    ExactOnly,
+}
+
+/// Whether the caller of an upload holds the client's mutation lock already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mutating {
+    /// Take it for the upload.
+    Take,
+    /// Held by the caller (a rename uploading its copy).
+    Held,
 }
 
 /// How an upload is confirmed before the caller goes on.
@@ -107,7 +120,7 @@ pub(super) enum Earlier {
 pub(super) enum Confirm {
     /// The server's 2xx is trusted; a later listing learns the id (a close).
     Answer,
-    /// One listing now learns the id (a resumed upload, an open file's rename copy).
+    /// One listing now learns the id (a resumed journal, an open file's rename copy).
     Listing,
 }
 
@@ -189,22 +202,44 @@ impl<R: Remote> Core<R> {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Upload a writer's staged bytes, learn the new id, then delete what it replaces.
+    /// Upload a writer's staged bytes, learn the new id, then delete what it replaces:
+    /// the one way anything is uploaded (a close, a deferred or failed close, a journal
+    /// an earlier run left, a rename's copy), and the only caller of [`Core::land`].
     pub(super) async fn upload_writer(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
+        self.upload_writer_as(ino, prio, Mutating::Take).await
+    }
+
+    /// [`Core::upload_writer`] for a caller that holds the client's mutation lock (a
+    /// rename, which uploads its copy as part of one mutation).
+    pub(super) async fn upload_writer_held(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
+        self.upload_writer_as(ino, prio, Mutating::Held).await
+    }
+
+    async fn upload_writer_as(&self, ino: Ino, prio: Priority, mutating: Mutating) -> CoreResult<()> {
         self.uploads.send_modify(|n| *n += 1);
         // Counted down even if this future is dropped half-way.
         let _running = Running(&self.uploads);
         // For the person who wrote it, even when it runs later in the background.
         let by = self.st().writer_ref(ino).and_then(|w| lock(w).by);
-        crate::audit::acting_for(crate::audit::caller().or(by), self.upload_writer_inner(ino, prio)).await
+        crate::audit::acting_for(
+            crate::audit::caller().or(by),
+            self.upload_writer_inner(ino, prio, mutating),
+        )
+        .await
     }
 
-    async fn upload_writer_inner(&self, ino: Ino, prio: Priority) -> CoreResult<()> {
+    async fn upload_writer_inner(&self, ino: Ino, prio: Priority, mutating: Mutating) -> CoreResult<()> {
         let Some(w) = self.st().writer(ino) else {
             return Ok(());
         };
-        let client = lock(&w).client;
-        let _g = self.flight(Flight::Mutate(client)).await;
+        let (client, origin) = {
+            let w = lock(&w);
+            (w.client, w.origin)
+        };
+        let _g = match mutating {
+            Mutating::Take => Some(self.flight(Flight::Mutate(client)).await),
+            Mutating::Held => None,
+        };
         let name = {
             let w = lock(&w);
             if *w.life() == Life::GivenUp {
@@ -220,6 +255,9 @@ impl<R: Remote> Core<R> {
         let Some(name) = name else { return Ok(()) };
         self.clean_abandoned(client, Some(&name), prio).await?;
         let known = self.known_ids(client);
+        // An older version's journal has no attempt record: only an exact copy of its
+        // bytes is taken for an earlier attempt's, and it stays without a record.
+        let legacy = origin == Origin::Resumed { recorded: false };
         // Step 1 of the protocol (see `land`): journal the bytes as they are now.
         let (mut j, path, prior, compare, file) = {
             let mut w = lock(&w);
@@ -227,16 +265,24 @@ impl<R: Remote> Core<R> {
                 return Ok(());
             }
             let prior = w.life().attempts().cloned();
-            let compare = match w.prior_may_match() {
-                true => Earlier::MayMatch,
-                false => Earlier::Older,
+            let compare = match (legacy, w.prior_may_match()) {
+                (true, _) => Earlier::ExactOnly,
+                (false, true) => Earlier::MayMatch,
+                (false, false) => Earlier::Older,
             };
             let mut attempts = prior.clone().unwrap_or(Attempts {
                 before: known,
                 sizes: Vec::new(),
             });
             attempts.sizes.push(w.size);
-            let j = w.journal(&self.opts.account, Some(attempts.clone()));
+            let j = w.journal(&self.opts.account, (!legacy).then(|| attempts.clone()));
+            let prior = match legacy {
+                true => Some(Attempts {
+                    before: Vec::new(),
+                    sizes: vec![w.size],
+                }),
+                false => prior,
+            };
             w.step(Event::UploadStarts(attempts));
             (j, w.spool.path.clone(), prior, compare, w.spool.file.try_clone())
         };
@@ -249,28 +295,36 @@ impl<R: Remote> Core<R> {
             return Err(e.into());
         }
         // The name the file shows now, for the new file to keep (read before landing:
-        // landing forgets the file it replaces).
-        let shown = {
-            let st = self.st();
-            match st.nodes.get(&ino).map(|n| &n.key) {
-                Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
-                Some(Key::File(old)) => st.shown.get(old).cloned(),
-                _ => None,
+        // landing forgets the file it replaces). A rename's copy shows its own name.
+        let shown = match origin {
+            Origin::RenameCopy { .. } => None,
+            Origin::Written | Origin::Resumed { .. } => {
+                let st = self.st();
+                match st.nodes.get(&ino).map(|n| &n.key) {
+                    Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
+                    Some(Key::File(old)) => st.shown.get(old).cloned(),
+                    _ => None,
+                }
             }
         };
-        let landed = self
-            .land(&path, &mut j, prior.as_ref(), compare, prio, Confirm::Answer)
-            .await;
-        self.audit(Record {
-            op: Op::Upload,
-            uid: crate::audit::caller(),
-            client,
-            file_id: landed.as_ref().ok().and_then(|u| u.id.as_deref()),
-            size: Some(j.size),
-            name: &j.name,
-            to: None,
-            result: landed.as_ref().map(|_| ()).map_err(|f| f.error.to_string()),
-        });
+        let confirm = match origin {
+            Origin::Written | Origin::RenameCopy { source_open: false } => Confirm::Answer,
+            Origin::Resumed { .. } | Origin::RenameCopy { source_open: true } => Confirm::Listing,
+        };
+        let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, confirm).await;
+        if !matches!(origin, Origin::RenameCopy { .. }) {
+            // A rename's copy is recorded as the rename, by its caller.
+            self.audit(Record {
+                op: Op::Upload,
+                uid: crate::audit::caller(),
+                client,
+                file_id: landed.as_ref().ok().and_then(|u| u.id.as_deref()),
+                size: Some(j.size),
+                name: &j.name,
+                to: None,
+                result: landed.as_ref().map(|_| ()).map_err(|f| f.error.to_string()),
+            });
+        }
         {
             let mut w = lock(&w);
             if w.uploading_current() {
@@ -282,7 +336,7 @@ impl<R: Remote> Core<R> {
             Ok(up) => up,
             Err(f) if f.given_up => {
                 lock(&w).step(Event::GiveUp);
-                j.attempts = prior;
+                j.attempts = prior.filter(|_| !legacy);
                 self.give_up(&path, &mut j).await;
                 return Err(f.error);
             }
@@ -309,7 +363,10 @@ impl<R: Remote> Core<R> {
             w.step(Event::Landed(Some(id.clone())));
             w.mtime
         };
-        self.cache_staged(&id, &path, j.size).await;
+        if !matches!(origin, Origin::RenameCopy { .. }) {
+            // A rename's copy holds the source's bytes, whose cache entry moves along.
+            self.cache_staged(&id, &path, j.size).await;
+        }
         self.became(ino, client, &id, shown, j.size, mtime);
         Ok(())
     }
@@ -346,7 +403,8 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    /// The one upload protocol, for close (`upload_writer`), rename and crash resume.
+    /// The one upload protocol, run by [`Core::upload_writer`] for every writer (a close,
+    /// a journal resumed from an earlier run, a rename's copy).
     /// The caller has journaled `j` beside the staged bytes at `path` (`Spool::commit`):
     /// from then on a crash is finished by the next mount. Then:
     ///
@@ -427,13 +485,13 @@ impl<R: Remote> Core<R> {
                 .map_err(UploadFailed::not_landed)?;
             for f in found {
                 if adopted.is_none()
-                    && compare == Earlier::MayMatch
+                    && compare != Earlier::Older
                     && f.size == size
                     && self.same_bytes(&f.id, f.size, path).await
                 {
                     tracing::info!("an earlier upload of {} had landed after all", Name(name));
                     adopted = Some(f.id);
-                } else {
+                } else if compare != Earlier::ExactOnly {
                     leftovers.push(f.id);
                 }
             }
