@@ -575,6 +575,42 @@ async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
 }
 
 #[tokio::test]
+async fn a_resumed_upload_that_fails_again_is_retried_by_the_background_loop_not_left_for_the_next_mount() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    crash_with_staged_upload(
+        &store,
+        dir.path(),
+        "later.txt",
+        b"still mine",
+        Endpoint::Upload,
+        Some(2),
+    )
+    .await;
+    // A clear refusal this time (a 503 may have landed, and counts toward the bound).
+    store.clear_faults();
+    store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        None,
+    );
+    let core = core_in(&store, dir.path());
+    assert_eq!(core.resume_pending().await, 0, "the server still refuses");
+    assert_eq!(core.pending_uploads(), 1, "a failed close of this run now");
+    store.clear_faults();
+    store.reset_counts();
+    assert_eq!(core.retry_failed_uploads().await, 1);
+    assert_eq!(&store.files_named(1002, "later.txt")[0].data[..], b"still mine");
+    assert_eq!(store.files_named(1002, "later.txt").len(), 1);
+    assert_eq!(store.count(Endpoint::Upload), 1);
+    assert_eq!(core.pending_uploads(), 0);
+    assert_eq!(core.resume_pending().await, 0, "nothing left in the spool");
+}
+
+#[tokio::test]
 async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     let store = account();
     let dir = tempfile::tempdir().unwrap();
@@ -592,6 +628,55 @@ async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     assert_eq!(store.files_named(1002, "once.txt").len(), 1);
     assert_eq!(store.count(Endpoint::Upload), 0, "found, not sent again");
     assert_eq!(core.resume_pending().await, 0, "and its journal entry is gone");
+}
+
+/// What a version before attempt records journaled for `name` in client 1002 (bytes
+/// `data`, replacing `replaces`), then died.
+async fn older_journal(dir: &std::path::Path, name: &str, data: &[u8], replaces: Vec<String>) {
+    use intakeq_fs::core::spool::{Journal, Spool};
+    let spool = Spool::open(&dir.join("spool")).unwrap();
+    let sf = spool.create().unwrap();
+    std::io::Write::write_all(&mut &sf.file, data).unwrap();
+    let mut j = Journal::new("test-account", 1002, name, replaces, data.len() as u64);
+    j.attempts = None;
+    spool.commit(&sf.file, &sf.path, &j).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_older_journal_without_a_record_adopts_its_exact_copy_and_touches_no_other_file() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    let old = store.add_file(1002, "plan.txt", None, &b"old plan"[..]);
+    // The upload had landed before the crash; a file of the same name and size with
+    // other bytes is someone else's and must stay.
+    let landed = store.add_file(1002, "plan.txt", None, &b"new plan"[..]);
+    let stranger = store.add_file(1002, "plan.txt", None, &b"odd plan"[..]);
+    older_journal(dir.path(), "plan.txt", b"new plan", vec![old.clone()]).await;
+    store.reset_counts();
+    let core = core_in(&store, dir.path());
+    assert_eq!(core.resume_pending().await, 1);
+    let ids: Vec<String> = store.files_named(1002, "plan.txt").into_iter().map(|f| f.id).collect();
+    assert_eq!(ids, vec![landed, stranger], "the replaced file went, nothing else");
+    assert_eq!(store.count(Endpoint::Upload), 0, "adopted, not sent again");
+    assert_eq!(store.count(Endpoint::Delete), 1);
+    assert_eq!(core.resume_pending().await, 0, "its journal entry is gone");
+}
+
+#[tokio::test]
+async fn an_older_journal_without_a_landed_copy_is_uploaded_once_and_leaves_a_same_size_file() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = store.add_file(1002, "plan.txt", None, &b"odd plan"[..]);
+    older_journal(dir.path(), "plan.txt", b"new plan", Vec::new()).await;
+    store.reset_counts();
+    let core = core_in(&store, dir.path());
+    assert_eq!(core.resume_pending().await, 1);
+    let files = store.files_named(1002, "plan.txt");
+    assert_eq!(files.len(), 2, "the same-size file is not taken for a leftover");
+    assert_eq!(files[0].id, stranger);
+    assert_eq!(&files[1].data[..], b"new plan");
+    assert_eq!(store.count(Endpoint::Upload), 1);
+    assert_eq!(store.count(Endpoint::Delete), 0);
 }
 
 #[tokio::test]

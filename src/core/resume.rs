@@ -154,7 +154,11 @@ impl<R: Remote> Core<R> {
                     self.retire_writer(ino);
                 }
                 Err(e) => {
-                    let name = self.st().writer_ref(ino).map(|w| lock(w).name.clone()).unwrap_or_default();
+                    let name = self
+                        .st()
+                        .writer_ref(ino)
+                        .map(|w| lock(w).name.clone())
+                        .unwrap_or_default();
                     tracing::warn!(
                         "resumed upload of {} did not succeed: {e}; it stays in the spool and is retried",
                         Name(&name)
