@@ -1385,10 +1385,10 @@ async fn regression_a_rename_given_up_does_not_take_a_later_one_with_it() {
     let store = one_file("b.txt", b"x");
     let h = ttl60(&store);
     let dir = h.dir(0).await.unwrap();
-    // The copy lands, its answer is lost and its fate cannot be learnt: the rename is
-    // given up.
+    // The copy lands, its answer is lost and its fate cannot be learnt (the listing
+    // that would tell fails): the rename is given up.
     store.push_fault(Some(Endpoint::Upload), Fault::DropAfterEffect, Some(1));
-    store.push_fault(Some(Endpoint::ListFiles), status(503), Some(2));
+    store.push_fault(Some(Endpoint::ListFiles), status(503), Some(1));
     assert!(h.core.rename(dir, "b.txt", dir, "a.txt", false).await.is_err());
     // Tried again with the network back: the stray copy of the first try goes first,
     // and the copy this rename made is not mistaken for it later.
@@ -1402,4 +1402,31 @@ async fn regression_a_rename_given_up_does_not_take_a_later_one_with_it() {
         "the rename that succeeded stays"
     );
     assert_eq!(cat(&h, "a.txt").await, b"x");
+}
+
+#[tokio::test]
+async fn regression_a_rename_whose_upload_is_refused_changes_nothing() {
+    // A file whose close was refused (400) is renamed, and the upload under the new
+    // name is refused too: the rename fails, and the bytes stay pending under the old
+    // name (before, the rename took effect locally and still reported the failure).
+    let refused = || Some((Endpoint::Upload, status(400)));
+    let case = Case {
+        ttl_zero: false,
+        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
+        steps: vec![
+            Step {
+                fault: refused(),
+                op: Op::Create {
+                    c: 0,
+                    n: 0,
+                    data: Data(b"ab".to_vec()),
+                },
+            },
+            Step {
+                fault: refused(),
+                op: Op::Rename { c: 0, from: 0, to: 1 },
+            },
+        ],
+    };
+    run_case(&case, None).await.unwrap();
 }

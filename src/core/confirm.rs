@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::error::CoreResult;
 use super::life::{Event, Life};
 use super::spool::MAX_SENDS;
-use super::staged::{lock, Writer};
+use super::staged::{lock, Origin, Writer};
 use super::state::Key;
 use super::upload::is_ours;
 use super::{Core, Ino};
@@ -84,9 +84,11 @@ impl<R: Remote> Core<R> {
         let waiting: Vec<(Ino, Arc<Mutex<Writer>>)> = {
             let st = self.st();
             st.writers()
-                .filter(|(_, w)| {
+                .filter(|(ino, w)| {
                     let w = lock(w);
-                    w.client == c && matches!(w.life(), Life::Unconfirmed { at, .. } if *at <= started)
+                    // A rename's copy is confirmed once the renamed inode has it.
+                    let handed = !matches!(w.origin, Origin::RenameCopy { .. }) || st.nodes.contains_key(ino);
+                    w.client == c && handed && matches!(w.life(), Life::Unconfirmed { at, .. } if *at <= started)
                 })
                 .map(|(ino, w)| (*ino, w.clone()))
                 .collect()

@@ -136,6 +136,10 @@ impl<R: Remote> Core<R> {
         dst: Option<Attr>,
     ) -> CoreResult<()> {
         let to_scratch = patterns::class(new_name) == Class::Scratch;
+        if !to_scratch && lock(&w).handles == 0 {
+            // Closed: the rename is its upload, and changes nothing until that lands.
+            return self.rename_local_closed(client, src, w, new_name, dst).await;
+        }
         {
             let _g = self.flight(Flight::Mutate(client)).await;
             let mut replaced = self.replaced_by_rename(client, dst.as_ref(), new_name).await?;
@@ -185,10 +189,6 @@ impl<R: Remote> Core<R> {
             if let Some(Key::Local(l)) = st.nodes.get(&d.ino).map(|n| n.key.clone()) {
                 st.locals.remove(&l);
             }
-        }
-        if !to_scratch && lock(&w).handles == 0 {
-            self.upload_writer(src, Priority::User).await?;
-            self.retire_writer(src);
         }
         Ok(())
     }

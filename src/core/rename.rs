@@ -7,24 +7,14 @@ use super::blocking;
 use super::error::{CoreError, CoreResult};
 use super::life::{Event, Life};
 use super::overlay::refuse_server_to_scratch;
-use super::spool::{Attempts, Journal, SpoolFile};
-use super::staged::{lock, Writer};
+use super::spool::{Attempts, SpoolFile};
+use super::staged::{lock, Origin, Writer};
 use super::state::Flight;
 use super::state::Key;
-use super::upload::{Confirm, Earlier, Seen, Uploaded};
 use super::writer::refuse_uncarriable;
 use super::{names, patterns, Attr, Core, Ino, Kind};
 use crate::phi::Name;
 use crate::remote::{ClientId, Priority, Remote};
-
-/// What became of a renamed file's copy.
-enum Copied {
-    /// A listing showed it as this file.
-    Landed(String),
-    /// The server accepted it (2xx); a later listing learns its id. With the uploads
-    /// sent so far (`Journal::sends`).
-    Accepted(Attempts, u32),
-}
 
 impl<R: Remote> Core<R> {
     pub async fn rename(
@@ -101,71 +91,128 @@ impl<R: Remote> Core<R> {
         let mut replaces = vec![src_id.clone()];
         replaces.extend(dst_file);
         replaces.extend(dst_leftovers.into_iter().map(|f| f.id));
-        let journal = Journal::new(&self.opts.account, client, new_name, replaces, src.size);
-        // A closed file's copy is trusted on the server's 2xx (its id comes from a later
-        // listing); an open one's is confirmed at once, since its writer carries on.
-        let confirm = match writer {
-            None => Confirm::Answer,
-            Some(_) => Confirm::Listing,
-        };
-        match self.upload_copy(&staged, journal, confirm).await {
-            Ok(Copied::Landed(new_id)) => {
+        let copy = self.copy_writer(client, src.ino, writer.is_some(), staged, new_name, replaces)?;
+        // The copy is a writer like any other: the one upload protocol sends it. A closed
+        // file's copy is trusted on the server's 2xx (its id comes from a later listing);
+        // an open one's is confirmed at once, since its writer carries on.
+        let sent = self.upload_writer_held(copy, Priority::User).await;
+        let life = self.st().writer_ref(copy).map(|w| lock(w).life().clone());
+        let dst = dst.map(|d| d.ino);
+        match (sent, life) {
+            (Ok(()), Some(Life::Landed { id: Some(new_id) })) => {
                 self.audit_rename(client, &src_id, name, new_name, Some(&new_id), src.size);
-                self.renamed(client, src.ino, &src_id, &new_id, new_name, dst.map(|d| d.ino));
+                self.renamed(client, src.ino, &src_id, &new_id, new_name, dst);
                 if let Some(w) = writer {
                     let mut w = lock(&w);
                     w.name = new_name.to_string();
                     w.step(Event::Moved(new_id));
                 }
-                self.spool.remove(&staged.path);
+                self.retire_writer(copy);
                 Ok(())
             }
-            Ok(Copied::Accepted(attempts, sends)) => {
+            (Ok(()), Some(Life::Unconfirmed { .. })) => {
                 self.audit_rename(client, &src_id, name, new_name, None, src.size);
-                self.renamed_unconfirmed(client, src.ino, staged, attempts, new_name, dst.map(|d| d.ino));
-                if let Some(w) = self.st().writer_ref(src.ino) {
-                    lock(w).step(Event::SendsCounted(sends));
-                }
+                self.renamed_unconfirmed(client, src.ino, copy, new_name, dst);
                 Ok(())
             }
-            Err((e, keep_staged)) => {
-                if !keep_staged {
-                    self.spool.remove(&staged.path);
-                }
-                e
+            (Ok(()), _) => {
+                self.drop_copy(copy);
+                Err(CoreError::Io(
+                    "renamed copy uploaded but not found; the original is kept".into(),
+                ))
+            }
+            (Err(e), Some(Life::Failed { attempts: Some(a) })) => {
+                self.abandon_copy(copy, a).await;
+                Err(e)
+            }
+            (Err(e), Some(Life::GivenUp)) => {
+                // `give_up` marked its journal entry: kept in the spool, never sent again.
+                self.st().remove_writer(copy);
+                Err(e)
+            }
+            (Err(e), _) => {
+                // Not sent, or a listing showed that it did not land: nothing changed.
+                self.drop_copy(copy);
+                Err(e)
             }
         }
     }
 
-    /// The copy was accepted (2xx) and what it replaced is gone, but its id is not known
-    /// yet: the source inode shows it as a local file under the new name, its staged
-    /// copy kept by an unconfirmed writer until a listing names it (`upload.rs`).
-    fn renamed_unconfirmed(
+    /// The writer of a rename's copy (staged at `staged`, to be uploaded as `new_name`,
+    /// replacing `replaces`), under an inode of its own that no file shows: nobody can
+    /// open it, and the source keeps its name and inode until the copy is on the server.
+    fn copy_writer(
         &self,
         client: ClientId,
         src: Ino,
+        source_open: bool,
         staged: SpoolFile,
-        attempts: Attempts,
         new_name: &str,
-        dst: Option<Ino>,
-    ) {
-        let size = attempts.sizes.last().copied().unwrap_or(0);
-        let mut w = Writer::new(
-            client,
-            new_name.to_string(),
-            staged,
-            size,
-            Vec::new(),
-            Life::Unconfirmed {
-                attempts,
-                at: tokio::time::Instant::now(),
-            },
-        );
+        replaces: Vec<String>,
+    ) -> CoreResult<Ino> {
+        let size = match staged.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                self.spool.remove(&staged.path);
+                return Err(e.into());
+            }
+        };
+        let mut w = Writer::new(client, new_name.to_string(), staged, size, replaces, Life::Staged);
         w.handles = 0;
+        w.origin = Origin::RenameCopy { source_open };
         let mut st = self.st();
+        // The renamed file keeps its mtime.
         if let Some(m) = st.nodes.get(&src).map(|n| self.attr_of(src, n, &st).mtime) {
             w.mtime = m;
         }
+        Ok(st.add_detached_writer(w))
+    }
+
+    /// A rename's copy that did not land (or was never sent): its writer and staged
+    /// bytes go; the source is as it was.
+    fn drop_copy(&self, copy: Ino) {
+        let w = self.st().remove_writer(copy);
+        if let Some(w) = w {
+            let w = lock(&w);
+            self.spool.remove(&w.spool.path);
+        }
+    }
+
+    /// A rename given up while its copy may have landed (the listing that would tell
+    /// failed): the copy is never completed, and is deleted if it did land, before
+    /// anything else is uploaded under its name (`clean_abandoned`; a later mount too,
+    /// from the journal entry marked `abandoned`).
+    async fn abandon_copy(&self, copy: Ino, attempts: Attempts) {
+        let Some(w) = self.st().remove_writer(copy) else {
+            return;
+        };
+        let (mut journal, file, path) = {
+            let w = lock(&w);
+            (
+                w.journal(&self.opts.account, Some(attempts)),
+                w.spool.file.try_clone(),
+                w.spool.path.clone(),
+            )
+        };
+        journal.abandoned = true;
+        let kept = match file {
+            Ok(file) => self.spool.commit(&file, &path, &journal).await.is_ok(),
+            Err(_) => false,
+        };
+        if !kept {
+            tracing::warn!("spool: cannot record a given-up rename's copy; only this mount cleans it up");
+        }
+        self.st().abandoned.insert(path, journal);
+    }
+
+    /// The copy was accepted (2xx) and what it replaced is gone, but its id is not known
+    /// yet: its writer becomes the source inode's, which shows it as a local file under
+    /// the new name until a listing names it (`confirm.rs`).
+    fn renamed_unconfirmed(&self, client: ClientId, src: Ino, copy: Ino, new_name: &str, dst: Option<Ino>) {
+        let mut st = self.st();
+        let Some(w) = st.remove_writer(copy) else {
+            return;
+        };
         st.next_local += 1;
         let l = st.next_local;
         st.locals.insert(l, (client, new_name.to_string(), src));
@@ -173,11 +220,168 @@ impl<R: Remote> Core<R> {
         if let Some(n) = st.nodes.get_mut(&src) {
             n.content_changed = false; // same bytes
         }
-        st.set_writer(src, w);
+        st.put_writer(src, w);
         st.invalidate_view(client);
         drop(st);
         self.drop_destination(dst);
         self.wake.notify_one();
+    }
+
+    /// Rename a closed file that is not on the server yet (an atomic saver's temp file,
+    /// a file whose upload failed) onto an ordinary name: its bytes go up under the new
+    /// name as a copy, by the one upload protocol, before anything changes. Landed, the
+    /// inode becomes the new file and what the name showed goes; not landed, nothing
+    /// changed and the rename fails with the upload's error (the saver's rename is its
+    /// save, so it reports the save honestly).
+    pub(super) async fn rename_local_closed(
+        &self,
+        client: ClientId,
+        src: Ino,
+        w: Arc<Mutex<Writer>>,
+        new_name: &str,
+        dst: Option<Attr>,
+    ) -> CoreResult<()> {
+        let _g = self.flight(Flight::Mutate(client)).await;
+        let mut replaced = self.replaced_by_rename(client, dst.as_ref(), new_name).await?;
+        let (old_name, attempts, mut replaces, version) = {
+            let w = lock(&w);
+            (
+                w.name.clone(),
+                w.life().attempts().cloned(),
+                w.replaces().to_vec(),
+                w.version(),
+            )
+        };
+        // Copies that failed closes left under the old name go too, once the bytes
+        // land under the new one.
+        if let Some(a) = attempts {
+            let found = self
+                .find_attempts(client, &old_name, &a, &replaced, Priority::User)
+                .await?;
+            replaced.extend(found.into_iter().map(|f| f.id));
+        }
+        replaces.extend(replaced);
+        let staged = self.copy_staged(&w).await?;
+        // The first upload of these bytes: audited and cached as one (`Origin::Written`).
+        let copy = self.copy_writer(client, src, false, staged, new_name, replaces)?;
+        if let Some(c) = self.st().writer_ref(copy) {
+            lock(c).origin = Origin::Written;
+        }
+        let sent = self.upload_writer_held(copy, Priority::User).await;
+        let life = self.st().writer_ref(copy).map(|c| lock(c).life().clone());
+        // Opened and written while the copy went up: the writer carries on under the
+        // new name (its next upload replaces the copy), like an open file's rename.
+        let carried_on = {
+            let w = lock(&w);
+            w.handles > 0 || w.version() != version
+        };
+        let dst = dst.map(|d| d.ino);
+        match (sent, life) {
+            (Ok(()), Some(Life::Landed { id: Some(new_id) })) => {
+                if carried_on {
+                    self.rename_writer(client, src, &w, new_name, Some(new_id));
+                } else {
+                    self.end_writer(src, &w);
+                    let (size, mtime) = {
+                        let c = self.st().writer(copy);
+                        c.map(|c| {
+                            let c = lock(&c);
+                            (c.size, c.mtime)
+                        })
+                        .unwrap_or((0, std::time::SystemTime::now()))
+                    };
+                    self.became(src, client, &new_id, None, size, mtime);
+                }
+                self.retire_writer(copy);
+                self.drop_destination(dst);
+                Ok(())
+            }
+            (Ok(()), Some(Life::Unconfirmed { .. })) => {
+                if carried_on {
+                    // The copy is confirmed by a later listing on its own inode.
+                    self.rename_writer(client, src, &w, new_name, None);
+                } else {
+                    self.end_writer(src, &w);
+                    let mut st = self.st();
+                    if let Some(c) = st.remove_writer(copy) {
+                        st.put_writer(src, c);
+                    }
+                    if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
+                        if let Some(entry) = st.locals.get_mut(&l) {
+                            entry.1 = new_name.to_string();
+                        }
+                    }
+                    st.invalidate_view(client);
+                }
+                self.drop_destination(dst);
+                Ok(())
+            }
+            (Ok(()), _) => {
+                self.drop_copy(copy);
+                Err(CoreError::Io(
+                    "the upload landed but was not found; the file is kept".into(),
+                ))
+            }
+            (Err(e), Some(Life::Failed { attempts: Some(a) })) => {
+                self.abandon_copy(copy, a).await;
+                Err(e)
+            }
+            (Err(e), Some(Life::GivenUp)) => {
+                self.st().remove_writer(copy);
+                Err(e)
+            }
+            (Err(e), _) => {
+                self.drop_copy(copy);
+                Err(e)
+            }
+        }
+    }
+
+    /// A local file's writer whose bytes are on the server now as its rename's copy: it
+    /// ends (its staged bytes and journal entry go); the inode stays.
+    fn end_writer(&self, src: Ino, w: &Arc<Mutex<Writer>>) {
+        let path = lock(w).spool.path.clone();
+        self.spool.remove(&path);
+        self.st().remove_writer(src);
+    }
+
+    /// A local file renamed while it carries on being written: it shows and is uploaded
+    /// under `new_name`; its next upload replaces the copy (`landed`, if known).
+    fn rename_writer(
+        &self,
+        client: ClientId,
+        src: Ino,
+        w: &Arc<Mutex<Writer>>,
+        new_name: &str,
+        landed: Option<String>,
+    ) {
+        {
+            let mut w = lock(w);
+            w.name = new_name.to_string();
+            if let Some(id) = landed {
+                w.step(Event::Moved(id));
+            }
+        }
+        let mut st = self.st();
+        if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
+            if let Some(entry) = st.locals.get_mut(&l) {
+                entry.1 = new_name.to_string();
+            }
+        }
+        st.invalidate_view(client);
+    }
+
+    /// A copy of a writer's staged bytes in a new spool file.
+    async fn copy_staged(&self, w: &Arc<Mutex<Writer>>) -> CoreResult<SpoolFile> {
+        let staged = self.spool.create()?;
+        let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());
+        match blocking(move || std::fs::copy(from, to).map(|_| ()).map_err(CoreError::from)).await {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                self.spool.remove(&staged.path);
+                Err(e)
+            }
+        }
     }
 
     /// A destination that had staged bytes or never reached the server is dropped.
@@ -240,18 +444,14 @@ impl<R: Remote> Core<R> {
     /// Stage the bytes to rename: a copy of the writer's staged bytes if it has any,
     /// else of the (cached) download.
     async fn stage_copy(&self, writer: Option<&Arc<Mutex<Writer>>>, src_id: &str, size: u64) -> CoreResult<SpoolFile> {
-        let staged = self.spool.create()?;
         // A writer that never needed the file's bytes has none of its own: copy the download.
-        let writer = writer.filter(|w| lock(w).unfilled.is_none());
-        let copied = match writer {
-            Some(w) => {
-                let (from, to) = (lock(w).spool.path.clone(), staged.path.clone());
-                blocking(move || std::fs::copy(from, to).map(|_| ()).map_err(CoreError::from)).await
-            }
-            None => match self.content_entry(src_id, size).await {
-                Ok(e) => e.copy_to(&staged.file).await,
-                Err(e) => Err(e),
-            },
+        if let Some(w) = writer.filter(|w| lock(w).unfilled.is_none()) {
+            return self.copy_staged(w).await;
+        }
+        let staged = self.spool.create()?;
+        let copied = match self.content_entry(src_id, size).await {
+            Ok(e) => e.copy_to(&staged.file).await,
+            Err(e) => Err(e),
         };
         match copied {
             Ok(()) => Ok(staged),
@@ -260,89 +460,6 @@ impl<R: Remote> Core<R> {
                 Err(e)
             }
         }
-    }
-
-    /// Upload the staged copy under its new name by the upload protocol (`land`); the
-    /// new file's id. On failure, the error and whether the staged copy must stay in
-    /// the spool (a rename given up whose copy may have landed: `clean_abandoned`
-    /// deletes that copy before anything else of the name is uploaded).
-    async fn upload_copy(
-        &self,
-        staged: &SpoolFile,
-        mut journal: Journal,
-        confirm: Confirm,
-    ) -> Result<Copied, (CoreResult<()>, bool)> {
-        let fail = |e: CoreError| (Err(e), false);
-        let size = staged.file.metadata().map_err(|e| fail(e.into()))?.len();
-        journal.size = size;
-        journal.attempts = Some(Attempts {
-            before: self.known_ids(journal.client),
-            sizes: vec![size],
-        });
-        self.spool
-            .commit(&staged.file, &staged.path, &journal)
-            .await
-            .map_err(|e| fail(e.into()))?;
-        let new_id = match self
-            .land(
-                &staged.path,
-                &mut journal,
-                None,
-                Earlier::MayMatch,
-                Priority::User,
-                confirm,
-            )
-            .await
-        {
-            Ok(Uploaded { id: None, .. }) if confirm == Confirm::Answer => {
-                return Ok(Copied::Accepted(
-                    journal.attempts.clone().unwrap_or_default(),
-                    journal.sends,
-                ));
-            }
-            Ok(up) => up.id,
-            // The listing showed that the copy did not land: nothing changed.
-            Err(f) if !f.maybe_landed => return Err(fail(f.error)),
-            Err(f) => {
-                // The copy may have landed all the same: one more listing decides.
-                let attempt = journal.attempts.clone().unwrap_or_default();
-                let found = self
-                    .find_attempts(
-                        journal.client,
-                        &journal.name,
-                        &attempt,
-                        &journal.replaces,
-                        Priority::User,
-                    )
-                    .await;
-                match found {
-                    Ok(found) if !found.is_empty() => {
-                        let id = found
-                            .into_iter()
-                            .max_by_key(|f| (f.created_ms, f.id.clone()))
-                            .map(|f| f.id);
-                        // It did: the rest of the protocol as for any landed upload.
-                        self.settle(&staged.path, &journal, &[], Priority::User, Seen::Yes)
-                            .await;
-                        id
-                    }
-                    Ok(_) => return Err(fail(f.error)),
-                    Err(_) => {
-                        // Cannot tell: the copy, if it landed, is deleted later
-                        // (`clean_abandoned`), before anything else of that name.
-                        journal.abandoned = true;
-                        let keep = self.spool.commit(&staged.file, &staged.path, &journal).await.is_ok();
-                        self.st().abandoned.insert(staged.path.clone(), journal);
-                        return Err((Err(f.error), keep));
-                    }
-                }
-            }
-        };
-        new_id.map(Copied::Landed).ok_or_else(|| {
-            fail(CoreError::Io(
-                "renamed copy uploaded but not found; the original is kept".into(),
-            ))
-        })
     }
 
     /// The copy landed as `new_id` and what it replaced is gone: the source inode now

@@ -168,6 +168,12 @@ impl State {
         self.writers.insert(ino, Arc::new(Mutex::new(w)));
     }
 
+    /// Make the existing writer `w` the writer of `ino` (a rename's copy handed to the
+    /// renamed inode).
+    pub(super) fn put_writer(&mut self, ino: Ino, w: Arc<Mutex<Writer>>) {
+        self.writers.insert(ino, w);
+    }
+
     /// `ino` is no longer written (its writer retired or moved to another inode).
     pub(super) fn remove_writer(&mut self, ino: Ino) -> Option<Arc<Mutex<Writer>>> {
         self.writers.remove(&ino)
