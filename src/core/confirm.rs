@@ -11,11 +11,11 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::error::CoreResult;
+use super::land::is_ours;
 use super::life::{Event, Life};
 use super::spool::MAX_SENDS;
 use super::staged::{lock, Origin, Writer};
 use super::state::Key;
-use super::upload::is_ours;
 use super::{Core, Ino};
 use crate::audit::{Op, Record};
 use crate::phi::Name;

@@ -19,8 +19,11 @@
 //!   with the transition tables and a test that checks every cell). `writer.rs`: open
 //!   for writing (no download: filled lazily), write, truncate, flush, release.
 //!   `overlay.rs`: what stays local for a while (scratch files, temp files awaiting their
-//!   rename, deferred closes), with `patterns.rs` (which names are which). `upload.rs`: the one upload protocol (journal, upload,
-//!   confirm, delete what it replaces, drop the journal) and the background retry.
+//!   rename, deferred closes), with `patterns.rs` (which names are which).
+//!   `upload.rs`: `upload_writer`, the one way anything is uploaded (every upload is a
+//!   writer: a close, a resumed journal, a rename's copy), and the background retry.
+//!   `land.rs`: the protocol it runs (journal, upload, confirm, delete what it
+//!   replaces, drop the journal).
 //! - `delete.rs`: unlink, replaced files, owed deletes, renames given up.
 //!   `rename.rs`: rename. `resume.rs`: what an earlier run left in the spool, and the
 //!   background loop.
@@ -64,6 +67,7 @@ pub mod content;
 mod delete;
 pub mod error;
 pub mod journal;
+mod land;
 mod life;
 mod metadata;
 pub mod names;
