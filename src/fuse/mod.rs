@@ -1,7 +1,7 @@
 //! The FUSE adapter: turns fuser callbacks into calls on the filesystem core and the
 //! core's answers into replies. Anything that may touch the network runs as a tokio
 //! task that replies when done, so no session thread ever waits on the network. The
-//! one mapping from core errors to errno lives here.
+//! one mapping from core errors to errno is `reply.rs`'s.
 
 mod caller;
 mod reply;
@@ -20,7 +20,7 @@ use fuser::{
 use tracing::Instrument;
 
 use self::caller::{reader_of, unless_killed};
-use self::reply::{file_attr, file_type, log_err, reply_xattr};
+use self::reply::{file_attr, file_type, log_err, name_str, reply_xattr, write_only_flags};
 use crate::core::xattr::XATTR_PREFIX;
 use crate::core::{Attr, Core, CoreError, Kind, OpenMode, Reader};
 use crate::owner::Owner;
@@ -64,27 +64,6 @@ impl<R: Remote> FuseFs<R> {
     {
         self.rt.spawn(crate::audit::acting_for(Some(uid), fut).instrument(span));
     }
-}
-
-/// Open flags for a handle: write-only handles (`cp`, `tar`, `rsync`, shell redirects,
-/// editors' saves) bypass the kernel's page cache. The bytes go straight from the
-/// writer to the spool instead of also being copied into cached pages of a file whose
-/// reads the daemon serves from its own staged bytes anyway: one copy and one page
-/// allocation fewer per byte (docs/BENCHMARKS.md, "Write-only handles are direct").
-/// A write-only handle cannot be read or mapped, so nothing it could cache is lost, and
-/// the kernel drops the pages a direct write overwrote from the cache that readers'
-/// handles share, so they see the new bytes (tests/programs.rs, coherence test).
-fn write_only_flags(access: i32) -> FopenFlags {
-    if access & libc::O_ACCMODE == libc::O_WRONLY {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else {
-        FopenFlags::empty()
-    }
-}
-
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    // IntakeQ names are text; a name that is not UTF-8 cannot exist there.
-    name.to_str().ok_or(Errno::ENOENT)
 }
 
 impl<R: Remote> Filesystem for FuseFs<R> {

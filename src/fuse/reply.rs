@@ -1,7 +1,9 @@
 //! What the kernel gets back: the one mapping from core errors to errno (no catch-all
-//! arm), how failures are logged, attributes, and xattr replies.
+//! arm), how failures are logged, attributes, open flags, names, and xattr replies.
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyXattr};
+use std::ffi::OsStr;
+
+use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyXattr};
 
 use crate::core::{Attr, CoreError, Kind};
 use crate::owner::Owner;
@@ -78,4 +80,25 @@ pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
         Ok(n) if n <= size => reply.data(value),
         _ => reply.error(Errno::ERANGE),
     }
+}
+
+/// Open flags for a handle: write-only handles (`cp`, `tar`, `rsync`, shell redirects,
+/// editors' saves) bypass the kernel's page cache. The bytes go straight from the
+/// writer to the spool instead of also being copied into cached pages of a file whose
+/// reads the daemon serves from its own staged bytes anyway: one copy and one page
+/// allocation fewer per byte (docs/BENCHMARKS.md, "Write-only handles are direct").
+/// A write-only handle cannot be read or mapped, so nothing it could cache is lost, and
+/// the kernel drops the pages a direct write overwrote from the cache that readers'
+/// handles share, so they see the new bytes (tests/programs.rs, coherence test).
+pub(super) fn write_only_flags(access: i32) -> FopenFlags {
+    if access & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+pub(super) fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // IntakeQ names are text; a name that is not UTF-8 cannot exist there.
+    name.to_str().ok_or(Errno::ENOENT)
 }
