@@ -106,6 +106,15 @@ async fn ino_at(core: &Core<MemRemote>, p: &str) -> Result<u64, CoreError> {
     Ok(ino)
 }
 
+/// The bytes at path `p` through `core` (lookup, open, read, release).
+async fn read_through(core: &Core<MemRemote>, p: &str) -> Vec<u8> {
+    let ino = ino_at(core, p).await.unwrap();
+    let o = core.open(ino, OpenMode::default()).await.unwrap();
+    let bytes = core.read(o.fh, 0, 1 << 20).await.unwrap();
+    core.release(o.fh);
+    bytes
+}
+
 /// A core over `store` with its spool in `dir`: the account mounted (again).
 fn core_in(store: &Store, dir: &std::path::Path) -> Core<MemRemote> {
     Core::new(MemRemote::new(store.clone()), opts(dir)).unwrap()
@@ -572,6 +581,7 @@ async fn a_staged_upload_survives_a_crash_and_lands_on_the_next_mount() {
     assert_eq!(core.resume_pending().await, 1);
     assert_eq!(&store.files_named(1002, "kept.txt")[0].data[..], b"must not be lost");
     assert_eq!(core.resume_pending().await, 0, "the spool is empty afterwards");
+    assert_eq!(read_through(&core, "clients/1002/kept.txt").await, b"must not be lost");
 }
 
 #[tokio::test]
@@ -608,6 +618,7 @@ async fn a_resumed_upload_that_fails_again_is_retried_by_the_background_loop_not
     assert_eq!(store.count(Endpoint::Upload), 1);
     assert_eq!(core.pending_uploads(), 0);
     assert_eq!(core.resume_pending().await, 0, "nothing left in the spool");
+    assert_eq!(read_through(&core, "clients/1002/later.txt").await, b"still mine");
 }
 
 #[tokio::test]
@@ -628,6 +639,7 @@ async fn a_resumed_upload_that_had_landed_is_not_stored_twice() {
     assert_eq!(store.files_named(1002, "once.txt").len(), 1);
     assert_eq!(store.count(Endpoint::Upload), 0, "found, not sent again");
     assert_eq!(core.resume_pending().await, 0, "and its journal entry is gone");
+    assert_eq!(read_through(&core, "clients/1002/once.txt").await, b"exactly once");
 }
 
 /// What a version before attempt records journaled for `name` in client 1002 (bytes

@@ -42,6 +42,12 @@ impl<R: Remote> Core<R> {
             st.shown.insert(id.to_string(), name);
         }
         st.mtimes.insert(id.to_string(), mtime);
+        if !st.nodes.contains_key(&ino) {
+            // A writer no file showed (a resumed journal, a rename's copy): the listing
+            // shows the new file under an inode of its own.
+            st.invalidate_view(client);
+            return;
+        }
         let local = st
             .nodes
             .get(&ino)
