@@ -4,104 +4,15 @@
 //! `Refresh` behind a stale answer. A stale listing is served rather than queued for
 //! when the budget is under pressure, and refreshed behind (`refresh.rs`).
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::bursts::{listing_priority, Bursts};
 use super::error::{CoreError, CoreResult};
 use super::state::{fresh, Due, Flight, Listing, State};
 use super::Core;
-use crate::limiter::BURST_GAP;
 use crate::remote::{Client, ClientId, Priority, Remote, RemoteError, RemoteFile};
-
-tokio::task_local! {
-    /// Who the listings fetched on this task's behalf are for: inside lookup and
-    /// opendir ([`browsing`]) a process browsing, elsewhere a change that needs them.
-    static ASKER: Asker;
-}
-
-/// Who a listing is for.
-#[derive(Clone, Copy, Debug)]
-struct Asker {
-    /// `Browse` inside lookup and opendir, `User` for a change that needs the listing.
-    prio: Priority,
-    /// The process (thread group id) that browses, when known: its bursts are counts.
-    process: Option<u32>,
-}
-
-/// Run `fut` (a lookup or opendir) with its listings at `Priority::Browse`, or at
-/// `Priority::Count` when they come in a burst from `process` ([`crate::limiter::BURST_GAP`]).
-pub(super) async fn browsing<T>(process: Option<u32>, fut: impl Future<Output = T>) -> T {
-    let asker = Asker {
-        prio: Priority::Browse,
-        process,
-    };
-    ASKER.scope(asker, fut).await
-}
-
-/// The priority listings of the current task go at, before the burst rule.
-pub(super) fn listing_priority() -> Priority {
-    ASKER.try_with(|a| a.prio).unwrap_or(Priority::User)
-}
-
-/// Listings under way per browsing process, for telling a burst from a click.
-#[derive(Debug, Default)]
-pub(super) struct Bursts {
-    /// Process -> (listings of it under way, when its last one arrived).
-    by_process: HashMap<u32, (usize, Instant)>,
-}
-
-/// One listing of a process under way; counted out when dropped.
-pub(super) struct Asking {
-    /// The priority it goes at.
-    pub(super) prio: Priority,
-    /// Where it is counted, and under which process.
-    counted: Option<(Arc<std::sync::Mutex<Bursts>>, u32)>,
-}
-
-impl Drop for Asking {
-    fn drop(&mut self) {
-        if let Some((bursts, process)) = &self.counted {
-            let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((under_way, _)) = b.by_process.get_mut(process) {
-                *under_way = under_way.saturating_sub(1);
-            }
-        }
-    }
-}
-
-impl Bursts {
-    /// A listing of the current task is about to be fetched: at which priority, counted
-    /// as under way until the returned guard drops. A browsing process's listing is a
-    /// count when another of its listings is under way and arrived within
-    /// [`BURST_GAP`]; otherwise it keeps the task's priority.
-    pub(super) fn ask(bursts: &Arc<std::sync::Mutex<Bursts>>) -> Asking {
-        let asker = ASKER.try_with(|a| *a).unwrap_or(Asker {
-            prio: Priority::User,
-            process: None,
-        });
-        let Some(process) = asker.process.filter(|_| asker.prio == Priority::Browse) else {
-            return Asking {
-                prio: asker.prio,
-                counted: None,
-            };
-        };
-        let now = Instant::now();
-        let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
-        b.by_process
-            .retain(|_, (under_way, last)| *under_way > 0 || now.duration_since(*last) < BURST_GAP);
-        let (under_way, last) = b.by_process.entry(process).or_insert((0, now));
-        let burst = *under_way > 0 && now.duration_since(*last) < BURST_GAP;
-        *under_way += 1;
-        *last = now;
-        Asking {
-            prio: if burst { Priority::Count } else { Priority::Browse },
-            counted: Some((bursts.clone(), process)),
-        }
-    }
-}
 
 impl<R: Remote> Core<R> {
     pub(super) async fn flight(&self, f: Flight) -> tokio::sync::OwnedMutexGuard<()> {
@@ -195,7 +106,7 @@ impl<R: Remote> Core<R> {
             tracing::debug!(client = c, "a batch of ours is running: its listing in hand serves");
             return Ok(());
         }
-        let asking = Bursts::ask(&self.bursts);
+        let asking = Bursts::ask(&self.bursts, Some(c));
         let prio = asking.prio;
         if have && prio != Priority::User && self.under_pressure(prio) {
             tracing::debug!(client = c, "budget under pressure: serving the stale listing");
@@ -301,7 +212,7 @@ impl<R: Remote> Core<R> {
         if has_files {
             return Ok(());
         }
-        let asking = Bursts::ask(&self.bursts);
+        let asking = Bursts::ask(&self.bursts, Some(c));
         let rows = self.remote.list_clients(Some(&c.to_string()), 1, asking.prio).await?;
         drop(asking);
         let exists = rows.iter().any(|r| r.id == c);

@@ -10,7 +10,8 @@
 //!   core file that imports it back (tests/layout.rs checks there is no import circle).
 //!   `staged.rs`: a written file's staged bytes (`Writer`).
 //! - `metadata.rs`: listings (folders, a client's files, the client list), their TTL and
-//!   single flight, and which priority they go at. `view.rs`: the names a directory
+//!   single flight. `bursts.rs`: which priority a browsing process's listing goes at (a
+//!   click, or a file manager's item count). `view.rs`: the names a directory
 //!   shows, computed from them. `refresh.rs`: stale listings served at once and
 //!   refreshed behind, at `Priority::Refresh`. `persist.rs`: listings kept on disk
 //!   across mounts. `byname.rs`: `/by-name/`, one symlink per client.
@@ -61,6 +62,8 @@
 //!
 //! Listing files on disk (`persist.rs`) are written after the state lock is released.
 
+mod bursts;
+pub use self::bursts::Browser;
 mod byname;
 mod confirm;
 pub mod content;
@@ -170,6 +173,11 @@ pub struct Opened {
     pub fh: Fh,
     /// The kernel may keep cached pages from earlier opens (content unchanged).
     pub keep_cache: bool,
+    /// Reads bypass the kernel's page cache (a preview's handle): a thumbnailer's read
+    /// waiting for its download then holds no page of the file locked, so a person's
+    /// read of the same file reaches the mount and takes the download over at once
+    /// instead of waiting in the kernel behind the preview.
+    pub direct: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,7 +276,7 @@ pub struct Core<R: Remote> {
     queued_previews: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
     /// Listings under way per browsing process: a burst of them is a file manager's
     /// item counts (`metadata::Bursts`). Held only to count one in or out.
-    bursts: Arc<Mutex<self::metadata::Bursts>>,
+    bursts: Arc<Mutex<self::bursts::Bursts>>,
     /// Wakes the refresher (`run_refresh`) when a stale listing was served.
     refresh_due: tokio::sync::Notify,
     /// Listings kept on disk across mounts, if `Options::state_dir` is set.

@@ -1,13 +1,13 @@
 //! The namespace: lookup, getattr, opendir/readdir and statfs; attributes as the kernel
 //! sees them, served from memory wherever possible. Lookup and opendir fetch their
-//! listings at `Priority::Browse` (`metadata::browsing`). A directory whose listing
+//! listings at `Priority::Browse` (`bursts::browsing`). A directory whose listing
 //! cannot be had fails opendir (EAGAIN or EIO): it never shows as empty.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::bursts::{browsing, Browser};
 use super::error::{CoreError, CoreResult};
-use super::metadata::browsing;
 use super::staged::lock;
 use super::state::DirKey;
 use super::state::{Handle, Key, Node, State};
@@ -70,8 +70,8 @@ impl<R: Remote> Core<R> {
 
     /// `lookup` for `process` (its thread group id, when known): its listings go at
     /// `Priority::Browse`, or at `Priority::Count` in a burst (`limiter::BURST_GAP`).
-    pub async fn lookup_by(&self, parent: Ino, name: &str, process: Option<u32>) -> CoreResult<Attr> {
-        browsing(process, self.lookup_browsing(parent, name)).await
+    pub async fn lookup_by(&self, parent: Ino, name: &str, browser: Option<Browser>) -> CoreResult<Attr> {
+        browsing(browser, self.lookup_browsing(parent, name)).await
     }
 
     async fn lookup_browsing(&self, parent: Ino, name: &str) -> CoreResult<Attr> {
@@ -219,8 +219,8 @@ impl<R: Remote> Core<R> {
     }
 
     /// `opendir` for `process`, as [`Core::lookup_by`].
-    pub async fn opendir_by(&self, ino: Ino, process: Option<u32>) -> CoreResult<Fh> {
-        browsing(process, self.opendir_browsing(ino)).await
+    pub async fn opendir_by(&self, ino: Ino, browser: Option<Browser>) -> CoreResult<Fh> {
+        browsing(browser, self.opendir_browsing(ino)).await
     }
 
     async fn opendir_browsing(&self, ino: Ino) -> CoreResult<Fh> {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::core::{CoreError, Reader};
+use crate::core::{Browser, CoreError, Reader};
 
 /// Thumbnailers, by the start of their process name (`/proc/<pid>/comm`, at most 15
 /// bytes): their reads are previews (`Reader::Thumbnailer`).
@@ -40,6 +40,18 @@ pub(super) fn reader_of(tid: u32, flags: i32) -> Reader {
     let process = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
     let thread = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm")).unwrap_or_default();
     classify(process.trim(), thread.trim(), flags)
+}
+
+/// The browsing process behind a lookup or opendir from thread `tid`: its thread
+/// group id and whether it is a file manager (by its name), for telling its item counts
+/// from a person's click. `None` outside our pid namespace.
+pub(super) fn browser_of(tid: u32) -> Option<Browser> {
+    let process = process_of(tid)?;
+    let name = std::fs::read_to_string(format!("/proc/{process}/comm")).unwrap_or_default();
+    Some(Browser {
+        process,
+        file_manager: FILE_MANAGERS.contains(&name.trim()),
+    })
 }
 
 /// The process (thread group id) of the calling thread `tid` (the FUSE request's

@@ -93,8 +93,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         };
         let (core, ttl, owner) = (self.core.clone(), self.ttl, self.owner);
         self.spawn(req.uid(), span, async move {
-            let process = caller::process_of(pid);
-            match unless_killed(pid, core.lookup_by(parent.0, &name, process)).await {
+            let browser = caller::browser_of(pid);
+            match unless_killed(pid, core.lookup_by(parent.0, &name, browser)).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, &owner), Generation(0)),
                 Err(CoreError::NotFound) => {
                     // A negative entry: the kernel remembers the miss for the TTL.
@@ -280,6 +280,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                     if o.keep_cache {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;
                     }
+                    if o.direct {
+                        f |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
                     reply.opened(FileHandle(o.fh), f)
                 }
                 Err(e) => {
@@ -423,8 +426,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let span = tracing::debug_span!("opendir", ino = ino.0);
         let core = self.core.clone();
         self.spawn(req.uid(), span, async move {
-            let process = caller::process_of(pid);
-            match unless_killed(pid, core.opendir_by(ino.0, process)).await {
+            let browser = caller::browser_of(pid);
+            match unless_killed(pid, core.opendir_by(ino.0, browser)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => {
                     log_err("opendir", &e);

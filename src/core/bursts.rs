@@ -1,0 +1,204 @@
+//! Who a listing is for, and whether a browsing process's listing is a person's click or
+//! one of its file manager's item counts (`Priority::Count`): the task-local asker set by
+//! lookup and opendir, and the per-process record of listings under way and just ended.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::limiter::BURST_GAP;
+use crate::remote::{ClientId, Priority};
+
+tokio::task_local! {
+    /// Who the listings fetched on this task's behalf are for: inside lookup and
+    /// opendir ([`browsing`]) a process browsing, elsewhere a change that needs them.
+    static ASKER: Asker;
+}
+
+/// The process behind a lookup or opendir, as the FUSE adapter knows it from the
+/// request: its thread group id, and whether it is a file manager (by its name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Browser {
+    /// The thread group id.
+    pub process: u32,
+    /// A file manager (Thunar, Nautilus, pcmanfm, ...): its listings of one client after
+    /// another, each asked as the previous one ends, are item counts.
+    pub file_manager: bool,
+}
+
+/// Who a listing is for.
+#[derive(Clone, Copy, Debug)]
+struct Asker {
+    /// `Browse` inside lookup and opendir, `User` for a change that needs the listing.
+    prio: Priority,
+    /// The process that browses, when known: its bursts are counts.
+    browser: Option<Browser>,
+}
+
+/// Run `fut` (a lookup or opendir) with its listings at `Priority::Browse`, or at
+/// `Priority::Count` when they are a file manager's item counts ([`Bursts::ask`]).
+pub(super) async fn browsing<T>(browser: Option<Browser>, fut: impl Future<Output = T>) -> T {
+    let asker = Asker {
+        prio: Priority::Browse,
+        browser,
+    };
+    ASKER.scope(asker, fut).await
+}
+
+/// The priority listings of the current task go at, before the burst rule.
+pub(super) fn listing_priority() -> Priority {
+    ASKER.try_with(|a| a.prio).unwrap_or(Priority::User)
+}
+
+/// One browsing process's listings.
+#[derive(Debug)]
+struct Listings {
+    /// Listings of it under way.
+    under_way: usize,
+    /// When its last listing arrived.
+    last: Instant,
+    /// When its last listing ended, and of which client.
+    ended: Option<(Instant, Option<ClientId>)>,
+}
+
+/// Listings under way and just ended, per browsing process, for telling a count from a
+/// click.
+#[derive(Debug, Default)]
+pub(super) struct Bursts {
+    by_process: HashMap<u32, Listings>,
+}
+
+/// One listing of a process under way; counted out when dropped.
+pub(super) struct Asking {
+    /// The priority it goes at.
+    pub(super) prio: Priority,
+    /// Where it is counted, under which process, for which client.
+    counted: Option<(Arc<std::sync::Mutex<Bursts>>, u32, Option<ClientId>)>,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some((bursts, process, client)) = &self.counted {
+            let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = b.by_process.get_mut(process) {
+                l.under_way = l.under_way.saturating_sub(1);
+                l.ended = Some((Instant::now(), *client));
+            }
+        }
+    }
+}
+
+impl Bursts {
+    /// A listing of `client` for the current task is about to be fetched: at which
+    /// priority, counted as under way until the returned guard drops. A browsing
+    /// process's listing is a count when
+    /// - another of its listings is under way and arrived within [`BURST_GAP`] (a file
+    ///   manager counting the folders it shows from several threads at once), or
+    /// - it is a file manager's, of another client than the one its previous listing
+    ///   was of, asked within [`BURST_GAP`] after that one ended (counting one folder
+    ///   after another: on a fast link the counts never overlap).
+    ///
+    /// Otherwise it keeps the task's priority. A person's click on a folder comes later
+    /// than that after the file manager's last count; a shell's `ls a b`, `find` or `tar`
+    /// are not file managers and keep `Browse` (the crawl rule is theirs).
+    pub(super) fn ask(bursts: &Arc<std::sync::Mutex<Bursts>>, client: Option<ClientId>) -> Asking {
+        let asker = ASKER.try_with(|a| *a).unwrap_or(Asker {
+            prio: Priority::User,
+            browser: None,
+        });
+        let Some(browser) = asker.browser.filter(|_| asker.prio == Priority::Browse) else {
+            return Asking {
+                prio: asker.prio,
+                counted: None,
+            };
+        };
+        let now = Instant::now();
+        let recent = |t: Instant| now.duration_since(t) < BURST_GAP;
+        let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
+        b.by_process
+            .retain(|_, l| l.under_way > 0 || recent(l.last) || l.ended.is_some_and(|(t, _)| recent(t)));
+        let l = b.by_process.entry(browser.process).or_insert(Listings {
+            under_way: 0,
+            last: now,
+            ended: None,
+        });
+        let concurrent = l.under_way > 0 && recent(l.last);
+        let in_turn = browser.file_manager && l.ended.is_some_and(|(t, c)| recent(t) && c != client);
+        l.under_way += 1;
+        l.last = now;
+        let prio = if concurrent || in_turn {
+            Priority::Count
+        } else {
+            Priority::Browse
+        };
+        tracing::debug!(
+            process = browser.process,
+            file_manager = browser.file_manager,
+            client,
+            concurrent,
+            in_turn,
+            "a browsing process's listing goes at {prio:?}"
+        );
+        Asking {
+            prio,
+            counted: Some((bursts.clone(), browser.process, client)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fm(process: u32) -> Option<Browser> {
+        Some(Browser {
+            process,
+            file_manager: true,
+        })
+    }
+
+    async fn ask_as(b: &Arc<std::sync::Mutex<Bursts>>, who: Option<Browser>, client: ClientId) -> Asking {
+        browsing(who, async { Bursts::ask(b, Some(client)) }).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_managers_listings_one_after_another_are_counts_and_a_later_one_is_a_click() {
+        let b = Arc::default();
+        let first = ask_as(&b, fm(7), 1).await;
+        assert_eq!(first.prio, Priority::Browse, "the folder it opens");
+        drop(first);
+        for c in 2..6 {
+            let a = ask_as(&b, fm(7), c).await;
+            assert_eq!(a.prio, Priority::Count, "counted in turn: client {c}");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            drop(a);
+        }
+        tokio::time::sleep(BURST_GAP).await;
+        assert_eq!(ask_as(&b, fm(7), 9).await.prio, Priority::Browse, "the person's click");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_client_again_a_shell_and_another_process_are_not_counts() {
+        let b = Arc::default();
+        drop(ask_as(&b, fm(7), 1).await);
+        assert_eq!(
+            ask_as(&b, fm(7), 1).await.prio,
+            Priority::Browse,
+            "the same folder again"
+        );
+        let shell = Some(Browser {
+            process: 8,
+            file_manager: false,
+        });
+        drop(ask_as(&b, shell, 1).await);
+        assert_eq!(
+            ask_as(&b, shell, 2).await.prio,
+            Priority::Browse,
+            "`ls a b` is not a count"
+        );
+        drop(ask_as(&b, fm(9), 3).await);
+        assert_eq!(ask_as(&b, fm(10), 4).await.prio, Priority::Browse, "another process");
+    }
+}
