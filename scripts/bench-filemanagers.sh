@@ -161,7 +161,7 @@ start_run() { # $1: mount flags
   done | xargs -d '\n' -P 4 -I{} curl -sS -f --noproxy '*' -H @"$ADMIN_HDR" -X POST -H 'Content-Type: application/json' -d {} "$ADMIN/file" >/dev/null
   MNT="$RUN/mnt"
   # shellcheck disable=SC2086 # $1 is a list of flags
-  INTAKEQ_API_KEY="$key" INTAKEQ_FS_LOG=info HOME="$RUN/home" XDG_STATE_HOME="$RUN/state" \
+  INTAKEQ_API_KEY="$key" INTAKEQ_FS_LOG="${BENCH_FM_LOG:-info}" HOME="$RUN/home" XDG_STATE_HOME="$RUN/state" \
     "$BIN" mount "$MNT" --base-url "$base" --foreground $1 \
     --spool-dir "$RUN/spool" --cache-dir "$RUN/cache" --listings-dir "$RUN/listings" \
     >"$RUN/mount.log" 2>&1 &

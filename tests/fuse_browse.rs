@@ -361,6 +361,56 @@ fn a_file_managers_lone_sniff_is_a_click_served_while_a_thumbnailer_reads_30_sca
     );
 }
 
+/// The person double-clicks the very file the thumbnailer is waiting to download (a
+/// file manager's first file is the thumbnailer's first too): the person's read takes
+/// the queued preview download over and is served at once. A preview's handle reads
+/// past the kernel's page cache, so its read waiting in the mount holds no page of the
+/// file locked; before, the person's read waited in the kernel behind it for the next
+/// minute (26.9 s in the file-manager bench).
+#[test]
+fn a_person_opens_at_once_the_file_a_thumbnailer_is_waiting_to_download() {
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    let tools = tempfile::tempdir().unwrap();
+    let thumb = cat_named(tools.path(), "tumblerd");
+    ok("ls", &[&m.p("clients/1001")]);
+    let scans: Vec<String> = (1..=30)
+        .map(|i| {
+            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut thumbnailer = std::process::Command::new(&thumb)
+        .args(&scans)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        srv.store.count(Endpoint::Download),
+        6,
+        "previews stop 2 short of the minute; the 7th scan's download waits"
+    );
+    let asked = std::time::Instant::now();
+    let got = std::fs::read(m.p("clients/1001/scan-07.jpg")).unwrap();
+    let took = asked.elapsed();
+    thumbnailer.kill().unwrap();
+    thumbnailer.wait().unwrap();
+    assert_eq!(got, vec![7u8; 2000]);
+    assert!(took < std::time::Duration::from_secs(10), "the person waited {took:?}");
+    assert_eq!(
+        srv.store.count(Endpoint::Download),
+        7,
+        "the person's one download, taken over from the thumbnailer"
+    );
+}
+
 /// A file manager counting the items of 30 client folders from one process (30 threads
 /// listing at once), then the person double-clicking one more folder 1.5 s later in the
 /// same process: the counts take what the minute has but its last 2 slots, and the

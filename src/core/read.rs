@@ -86,7 +86,11 @@ impl<R: Remote> Core<R> {
                 prio,
                 sniff,
             });
-            return Ok(Opened { fh, keep_cache });
+            return Ok(Opened {
+                fh,
+                keep_cache,
+                direct: preview,
+            });
         }
         self.open_writer(ino, parent, file_id, mode).await
     }

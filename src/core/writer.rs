@@ -122,7 +122,11 @@ impl<R: Remote> Core<R> {
         }
         let mut st = self.st();
         let fh = st.add_handle(Handle::Write { ino, opener: None });
-        Ok(Opened { fh, keep_cache: false })
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+            direct: false,
+        })
     }
 
     /// Note which process opened write handle `fh` (its thread group id): its close
@@ -264,7 +268,14 @@ impl<R: Remote> Core<R> {
         let fh = st.add_handle(Handle::Write { ino, opener: None });
         let node = st.nodes.get(&ino).ok_or(CoreError::NotFound)?;
         let attr = self.attr_of(ino, node, &st);
-        Ok((attr, Opened { fh, keep_cache: false }))
+        Ok((
+            attr,
+            Opened {
+                fh,
+                keep_cache: false,
+                direct: false,
+            },
+        ))
     }
 
     /// Stage written bytes, after fetching the file's current bytes if this handle
