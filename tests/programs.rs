@@ -277,6 +277,38 @@ fn a_shell_redirect_uploads_once_and_the_server_never_holds_an_empty_file() {
     assert_eq!(srv.store.count(Endpoint::Upload), 1);
 }
 
+/// Two saves of one file in a row, the second before the first one's confirming listing
+/// (a second `:w` within `CONFIRM_SETTLE`): the second uploads at once, and the listing
+/// that confirms it also names the first save's file, which goes. 2 uploads, 2 deletes
+/// and 1 listing for both (before: a listing more, taken before the second upload).
+#[test]
+fn a_second_save_right_after_the_first_costs_no_listing_more() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let f = m.p("clients/1001/notes.txt");
+    ok("cat", &[&f]);
+    srv.store.reset_counts();
+    let script = format!(
+        "printf 'first save\\n' > '{0}' && printf 'first save\\nsecond save\\n' > '{0}'",
+        f.display()
+    );
+    ok("bash", &[&"-c", &script]);
+    assert_eq!(
+        bytes_of(&srv.store, 1001, "notes.txt"),
+        [b"first save\nsecond save\n".to_vec()]
+    );
+    settled(
+        &srv.store,
+        Calls {
+            upload: 2,
+            delete: 2,
+            list_files: 1,
+            download: 0,
+        },
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"first save\nsecond save\n");
+}
+
 /// A script whose commands are forked children writing into one redirect: each child's
 /// exit closes its copy of the descriptor, and only the close of the process that
 /// opened the file (the shell running the script) uploads. Ten commands, one upload

@@ -204,8 +204,23 @@ impl<R: Remote> Core<R> {
         let (client, name, size, replaces) = (j.client, j.name.clone(), j.size, j.replaces.clone());
         let (name, replaces) = (name.as_str(), &replaces[..]);
         let mut leftovers = Vec::new();
+        // A file written again after an upload that may have landed unconfirmed (a
+        // second `:w` before the first save's confirming listing): its new bytes cannot
+        // be an earlier copy, and their size tells them apart from every earlier one. So
+        // nothing is looked for first: it is uploaded, and the one listing that confirms
+        // it also names the earlier copies, deleted with what it replaces. The save costs
+        // what any save costs (an upload, a delete, its confirming listing), not a
+        // listing more. With a size sent before, the copies are looked for first, as
+        // then the listing could not tell the new file from an earlier copy.
+        let superseded = prior
+            .filter(|_| compare == Earlier::Older && confirm == Confirm::Answer)
+            .filter(|a| !a.sizes.is_empty() && !a.sizes.contains(&size));
+        let confirm = match superseded {
+            Some(_) => Confirm::Listing,
+            None => confirm,
+        };
         // A record with no size sent yet (a deferred close's journal) has nothing to find.
-        if let Some(a) = prior.filter(|a| !a.sizes.is_empty()) {
+        if let Some(a) = prior.filter(|a| !a.sizes.is_empty() && superseded.is_none()) {
             let mut adopted = None;
             let found = self
                 .find_attempts(client, name, a, replaces, prio)
@@ -267,6 +282,23 @@ impl<R: Remote> Core<R> {
                 Err(e) => return Err(UploadFailed::maybe_landed(e.into())),
             };
             let found = new_file_of(&files, name, size, &before, replaces);
+            if let (Some(a), Some(id)) = (superseded, &found) {
+                let owed: HashSet<String> = self.st().owed_deletes.keys().cloned().collect();
+                leftovers.extend(
+                    files
+                        .iter()
+                        .filter(|f| {
+                            is_ours(f, name, &a.sizes, |other| {
+                                other == id
+                                    || before.contains(other)
+                                    || a.before.iter().any(|b| b == other)
+                                    || replaces.iter().any(|r| r == other)
+                                    || owed.contains(other)
+                            })
+                        })
+                        .map(|f| f.id.clone()),
+                );
+            }
             self.store_listing(client, files, started);
             match (uploaded, found) {
                 (Ok(()), Some(id)) => {

@@ -43,7 +43,8 @@
 //! | event                         | effect |
 //! |-------------------------------|--------|
 //! | `Created(wait)`               | the wait a new file starts with (`Rename` for an atomic saver's temp file) |
-//! | `ClosedUnwritten`             | `No` → `Release`, if `Staged` and never written (size 0: the caller checks) |
+//! | `ClosedUnwritten`             | `No` → `Release`, if `Staged` and never written, or unsent and not written since an open emptied it (size 0: the caller checks) |
+//! | `EmptiedByOpen`               | remembers that the bytes as they are now were emptied by an open (`O_TRUNC`): a redirect over a file saved a moment ago, whose writer is still there |
 //! | `ClosedByChild`               | `No`/`Release` → `Opener`, if the bytes are unsent |
 //! | `ClosedByOpener`              | `Opener`/`Resend` → `No` |
 //! | `Changed`                     | `Release` → `No`; sends → 0 |
@@ -176,6 +177,8 @@ pub(super) enum Event {
     },
     Created(Wait),
     ClosedUnwritten,
+    /// An open with `O_TRUNC` emptied the bytes.
+    EmptiedByOpen,
     ClosedByChild,
     ClosedByOpener,
     Released(Instant),
@@ -207,6 +210,8 @@ pub(super) struct Cycle {
     /// The `version` the last upload started with: a copy it left on the server holds
     /// the bytes of that version.
     sent_version: Option<u64>,
+    /// The `version` an open with `O_TRUNC` emptied the bytes to.
+    emptied_at: Option<u64>,
 }
 
 impl Cycle {
@@ -219,6 +224,7 @@ impl Cycle {
             sends: 0,
             version: 0,
             sent_version: None,
+            emptied_at: None,
         }
     }
 
@@ -285,10 +291,12 @@ impl Cycle {
             }
             Event::Created(w) => self.wait = *w,
             Event::ClosedUnwritten => {
-                if self.wait == Wait::No && was_staged && self.version == 0 {
+                let unwritten = (was_staged && self.version == 0) || self.emptied_at == Some(self.version);
+                if self.wait == Wait::No && was_unsent && unwritten {
                     self.wait = Wait::Release;
                 }
             }
+            Event::EmptiedByOpen => self.emptied_at = Some(self.version),
             Event::ClosedByChild => {
                 if matches!(self.wait, Wait::No | Wait::Release) && was_unsent {
                     self.wait = Wait::Opener;
@@ -359,6 +367,7 @@ impl Cycle {
                 now,
                 Event::Created(_)
                 | Event::ClosedUnwritten
+                | Event::EmptiedByOpen
                 | Event::ClosedByChild
                 | Event::ClosedByOpener
                 | Event::Released(_)

@@ -80,6 +80,9 @@ impl<R: Remote> Core<R> {
         if let Some(w) = existing {
             if mode.truncate {
                 self.truncate_writer(&w, 0, Truncate::ByOpen).await?;
+                // A close before the next write is a redirect's first close: it waits
+                // for the last release, as on a file opened afresh.
+                lock(&w).step(Event::EmptiedByOpen);
             }
         } else {
             let Some(id) = file_id else {
