@@ -75,7 +75,7 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --locked -q
 fi
-BIN="$PWD/target/$PROFILE/intakeq-fs"
+BIN="${BENCH_BIN:-$PWD/target/$PROFILE/intakeq-fs}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/intakeq-fm.XXXXXX")
 
 WANT=("$@")

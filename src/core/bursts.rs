@@ -59,8 +59,8 @@ struct Listings {
     under_way: usize,
     /// When its last listing arrived.
     last: Instant,
-    /// When its last listing ended, and of which client.
-    ended: Option<(Instant, Option<ClientId>)>,
+    /// When its last listing ended.
+    ended: Option<Instant>,
 }
 
 /// Listings under way and just ended, per browsing process, for telling a count from a
@@ -74,17 +74,17 @@ pub(super) struct Bursts {
 pub(super) struct Asking {
     /// The priority it goes at.
     pub(super) prio: Priority,
-    /// Where it is counted, under which process, for which client.
-    counted: Option<(Arc<std::sync::Mutex<Bursts>>, u32, Option<ClientId>)>,
+    /// Where it is counted, and under which process.
+    counted: Option<(Arc<std::sync::Mutex<Bursts>>, u32)>,
 }
 
 impl Drop for Asking {
     fn drop(&mut self) {
-        if let Some((bursts, process, client)) = &self.counted {
+        if let Some((bursts, process)) = &self.counted {
             let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(l) = b.by_process.get_mut(process) {
                 l.under_way = l.under_way.saturating_sub(1);
-                l.ended = Some((Instant::now(), *client));
+                l.ended = Some(Instant::now());
             }
         }
     }
@@ -96,9 +96,9 @@ impl Bursts {
     /// process's listing is a count when
     /// - another of its listings is under way and arrived within [`BURST_GAP`] (a file
     ///   manager counting the folders it shows from several threads at once), or
-    /// - it is a file manager's, of another client than the one its previous listing
-    ///   was of, asked within [`BURST_GAP`] after that one ended (counting one folder
-    ///   after another: on a fast link the counts never overlap).
+    /// - it is a file manager's, asked within [`BURST_GAP`] after its previous listing
+    ///   ended (counting one folder after another: on a fast link the counts never
+    ///   overlap; and Thunar asks again at once for a count refused with EAGAIN).
     ///
     /// Otherwise it keeps the task's priority. A person's click on a folder comes later
     /// than that after the file manager's last count; a shell's `ls a b`, `find` or `tar`
@@ -118,14 +118,14 @@ impl Bursts {
         let recent = |t: Instant| now.duration_since(t) < BURST_GAP;
         let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
         b.by_process
-            .retain(|_, l| l.under_way > 0 || recent(l.last) || l.ended.is_some_and(|(t, _)| recent(t)));
+            .retain(|_, l| l.under_way > 0 || recent(l.last) || l.ended.is_some_and(recent));
         let l = b.by_process.entry(browser.process).or_insert(Listings {
             under_way: 0,
             last: now,
             ended: None,
         });
         let concurrent = l.under_way > 0 && recent(l.last);
-        let in_turn = browser.file_manager && l.ended.is_some_and(|(t, c)| recent(t) && c != client);
+        let in_turn = browser.file_manager && l.ended.is_some_and(recent);
         l.under_way += 1;
         l.last = now;
         let prio = if concurrent || in_turn {
@@ -143,7 +143,7 @@ impl Bursts {
         );
         Asking {
             prio,
-            counted: Some((bursts.clone(), browser.process, client)),
+            counted: Some((bursts.clone(), browser.process)),
         }
     }
 }
@@ -180,13 +180,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_same_client_again_a_shell_and_another_process_are_not_counts() {
+    async fn a_refused_count_asked_again_is_a_count_and_a_shell_or_another_process_are_not() {
         let b = Arc::default();
         drop(ask_as(&b, fm(7), 1).await);
+        let again = ask_as(&b, fm(7), 1).await;
+        assert_eq!(again.prio, Priority::Count, "Thunar asks again for a refused count");
+        drop(again);
+        tokio::time::sleep(BURST_GAP).await;
         assert_eq!(
             ask_as(&b, fm(7), 1).await.prio,
             Priority::Browse,
-            "the same folder again"
+            "the same folder, later"
         );
         let shell = Some(Browser {
             process: 8,
