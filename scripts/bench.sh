@@ -528,6 +528,12 @@ sleep 2
 mv "$CL/$C_FIND/New Text Document.txt" "$CL/$C_FIND/phone log.txt"
 settle
 api_row "Explorer's New > Text Document, named 2 s later" "$(calls)" 2
+# vim's :w twice within CONFIRM_SETTLE: the second save before the first is listed.
+reset_counts
+printf 'first save\n' >"$CL/$C_FIND/note-05.txt"
+printf 'first save\nsecond save\n' >"$CL/$C_FIND/note-05.txt"
+settle
+api_row "two saves of one file in a row, the second before the first is listed (vim's :w twice)" "$(calls)" 5
 
 # Diagnostics of the main mount before it goes.
 MAIN_FDS=$(find "/proc/$MAIN_PID/fd" -mindepth 1 2>/dev/null | wc -l)

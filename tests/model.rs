@@ -1430,3 +1430,38 @@ async fn regression_a_rename_whose_upload_is_refused_changes_nothing() {
     };
     run_case(&case, None).await.unwrap();
 }
+
+#[tokio::test]
+async fn regression_appends_after_an_empty_redirect_whose_replaced_delete_failed() {
+    let case = Case {
+        ttl_zero: false,
+        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
+        steps: vec![
+            Step {
+                fault: None,
+                op: Op::Redirect {
+                    c: 0,
+                    n: 0,
+                    data: Data(Vec::new()),
+                },
+            },
+            Step {
+                fault: Some((Endpoint::Delete, status(500))),
+                op: Op::Append {
+                    c: 0,
+                    n: 0,
+                    data: Data(Vec::new()),
+                },
+            },
+            Step {
+                fault: None,
+                op: Op::Append {
+                    c: 0,
+                    n: 0,
+                    data: Data(b"a".to_vec()),
+                },
+            },
+        ],
+    };
+    run_case(&case, None).await.unwrap();
+}

@@ -288,9 +288,11 @@ impl<R: Remote> Core<R> {
                     files
                         .iter()
                         .filter(|f| {
+                            // As `find_attempts`: a copy of an earlier attempt may be
+                            // in the listing the mount already had, so only what was
+                            // listed before the first attempt is excluded.
                             is_ours(f, name, &a.sizes, |other| {
                                 other == id
-                                    || before.contains(other)
                                     || a.before.iter().any(|b| b == other)
                                     || replaces.iter().any(|r| r == other)
                                     || owed.contains(other)
