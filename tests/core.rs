@@ -691,6 +691,46 @@ async fn an_older_journal_without_a_landed_copy_is_uploaded_once_and_leaves_a_sa
     assert_eq!(store.count(Endpoint::Delete), 0);
 }
 
+/// A remount after a crash that followed an accepted upload: while the upload resumes
+/// (its first listing is slow), a lookup of the file finds it. The resumed upload is
+/// not one of the mount's own changes in the listing kept from before the crash, so
+/// that listing is not served for it (before: ENOENT until the resume was done).
+#[tokio::test]
+async fn a_file_whose_upload_resumes_at_mount_is_found_meanwhile() {
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    // Listings kept on disk, as a mount keeps them by default.
+    let kept = |dir: &std::path::Path| {
+        let mut o = opts(dir);
+        o.state_dir = Some(dir.join("state"));
+        Core::new(MemRemote::new(store.clone()), o).unwrap()
+    };
+    {
+        let core = kept(dir.path());
+        let top = ino_at(&core, "clients/1002").await.unwrap();
+        let (_, o) = core.create(top, "resumed.txt").await.unwrap();
+        core.write(o.fh, 0, b"accepted, then the crash").await.unwrap();
+        core.flush(o.fh).await.unwrap();
+    }
+    let core = std::sync::Arc::new(kept(dir.path()));
+    store.push_fault(
+        Some(Endpoint::ListFiles),
+        Fault::Delay(std::time::Duration::from_millis(300)),
+        Some(1),
+    );
+    let resume = tokio::spawn({
+        let core = core.clone();
+        async move { core.resume_pending().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        read_through(&core, "clients/1002/resumed.txt").await,
+        b"accepted, then the crash"
+    );
+    assert_eq!(resume.await.unwrap(), 1);
+    assert_eq!(store.files_named(1002, "resumed.txt").len(), 1);
+}
+
 #[tokio::test]
 async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked() {
     let t = setup();

@@ -477,3 +477,32 @@ fn find_over_many_clients_fails_fast_and_leaves_the_headroom() {
     assert!(ok("ls", &[&m.p("clients/1040")]).contains("intake.txt"));
     assert_eq!(srv.store.total_requests() - before, 7);
 }
+
+/// `du` over 40 client folders at the real limits fails fast like `find`: what the
+/// minute allows but the headroom, "Resource temporarily unavailable" for the rest,
+/// within seconds, and a person's folder is listed at once after it.
+#[test]
+fn du_over_many_clients_fails_fast_and_leaves_the_headroom() {
+    let srv = server(busy_account());
+    let m = mount(&srv, &["--rate-limit", "10"]);
+    ok("ls", &[&m.p("clients")]);
+    let before = srv.store.total_requests();
+    let t0 = std::time::Instant::now();
+    let out = run("du", &[&"-s", &m.p("clients")]);
+    let took = t0.elapsed();
+    assert!(!out.status.success(), "some folders could not be read");
+    assert!(
+        stderr_of(&out).contains("Resource temporarily unavailable"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(took < std::time::Duration::from_secs(10), "du took {took:?}");
+    assert_eq!(
+        srv.store.total_requests() - before,
+        6,
+        "8 of the minute's 10 with the mount's 2: the headroom is left"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(ok("ls", &[&m.p("clients/1040")]).contains("intake.txt"));
+    assert_eq!(srv.store.total_requests() - before, 7);
+}

@@ -226,12 +226,18 @@ impl<R: Remote> Core<R> {
     /// Is a batch of ours running into client `c`: an upload under way, or accepted and
     /// not yet confirmed by a listing? Then the listing in hand, with our own changes,
     /// is what the client holds as far as this mount can know, and the batch's
-    /// confirming listing refreshes it (docs/SEMANTICS.md, "Freshness").
+    /// confirming listing refreshes it (docs/SEMANTICS.md, "Freshness"). Only uploads
+    /// the mount shows count: a journal resumed from an earlier run, or a rename's copy,
+    /// is not among "our own changes" in the listing in hand (a remount after a crash
+    /// would otherwise serve a listing from before the upload, and the file would be
+    /// missing while its upload resumes).
     pub(super) fn batch_running(&self, c: ClientId) -> bool {
         let st = self.st();
-        let running = st.writers().any(|(_, w)| {
+        let running = st.writers().any(|(ino, w)| {
             let w = lock(w);
-            w.client == c && matches!(w.life(), Life::Uploading { .. } | Life::Unconfirmed { .. })
+            w.client == c
+                && st.nodes.contains_key(ino)
+                && matches!(w.life(), Life::Uploading { .. } | Life::Unconfirmed { .. })
         });
         running
     }

@@ -336,6 +336,7 @@ impl<R: Remote> Core<R> {
             no_delete: std::sync::atomic::AtomicBool::new(false),
         };
         core.inherit_owed_deletes();
+        core.inherit_journals();
         core.sweep_orphans();
         // Scratch files of an earlier run that died: they never had anywhere to go.
         core.spool.clear_scratch();

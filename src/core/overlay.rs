@@ -241,7 +241,11 @@ fn held_until(w: &Writer) -> Option<Instant> {
     let released = w.released_at()?;
     match w.wait() {
         Wait::Rename => Some(released + HOLD_IDLE),
-        Wait::Release | Wait::Opener if w.size == 0 && w.replaces().is_empty() => Some(released + HOLD_EMPTY),
+        // New: nothing on the server it replaces, and no earlier upload of it (a file
+        // emptied right after a save replaces that save, whose id may not be known yet).
+        Wait::Release | Wait::Opener if w.size == 0 && w.replaces().is_empty() && w.life().attempts().is_none() => {
+            Some(released + HOLD_EMPTY)
+        }
         Wait::No | Wait::Release | Wait::Opener | Wait::Resend => None,
     }
 }

@@ -391,6 +391,10 @@ impl<R: Remote> Core<R> {
     /// Read client `c`'s kept listing into memory, if there is one and memory has none.
     pub(super) fn load_listing(&self, c: ClientId) -> bool {
         let Some(disk) = &self.disk else { return false };
+        if self.st().resumed_clients.contains(&c) {
+            // An earlier run's upload into it may have landed after it was taken.
+            return false;
+        }
         let Some(rec) = disk.load(&files_name(c)) else {
             return false;
         };

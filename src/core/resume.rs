@@ -28,6 +28,27 @@ impl<R: Remote> Core<R> {
         }
     }
 
+    /// Uploads an earlier run journaled and did not confirm, read when the core is made:
+    /// each becomes a writer whose close failed (`resumed_writer`), sent by
+    /// `resume_pending`, and its client's kept listing is not served (it predates the
+    /// upload, which may have landed). Entries given up, abandoned or with a name the
+    /// upload cannot carry are `resume_pending`'s.
+    pub(super) fn inherit_journals(&self) {
+        for (path, j) in self.spool.pending() {
+            let resumable = j.account == self.opts.account
+                && !j.given_up
+                && !j.abandoned
+                && names::uncarriable(&j.name).is_none()
+                && self.writer_staged_at(&path).is_none();
+            if resumable {
+                let client = j.client;
+                if self.resumed_writer(&path, j).is_some() {
+                    self.st().resumed_clients.insert(client);
+                }
+            }
+        }
+    }
+
     /// Staged bytes an earlier run wrote but never closed (the process died while a
     /// file was open): nothing says where they belong, so they are never uploaded. They
     /// are reported at mount, kept for [`ORPHAN_KEEP`] so a person can rescue them from
@@ -134,8 +155,12 @@ impl<R: Remote> Core<R> {
             } else if names::uncarriable(&j.name).is_some() {
                 // Journaled by an older version: never sent, and worth no call.
                 self.give_up(&path, &mut j.clone()).await;
-            } else if let Some(ino) = self.resumed_writer(&path, j) {
-                ours.push(ino);
+            } else {
+                let client = j.client;
+                if let Some(ino) = self.resumed_writer(&path, j) {
+                    self.st().resumed_clients.insert(client);
+                    ours.push(ino);
+                }
             }
         }
         if given_up > 0 {

@@ -129,6 +129,9 @@ pub(super) struct State {
     pub(super) abandoned: BTreeMap<PathBuf, Journal>,
     /// File managers' content sniffs under way and recent, per process.
     pub(super) sniffs: Sniffs,
+    /// Clients an earlier run's journaled uploads go to: their kept listings predate
+    /// those uploads, so they are not served (a fresh listing is fetched instead).
+    pub(super) resumed_clients: std::collections::HashSet<ClientId>,
 }
 
 impl State {
