@@ -123,9 +123,10 @@ impl<R: Remote> Core<R> {
     }
 
     /// Rename a file that is not on the server (a temp file being saved, a scratch
-    /// file, a file whose upload is still due). Nothing is copied: its staged bytes take
-    /// the new name. Onto an ordinary name they replace what the name showed and are
-    /// uploaded now (one upload, one delete), or at their close if still open; onto a
+    /// file, a file whose upload is still due). Closed and onto an ordinary name: its
+    /// bytes go up under the new name first (`rename_local_closed`: one upload, one
+    /// delete), and nothing changes unless they land. Still open: nothing is copied, its
+    /// staged bytes take the new name and replace what it showed at their close. Onto a
     /// scratch name they stay local and are never uploaded.
     pub(super) async fn rename_local(
         &self,
@@ -176,11 +177,7 @@ impl<R: Remote> Core<R> {
                 }
             }
             let mut st = self.st();
-            if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
-                if let Some(entry) = st.locals.get_mut(&l) {
-                    entry.1 = new_name.to_string();
-                }
-            }
+            st.rename_local_entry(src, new_name);
             st.invalidate_view(client);
         }
         if let Some(d) = dst {

@@ -116,26 +116,25 @@ impl<R: Remote> Core<R> {
                 Ok(())
             }
             (Ok(()), _) => {
-                self.drop_copy(copy);
-                Err(CoreError::Io(
-                    "renamed copy uploaded but not found; the original is kept".into(),
-                ))
+                let e = CoreError::Io("renamed copy uploaded but not found; the original is kept".into());
+                self.end_copy(copy, None, e).await
             }
-            (Err(e), Some(Life::Failed { attempts: Some(a) })) => {
-                self.abandon_copy(copy, a).await;
-                Err(e)
-            }
-            (Err(e), Some(Life::GivenUp)) => {
-                // `give_up` marked its journal entry: kept in the spool, never sent again.
-                self.st().remove_writer(copy);
-                Err(e)
-            }
-            (Err(e), _) => {
-                // Not sent, or a listing showed that it did not land: nothing changed.
-                self.drop_copy(copy);
-                Err(e)
-            }
+            (Err(e), life) => self.end_copy(copy, life, e).await,
         }
+    }
+
+    /// A rename's copy that did not become a file the mount can show: abandoned if it
+    /// may have landed (`clean_abandoned` deletes it if it did), kept in the spool if
+    /// given up (`give_up` marked its journal entry: never sent again), else dropped
+    /// (not sent, or a listing showed that it did not land: nothing changed). The
+    /// rename fails with `e`.
+    async fn end_copy(&self, copy: Ino, life: Option<Life>, e: CoreError) -> CoreResult<()> {
+        match life {
+            Some(Life::Failed { attempts: Some(a) }) => self.abandon_copy(copy, a).await,
+            Some(Life::GivenUp) => drop(self.st().remove_writer(copy)),
+            _ => self.drop_copy(copy),
+        }
+        Err(e)
     }
 
     /// The writer of a rename's copy (staged at `staged`, to be uploaded as `new_name`,
@@ -306,34 +305,17 @@ impl<R: Remote> Core<R> {
                     if let Some(c) = st.remove_writer(copy) {
                         st.put_writer(src, c);
                     }
-                    if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
-                        if let Some(entry) = st.locals.get_mut(&l) {
-                            entry.1 = new_name.to_string();
-                        }
-                    }
+                    st.rename_local_entry(src, new_name);
                     st.invalidate_view(client);
                 }
                 self.drop_destination(dst);
                 Ok(())
             }
             (Ok(()), _) => {
-                self.drop_copy(copy);
-                Err(CoreError::Io(
-                    "the upload landed but was not found; the file is kept".into(),
-                ))
+                let e = CoreError::Io("the upload landed but was not found; the file is kept".into());
+                self.end_copy(copy, None, e).await
             }
-            (Err(e), Some(Life::Failed { attempts: Some(a) })) => {
-                self.abandon_copy(copy, a).await;
-                Err(e)
-            }
-            (Err(e), Some(Life::GivenUp)) => {
-                self.st().remove_writer(copy);
-                Err(e)
-            }
-            (Err(e), _) => {
-                self.drop_copy(copy);
-                Err(e)
-            }
+            (Err(e), life) => self.end_copy(copy, life, e).await,
         }
     }
 
@@ -363,11 +345,7 @@ impl<R: Remote> Core<R> {
             }
         }
         let mut st = self.st();
-        if let Some(Key::Local(l)) = st.nodes.get(&src).map(|n| n.key.clone()) {
-            if let Some(entry) = st.locals.get_mut(&l) {
-                entry.1 = new_name.to_string();
-            }
-        }
+        st.rename_local_entry(src, new_name);
         st.invalidate_view(client);
     }
 

@@ -227,6 +227,15 @@ impl State {
         }
     }
 
+    /// The local file behind `ino` (not on the server yet) shows as `name` now.
+    pub(super) fn rename_local_entry(&mut self, ino: Ino, name: &str) {
+        if let Some(Key::Local(l)) = self.nodes.get(&ino).map(|n| n.key.clone()) {
+            if let Some(entry) = self.locals.get_mut(&l) {
+                entry.1 = name.to_string();
+            }
+        }
+    }
+
     pub(super) fn client(&mut self, c: ClientId) -> &mut ClientState {
         self.clients.entry(c).or_default()
     }
