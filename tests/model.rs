@@ -1465,3 +1465,42 @@ async fn regression_appends_after_an_empty_redirect_whose_replaced_delete_failed
     };
     run_case(&case, None).await.unwrap();
 }
+
+#[tokio::test]
+async fn regression_a_renamed_empty_file_overwritten_and_retried_stays_found() {
+    let step = |fault, op| Step { fault, op };
+    let case = Case {
+        ttl_zero: true,
+        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
+        steps: vec![
+            step(
+                None,
+                Op::Redirect {
+                    c: 1,
+                    n: 0,
+                    data: Data(Vec::new()),
+                },
+            ),
+            step(None, Op::Rename { c: 1, from: 0, to: 1 }),
+            step(
+                Some((Endpoint::ListFiles, status(500))),
+                Op::Overwrite {
+                    c: 1,
+                    n: 1,
+                    data: Data(Vec::new()),
+                },
+            ),
+            step(None, Op::Truncate { c: 1, n: 0, len: 0 }),
+            step(None, Op::Retry),
+            step(
+                Some((Endpoint::Download, Fault::CutBody { bytes: 0 })),
+                Op::Append {
+                    c: 1,
+                    n: 1,
+                    data: Data(Vec::new()),
+                },
+            ),
+        ],
+    };
+    run_case(&case, None).await.unwrap();
+}

@@ -219,6 +219,8 @@ impl<R: Remote> Core<R> {
         if let Some(n) = st.nodes.get_mut(&src) {
             n.content_changed = false; // same bytes
         }
+        // From here on it is the file's own writer: a re-send is an ordinary upload.
+        lock(&w).origin = Origin::Written;
         st.put_writer(src, w);
         st.invalidate_view(client);
         drop(st);
