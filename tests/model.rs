@@ -134,6 +134,9 @@ struct Step {
 struct Case {
     /// Listing TTL: zero makes every lookup list again (more calls for faults to hit).
     ttl_zero: bool,
+    /// No content cache: every read downloads, so an inode that stands for a file id
+    /// the server no longer has cannot hide behind bytes it kept.
+    uncached: bool,
     /// Initial versions per slot (`slot(c, n)`), oldest first.
     initial: Vec<Vec<Data>>,
     steps: Vec<Step>,
@@ -205,11 +208,13 @@ fn case() -> impl Strategy<Value = Case> {
     });
     (
         any::<bool>(),
+        any::<bool>(),
         proptest::collection::vec(versions, CLIENTS.len() * NAMES.len()),
         steps,
     )
-        .prop_map(|(ttl_zero, initial, steps)| Case {
+        .prop_map(|(ttl_zero, uncached, initial, steps)| Case {
             ttl_zero,
+            uncached,
             initial,
             steps,
         })
@@ -271,6 +276,19 @@ impl H {
         let dir = tempfile::tempdir().unwrap();
         let opts = Options {
             metadata_ttl: ttl,
+            ..harness::options(dir.path(), "model-account")
+        };
+        let core = Core::new(MemRemote::new(store.clone()), opts).unwrap();
+        H { store, core, _dir: dir }
+    }
+
+    /// The same with no content cache, in memory or on disk.
+    fn uncached(store: Store, ttl: Duration) -> H {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            metadata_ttl: ttl,
+            cache_bytes: 0,
+            disk_cache_bytes: 0,
             ..harness::options(dir.path(), "model-account")
         };
         let core = Core::new(MemRemote::new(store.clone()), opts).unwrap();
@@ -936,7 +954,10 @@ async fn run_case(case: &Case, mut cov: Option<&mut Coverage>) -> Result<(), Str
     } else {
         Duration::from_secs(60)
     };
-    let h = H::new(store.clone(), ttl);
+    let h = match case.uncached {
+        false => H::new(store.clone(), ttl),
+        true => H::uncached(store.clone(), ttl),
+    };
     let mut m: Vec<Slot> = case
         .initial
         .iter()
@@ -1412,6 +1433,7 @@ async fn regression_a_rename_whose_upload_is_refused_changes_nothing() {
     let refused = || Some((Endpoint::Upload, status(400)));
     let case = Case {
         ttl_zero: false,
+        uncached: false,
         initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
         steps: vec![
             Step {
@@ -1435,6 +1457,7 @@ async fn regression_a_rename_whose_upload_is_refused_changes_nothing() {
 async fn regression_appends_after_an_empty_redirect_whose_replaced_delete_failed() {
     let case = Case {
         ttl_zero: false,
+        uncached: false,
         initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
         steps: vec![
             Step {
@@ -1471,6 +1494,7 @@ async fn regression_a_renamed_empty_file_overwritten_and_retried_stays_found() {
     let step = |fault, op| Step { fault, op };
     let case = Case {
         ttl_zero: true,
+        uncached: false,
         initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
         steps: vec![
             step(
@@ -1503,4 +1527,6 @@ async fn regression_a_renamed_empty_file_overwritten_and_retried_stays_found() {
         ],
     };
     run_case(&case, None).await.unwrap();
+    // With no content cache too: the renamed file's id is the server's.
+    run_case(&Case { uncached: true, ..case }, None).await.unwrap();
 }
