@@ -1,7 +1,7 @@
 //! Crash resume: finishing at mount the uploads and deletes that an earlier run journaled
 //! but did not confirm.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -28,25 +28,35 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    /// Uploads an earlier run journaled and did not confirm, read when the core is made:
-    /// each becomes a writer whose close failed (`resumed_writer`), sent by
-    /// `resume_pending`, and its client's kept listing is not served (it predates the
-    /// upload, which may have landed). Entries given up, abandoned or with a name the
-    /// upload cannot carry are `resume_pending`'s.
-    pub(super) fn inherit_journals(&self) {
-        for (path, j) in self.spool.pending() {
-            let resumable = j.account == self.opts.account
-                && !j.given_up
+    /// Uploads an earlier run journaled and did not confirm, read when the core is made
+    /// (and again by `resume_pending`, for entries that appeared since): each becomes a
+    /// writer whose close failed (`resumed_writer`), and its client's kept listing is
+    /// not served (it predates the upload, which may have landed). Entries given up,
+    /// abandoned or with a name the upload cannot carry are left to `resume_pending`.
+    /// Returns this account's entries, read once.
+    pub(super) fn inherit_journals(&self) -> Vec<(PathBuf, Journal)> {
+        let mine: Vec<(PathBuf, Journal)> = self
+            .spool
+            .pending()
+            .into_iter()
+            .filter(|(path, j)| {
+                let mine = j.account == self.opts.account;
+                if !mine {
+                    tracing::debug!("spool entry {} belongs to another account", path.display());
+                }
+                mine
+            })
+            .collect();
+        for (path, j) in &mine {
+            let resumable = !j.given_up
                 && !j.abandoned
                 && names::uncarriable(&j.name).is_none()
-                && self.writer_staged_at(&path).is_none();
-            if resumable {
-                let client = j.client;
-                if self.resumed_writer(&path, j).is_some() {
-                    self.st().resumed_clients.insert(client);
-                }
+                && self.writer_staged_at(path).is_none();
+            if resumable && self.resumed_writer(path, j.clone()).is_some() {
+                self.st().resumed_clients.insert(j.client);
             }
         }
+        mine
     }
 
     /// Staged bytes an earlier run wrote but never closed (the process died while a
@@ -135,10 +145,8 @@ impl<R: Remote> Core<R> {
         self.settle_owed_deletes(Priority::Background).await;
         let mut ours = Vec::new();
         let mut given_up = 0;
-        for (path, j) in self.spool.pending() {
-            if j.account != self.opts.account {
-                tracing::debug!("spool entry {} belongs to another account", path.display());
-            } else if j.given_up {
+        for (path, j) in self.inherit_journals() {
+            if j.given_up {
                 // Sent `MAX_SENDS` times unseen by an earlier run: kept, never sent again.
                 given_up += 1;
             } else if j.abandoned {
@@ -147,20 +155,14 @@ impl<R: Remote> Core<R> {
                 self.st().abandoned.insert(path, j);
             } else if let Some(ino) = self.writer_staged_at(&path) {
                 if !self.st().writer_ref(ino).is_some_and(|w| lock(w).life().unsent()) {
-                    // Accepted and waiting for its listing, or deferred: not resume's.
+                    // Accepted and waiting for its listing: not resume's.
                     continue;
                 }
-                // A writer of this run (a failed close, or an earlier resume's).
+                // An earlier run's journal, or a failed close of this run.
                 ours.push(ino);
             } else if names::uncarriable(&j.name).is_some() {
                 // Journaled by an older version: never sent, and worth no call.
                 self.give_up(&path, &mut j.clone()).await;
-            } else {
-                let client = j.client;
-                if let Some(ino) = self.resumed_writer(&path, j) {
-                    self.st().resumed_clients.insert(client);
-                    ours.push(ino);
-                }
             }
         }
         if given_up > 0 {
