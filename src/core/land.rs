@@ -283,23 +283,8 @@ impl<R: Remote> Core<R> {
             };
             let found = new_file_of(&files, name, size, &before, replaces);
             if let (Some(a), Some(id)) = (superseded, &found) {
-                let owed: HashSet<String> = self.st().owed_deletes.keys().cloned().collect();
-                leftovers.extend(
-                    files
-                        .iter()
-                        .filter(|f| {
-                            // As `find_attempts`: a copy of an earlier attempt may be
-                            // in the listing the mount already had, so only what was
-                            // listed before the first attempt is excluded.
-                            is_ours(f, name, &a.sizes, |other| {
-                                other == id
-                                    || a.before.iter().any(|b| b == other)
-                                    || replaces.iter().any(|r| r == other)
-                                    || owed.contains(other)
-                            })
-                        })
-                        .map(|f| f.id.clone()),
-                );
+                let exclude: Vec<String> = replaces.iter().chain([id]).cloned().collect();
+                leftovers.extend(self.attempts_in(&files, name, a, &exclude).into_iter().map(|f| f.id));
             }
             self.store_listing(client, files, started);
             match (uploaded, found) {
@@ -353,9 +338,19 @@ impl<R: Remote> Core<R> {
     ) -> CoreResult<Vec<RemoteFile>> {
         let started = Instant::now();
         let files = self.remote.list_files(client, prio).await?;
-        // A replaced file whose delete is still owed is nobody's copy: never adopted.
+        let ours = self.attempts_in(&files, name, a, exclude);
+        self.store_listing(client, files, started);
+        Ok(ours)
+    }
+
+    /// The copies in `files` that earlier unconfirmed uploads (`a`) of `name` may have
+    /// left: a new id (not listed before the first attempt, not in `exclude`) of one of
+    /// the sizes sent. A copy may be in the listing the mount already had, so only the
+    /// attempt record's `before` counts as listed before. A replaced file whose delete
+    /// is still owed is nobody's copy.
+    fn attempts_in(&self, files: &[RemoteFile], name: &str, a: &Attempts, exclude: &[String]) -> Vec<RemoteFile> {
         let owed: HashSet<String> = self.st().owed_deletes.keys().cloned().collect();
-        let ours = files
+        files
             .iter()
             .filter(|f| {
                 is_ours(f, name, &a.sizes, |id| {
@@ -363,9 +358,7 @@ impl<R: Remote> Core<R> {
                 })
             })
             .cloned()
-            .collect();
-        self.store_listing(client, files, started);
-        Ok(ours)
+            .collect()
     }
 
     /// Whether server file `id` holds exactly the staged bytes at `path` (downloads it,

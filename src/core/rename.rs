@@ -91,7 +91,10 @@ impl<R: Remote> Core<R> {
         let mut replaces = vec![src_id.clone()];
         replaces.extend(dst_file);
         replaces.extend(dst_leftovers.into_iter().map(|f| f.id));
-        let copy = self.copy_writer(client, src.ino, writer.is_some(), staged, new_name, replaces)?;
+        let origin = Origin::RenameCopy {
+            source_open: writer.is_some(),
+        };
+        let copy = self.copy_writer(client, src.ino, origin, staged, new_name, replaces)?;
         // The copy is a writer like any other: the one upload protocol sends it. A closed
         // file's copy is trusted on the server's 2xx (its id comes from a later listing);
         // an open one's is confirmed at once, since its writer carries on.
@@ -144,7 +147,7 @@ impl<R: Remote> Core<R> {
         &self,
         client: ClientId,
         src: Ino,
-        source_open: bool,
+        origin: Origin,
         staged: SpoolFile,
         new_name: &str,
         replaces: Vec<String>,
@@ -158,7 +161,7 @@ impl<R: Remote> Core<R> {
         };
         let mut w = Writer::new(client, new_name.to_string(), staged, size, replaces, Life::Staged);
         w.handles = 0;
-        w.origin = Origin::RenameCopy { source_open };
+        w.origin = origin;
         let mut st = self.st();
         // The renamed file keeps its mtime.
         if let Some(m) = st.nodes.get(&src).map(|n| self.attr_of(src, n, &st).mtime) {
@@ -264,10 +267,7 @@ impl<R: Remote> Core<R> {
         replaces.extend(replaced);
         let staged = self.copy_staged(&w).await?;
         // The first upload of these bytes: audited and cached as one (`Origin::Written`).
-        let copy = self.copy_writer(client, src, false, staged, new_name, replaces)?;
-        if let Some(c) = self.st().writer_ref(copy) {
-            lock(c).origin = Origin::Written;
-        }
+        let copy = self.copy_writer(client, src, Origin::Written, staged, new_name, replaces)?;
         let sent = self.upload_writer_held(copy, Priority::User).await;
         let life = self.st().writer_ref(copy).map(|c| lock(c).life().clone());
         // Opened and written while the copy went up: the writer carries on under the

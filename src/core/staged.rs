@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::error::CoreResult;
+use super::land::Confirm;
 use super::life::{Cycle, Event, Life, Wait};
 use super::spool::{Attempts, Journal, SpoolFile};
 use crate::remote::ClientId;
@@ -73,6 +74,24 @@ pub(super) enum Origin {
         /// confirms the copy at once, so the writer can take the copy's id.
         source_open: bool,
     },
+}
+
+impl Origin {
+    /// How an upload of these bytes is confirmed: a close's 2xx is trusted; a resumed
+    /// journal, and the copy of an open file (whose writer takes the copy's id), are
+    /// confirmed by one listing at once.
+    pub(super) fn confirm(self) -> Confirm {
+        match self {
+            Origin::Written | Origin::RenameCopy { source_open: false } => Confirm::Answer,
+            Origin::Resumed { .. } | Origin::RenameCopy { source_open: true } => Confirm::Listing,
+        }
+    }
+
+    /// A rename's copy: shown under its own name, audited as the rename, and holding
+    /// the source's bytes (whose cache entry moves along), so it is not cached again.
+    pub(super) fn is_copy(self) -> bool {
+        matches!(self, Origin::RenameCopy { .. })
+    }
 }
 
 impl Writer {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::error::{CoreError, CoreResult};
-use super::land::{Confirm, Earlier};
+use super::land::Earlier;
 use super::life::{Event, Life, Wait};
 use super::spool::{Attempts, Journal};
 use super::staged::{lock, Origin};
@@ -180,9 +180,9 @@ impl<R: Remote> Core<R> {
         }
         // The name the file shows now, for the new file to keep (read before landing:
         // landing forgets the file it replaces). A rename's copy shows its own name.
-        let shown = match origin {
-            Origin::RenameCopy { .. } => None,
-            Origin::Written | Origin::Resumed { .. } => {
+        let shown = match origin.is_copy() {
+            true => None,
+            false => {
                 let st = self.st();
                 match st.nodes.get(&ino).map(|n| &n.key) {
                     Some(Key::Local(l)) => st.locals.get(l).map(|(_, name, _)| name.clone()),
@@ -191,12 +191,10 @@ impl<R: Remote> Core<R> {
                 }
             }
         };
-        let confirm = match origin {
-            Origin::Written | Origin::RenameCopy { source_open: false } => Confirm::Answer,
-            Origin::Resumed { .. } | Origin::RenameCopy { source_open: true } => Confirm::Listing,
-        };
-        let landed = self.land(&path, &mut j, prior.as_ref(), compare, prio, confirm).await;
-        if !matches!(origin, Origin::RenameCopy { .. }) {
+        let landed = self
+            .land(&path, &mut j, prior.as_ref(), compare, prio, origin.confirm())
+            .await;
+        if !origin.is_copy() {
             // A rename's copy is recorded as the rename, by its caller.
             self.audit(Record {
                 op: Op::Upload,
@@ -247,8 +245,7 @@ impl<R: Remote> Core<R> {
             w.step(Event::Landed(Some(id.clone())));
             w.mtime
         };
-        if !matches!(origin, Origin::RenameCopy { .. }) {
-            // A rename's copy holds the source's bytes, whose cache entry moves along.
+        if !origin.is_copy() {
             self.cache_staged(&id, &path, j.size).await;
         }
         self.became(ino, client, &id, shown, j.size, mtime);
@@ -286,6 +283,7 @@ impl<R: Remote> Core<R> {
             }
         }
     }
+
     /// Writers whose data is not on the server yet (for shutdown and tests).
     pub fn pending_uploads(&self) -> usize {
         self.st()
