@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -52,22 +53,64 @@ pub(super) fn listing_priority() -> Priority {
     ASKER.try_with(|a| a.prio).unwrap_or(Priority::User)
 }
 
-/// One browsing process's listings.
-#[derive(Debug)]
-struct Listings {
-    /// Listings of it under way.
-    under_way: usize,
-    /// When its last listing arrived.
-    last: Instant,
-    /// When its last listing ended.
-    ended: Option<Instant>,
+/// What one process has under way (listings, or a file manager's content sniffs), and
+/// when the last of them started and ended.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Activity {
+    /// Under way now.
+    pub(super) under_way: usize,
+    /// When the last one started.
+    pub(super) started: Instant,
+    /// When the last one ended.
+    pub(super) ended: Option<Instant>,
+}
+
+impl Activity {
+    /// Something started or ended within `gap` before `now`.
+    pub(super) fn within(&self, gap: Duration, now: Instant) -> bool {
+        let recent = |t: Instant| now.duration_since(t) < gap;
+        recent(self.started) || self.ended.is_some_and(recent)
+    }
+}
+
+/// [`Activity`] per process: the record behind telling a person's click from what a
+/// file manager does on its own (item counts here, content sniffs in `state.rs`).
+#[derive(Debug, Default)]
+pub(super) struct PerProcess {
+    by_process: HashMap<u32, Activity>,
+}
+
+impl PerProcess {
+    /// `process` starts one now: its activity as it was before (`None`: nothing known).
+    /// Processes with nothing under way and nothing within `keep` are forgotten first.
+    pub(super) fn start(&mut self, process: u32, keep: Duration) -> Option<Activity> {
+        let now = Instant::now();
+        self.by_process.retain(|_, a| a.under_way > 0 || a.within(keep, now));
+        let before = self.by_process.get(&process).copied();
+        let a = self.by_process.entry(process).or_insert(Activity {
+            under_way: 0,
+            started: now,
+            ended: None,
+        });
+        a.under_way += 1;
+        a.started = now;
+        before
+    }
+
+    /// One that `process` started has ended.
+    pub(super) fn end(&mut self, process: u32) {
+        if let Some(a) = self.by_process.get_mut(&process) {
+            a.under_way = a.under_way.saturating_sub(1);
+            a.ended = Some(Instant::now());
+        }
+    }
 }
 
 /// Listings under way and just ended, per browsing process, for telling a count from a
 /// click.
 #[derive(Debug, Default)]
 pub(super) struct Bursts {
-    by_process: HashMap<u32, Listings>,
+    listings: PerProcess,
 }
 
 /// One listing of a process under way; counted out when dropped.
@@ -82,10 +125,7 @@ impl Drop for Asking {
     fn drop(&mut self) {
         if let Some((bursts, process)) = &self.counted {
             let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(l) = b.by_process.get_mut(process) {
-                l.under_way = l.under_way.saturating_sub(1);
-                l.ended = Some(Instant::now());
-            }
+            b.listings.end(*process);
         }
     }
 }
@@ -116,18 +156,12 @@ impl Bursts {
         };
         let now = Instant::now();
         let recent = |t: Instant| now.duration_since(t) < BURST_GAP;
-        let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
-        b.by_process
-            .retain(|_, l| l.under_way > 0 || recent(l.last) || l.ended.is_some_and(recent));
-        let l = b.by_process.entry(browser.process).or_insert(Listings {
-            under_way: 0,
-            last: now,
-            ended: None,
-        });
-        let concurrent = l.under_way > 0 && recent(l.last);
-        let in_turn = browser.file_manager && l.ended.is_some_and(recent);
-        l.under_way += 1;
-        l.last = now;
+        let before = {
+            let mut b = bursts.lock().unwrap_or_else(|p| p.into_inner());
+            b.listings.start(browser.process, BURST_GAP)
+        };
+        let concurrent = before.is_some_and(|a| a.under_way > 0 && recent(a.started));
+        let in_turn = browser.file_manager && before.is_some_and(|a| a.ended.is_some_and(recent));
         let prio = if concurrent || in_turn {
             Priority::Count
         } else {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use super::bursts::PerProcess;
 use super::content::Entry;
 use super::spool::Journal;
 use super::staged::Writer;
@@ -338,29 +339,20 @@ pub(super) fn fresh(at: Instant, ttl: Duration, since: Option<Instant>) -> bool 
 /// row (a folder being shown) stay previews.
 #[derive(Debug, Default)]
 pub(super) struct Sniffs {
-    by_process: HashMap<u32, (usize, Option<Instant>)>,
+    sniffs: PerProcess,
 }
 
 impl Sniffs {
     /// Count a sniff by `process` starting now; whether it stands alone (a click).
     pub(super) fn start(&mut self, process: u32, gap: Duration) -> bool {
         let now = Instant::now();
-        self.by_process.retain(|_, (under_way, last)| {
-            *under_way > 0 || last.is_some_and(|l| now.duration_since(l) < Duration::from_secs(60))
-        });
-        let (under_way, last) = self.by_process.entry(process).or_insert((0, None));
-        let alone = *under_way == 0 && last.is_none_or(|l| now.duration_since(l) >= gap);
-        *under_way += 1;
-        *last = Some(now);
-        alone
+        let before = self.sniffs.start(process, Duration::from_secs(60));
+        before.is_none_or(|a| a.under_way == 0 && !a.within(gap, now))
     }
 
     /// A sniff by `process` ended (its handle was released).
     pub(super) fn end(&mut self, process: u32) {
-        if let Some((under_way, last)) = self.by_process.get_mut(&process) {
-            *under_way = under_way.saturating_sub(1);
-            *last = Some(Instant::now());
-        }
+        self.sniffs.end(process);
     }
 }
 
