@@ -31,10 +31,11 @@ const FILE_MANAGERS: &[&str] = &[
 /// each image three times; its copies run in the GIO pool threads (`pool-pcmanfm`).
 const PREVIEW_THREADS: &[&str] = &["loader"];
 
-/// Who is reading: the calling thread `tid` (the FUSE request's pid) opening with
-/// `flags`. Reads `/proc` for the names and leaves the rule to `classify`.
-pub(super) fn reader_of(tid: u32, flags: i32) -> Reader {
-    let Some(tgid) = process_of(tid) else {
+/// Who is reading: the calling thread `tid` (the FUSE request's pid) of process `tgid`
+/// ([`process_of`]) opening with `flags`. Reads `/proc` for the names and leaves the
+/// rule to `classify`.
+pub(super) fn reader_of(tgid: Option<u32>, tid: u32, flags: i32) -> Reader {
+    let Some(tgid) = tgid else {
         return Reader::User; // outside our pid namespace: cannot tell
     };
     let process = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();

@@ -264,17 +264,17 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let core = self.core.clone();
         self.spawn(req.uid(), span, async move {
             // Who reads decides the download's priority (reading /proc: off the session thread).
+            let process = caller::process_of(pid);
             let reader = if mode.write {
                 Reader::User
             } else {
-                reader_of(pid, flags.0)
+                reader_of(process, pid, flags.0)
             };
             tracing::debug!(?reader, "open by");
-            let process = caller::process_of(pid);
             match unless_killed(pid, core.open_for_by(ino.0, mode, reader, process)).await {
                 Ok(o) => {
                     if mode.write {
-                        core.opened_by(o.fh, caller::process_of(pid));
+                        core.opened_by(o.fh, process);
                     }
                     let mut f = write_only_flags(acc);
                     if o.keep_cache {
