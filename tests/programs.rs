@@ -33,7 +33,8 @@ fn calls(store: &Store) -> Calls {
 
 /// The calls once the mount is done: the listing that learns an upload's id comes a
 /// moment after the save returned (one per batch, `CONFIRM_SETTLE` after the last
-/// upload), so wait for the counts to reach `want`, then check they stay there.
+/// upload), so wait for the counts to reach `want`, then check they stay there for
+/// longer than `CONFIRM_SETTLE` (a listing still to come would be counted).
 /// What `n` saves over an existing file cost: an upload each, a delete of what each
 /// replaced, and a listing each that learns the new file's id.
 fn saves(n: u64) -> Calls {
@@ -50,7 +51,7 @@ fn settled(store: &Store, want: Calls) {
     while calls(store) != want && t0.elapsed() < std::time::Duration::from_secs(20) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(intakeq_fs::core::CONFIRM_SETTLE + std::time::Duration::from_millis(700));
     assert_eq!(calls(store), want);
 }
 
@@ -174,6 +175,53 @@ fn vim_saves_twice_with_one_upload_each_no_warning_and_no_swap_file_on_the_serve
         "no swap file ever reached it"
     );
     settled(&srv.store, saves(2));
+}
+
+/// vim's `:w` twice in a row, the second before the first save's confirming listing:
+/// the second uploads at once and its listing names the first save's file, which goes.
+/// 2 uploads, 2 deletes, 1 listing for both saves (a listing fewer than two apart).
+#[test]
+fn vim_saving_twice_in_a_row_costs_one_listing_for_both() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let text: String = (0..200).map(|i| format!("line {i} of a ten kilobyte note\n")).collect();
+    let src = home.path().join("note.txt");
+    fs::write(&src, &text).unwrap();
+    let dir = m.p("clients/1002");
+    ok("cp", &[&src, &dir.join("note.txt")]);
+    // The copy's own confirming listing comes CONFIRM_SETTLE (2 s) later: not counted.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    srv.store.reset_counts();
+    let vim = Tty::start(&dir, home.path(), "vim note.txt");
+    vim.wait_screen("note.txt");
+    // Both saves in one burst of keys: the second comes well within CONFIRM_SETTLE.
+    vim.keys(&[
+        "Go",
+        "first edit",
+        "Escape",
+        ":w",
+        "Enter",
+        "Go",
+        "second edit",
+        "Escape",
+        ":w",
+        "Enter",
+    ]);
+    let want = format!("{text}first edit\nsecond edit\n");
+    wait_for(|| bytes_of(&srv.store, 1002, "note.txt") == [want.as_bytes().to_vec()]);
+    assert!(!vim.screen().contains("WARNING"), "{}", vim.screen());
+    vim.keys(&[":q", "Enter"]);
+    settled(
+        &srv.store,
+        Calls {
+            upload: 2,
+            delete: 2,
+            list_files: 1,
+            download: 0,
+        },
+    );
+    assert_eq!(names(&srv.store, 1002), ["note.txt", "other.txt"]);
 }
 
 #[test]
