@@ -13,28 +13,6 @@ use std::process::Command;
 use common::*;
 use intakeq_fs::fake::store::{Endpoint, Store};
 
-/// The calls a piece of work cost, by endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Calls {
-    upload: u64,
-    delete: u64,
-    list_files: u64,
-    download: u64,
-}
-
-fn calls(store: &Store) -> Calls {
-    Calls {
-        upload: store.count(Endpoint::Upload),
-        delete: store.count(Endpoint::Delete),
-        list_files: store.count(Endpoint::ListFiles),
-        download: store.count(Endpoint::Download),
-    }
-}
-
-/// The calls once the mount is done: the listing that learns an upload's id comes a
-/// moment after the save returned (one per batch, `CONFIRM_SETTLE` after the last
-/// upload), so wait for the counts to reach `want`, then check they stay there for
-/// longer than `CONFIRM_SETTLE` (a listing still to come would be counted).
 /// What `n` saves over an existing file cost: an upload each, a delete of what each
 /// replaced, and a listing each that learns the new file's id.
 fn saves(n: u64) -> Calls {
@@ -44,15 +22,6 @@ fn saves(n: u64) -> Calls {
         list_files: n,
         download: 0,
     }
-}
-
-fn settled(store: &Store, want: Calls) {
-    let t0 = std::time::Instant::now();
-    while calls(store) != want && t0.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(intakeq_fs::core::CONFIRM_SETTLE + std::time::Duration::from_millis(700));
-    assert_eq!(calls(store), want);
 }
 
 fn names(store: &Store, client: u64) -> Vec<String> {

@@ -245,3 +245,35 @@ pub fn account() -> Store {
     s.add_file(1002, "other.txt", None, &b"other client"[..]);
     s
 }
+
+/// The calls a piece of work cost, by endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Calls {
+    pub upload: u64,
+    pub delete: u64,
+    pub list_files: u64,
+    pub download: u64,
+}
+
+pub fn calls(store: &Store) -> Calls {
+    use intakeq_fs::fake::store::Endpoint;
+    Calls {
+        upload: store.count(Endpoint::Upload),
+        delete: store.count(Endpoint::Delete),
+        list_files: store.count(Endpoint::ListFiles),
+        download: store.count(Endpoint::Download),
+    }
+}
+
+/// The calls once the mount is done: the listing that learns an upload's id comes a
+/// moment after the save returned (one per batch, `CONFIRM_SETTLE` after the last
+/// upload), so wait (at most 20 s) for the counts to reach `want`, then check they stay
+/// there for longer than `CONFIRM_SETTLE` (a listing still to come would be counted).
+pub fn settled(store: &Store, want: Calls) {
+    let t0 = Instant::now();
+    while calls(store) != want && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(intakeq_fs::core::CONFIRM_SETTLE + Duration::from_millis(700));
+    assert_eq!(calls(store), want);
+}

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use intakeq_fs::fake::store::{Endpoint, Store};
+use intakeq_fs::fake::store::Store;
 
 use crate::common::{bin, mount_in, Mount, Server};
 
@@ -505,35 +505,6 @@ fn wait_listening(smbd: &mut Smbd, port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-/// The calls a piece of work cost, by endpoint (as tests/programs.rs counts them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Calls {
-    pub upload: u64,
-    pub delete: u64,
-    pub list_files: u64,
-    pub download: u64,
-}
-
-pub fn calls(store: &Store) -> Calls {
-    Calls {
-        upload: store.count(Endpoint::Upload),
-        delete: store.count(Endpoint::Delete),
-        list_files: store.count(Endpoint::ListFiles),
-        download: store.count(Endpoint::Download),
-    }
-}
-
-/// Wait (at most 20 s) for the counts to reach `want` (the confirming listing comes
-/// `CONFIRM_SETTLE` after the last upload), then check they stay there a moment.
-pub fn settled(store: &Store, want: Calls) {
-    let t0 = Instant::now();
-    while calls(store) != want && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(calls(store), want);
 }
 
 /// The names a client holds on the server, sorted.
