@@ -251,6 +251,33 @@ fn busy_account() -> intakeq_fs::fake::store::Store {
     s
 }
 
+/// `thumb` (a thumbnailer by its name) started on client 1001's 30 scans, once their
+/// folder is listed; returned when it has taken every slot it may (the mount's 2 calls,
+/// the listing and its first downloads: 6 of them, stopped 2 short of the minute's 10)
+/// and its next download waits.
+fn thumbnailing_30_scans(m: &Mount, srv: &Server, thumb: &std::path::Path) -> std::process::Child {
+    ok("ls", &[&m.p("clients/1001")]);
+    let scans: Vec<String> = (1..=30)
+        .map(|i| {
+            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let child = std::process::Command::new(thumb)
+        .args(&scans)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    child
+}
+
 /// At the real limits (10 a minute), a thumbnailer reading a client's 30 scans takes
 /// what the minute has but its last 2 slots: a person opening a file in another client
 /// meanwhile (its folder's listing and its download) is served at once, not after the
@@ -261,27 +288,7 @@ fn a_person_opens_a_file_at_once_while_a_thumbnailer_reads_30_scans() {
     let m = mount(&srv, &["--rate-limit", "10"]);
     let tools = tempfile::tempdir().unwrap();
     let thumb = cat_named(tools.path(), "tumblerd");
-    ok("ls", &[&m.p("clients/1001")]);
-    let scans: Vec<String> = (1..=30)
-        .map(|i| {
-            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let mut thumbnailer = std::process::Command::new(&thumb)
-        .args(&scans)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The thumbnailer takes every slot it may (the mount's 2 calls, the listing, and
-    // its first downloads).
-    let t0 = std::time::Instant::now();
-    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut thumbnailer = thumbnailing_30_scans(&m, &srv, &thumb);
     let previews = srv.store.count(Endpoint::Download);
     assert_eq!(
         previews, 6,
@@ -315,25 +322,7 @@ fn a_file_managers_lone_sniff_is_a_click_served_while_a_thumbnailer_reads_30_sca
     // GNU dd opens with O_NOATIME when asked: the shape of GIO's content sniff.
     let thunar = tools.path().join("thunar");
     std::fs::copy("/bin/dd", &thunar).unwrap();
-    ok("ls", &[&m.p("clients/1001")]);
-    let scans: Vec<String> = (1..=30)
-        .map(|i| {
-            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let mut thumbnailer = std::process::Command::new(&thumb)
-        .args(&scans)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut thumbnailer = thumbnailing_30_scans(&m, &srv, &thumb);
     assert_eq!(
         srv.store.count(Endpoint::Download),
         6,
@@ -373,25 +362,7 @@ fn a_person_opens_at_once_the_file_a_thumbnailer_is_waiting_to_download() {
     let m = mount(&srv, &["--rate-limit", "10"]);
     let tools = tempfile::tempdir().unwrap();
     let thumb = cat_named(tools.path(), "tumblerd");
-    ok("ls", &[&m.p("clients/1001")]);
-    let scans: Vec<String> = (1..=30)
-        .map(|i| {
-            m.p(&format!("clients/1001/scan-{i:02}.jpg"))
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let mut thumbnailer = std::process::Command::new(&thumb)
-        .args(&scans)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while srv.store.count(Endpoint::Download) < 6 && t0.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut thumbnailer = thumbnailing_30_scans(&m, &srv, &thumb);
     assert_eq!(
         srv.store.count(Endpoint::Download),
         6,

@@ -1425,107 +1425,105 @@ async fn regression_a_rename_given_up_does_not_take_a_later_one_with_it() {
     assert_eq!(cat(&h, "a.txt").await, b"x");
 }
 
+/// A case on an empty account, each step `(fault, op)`.
+fn case_of(ttl_zero: bool, steps: Vec<(Option<(Endpoint, Fault)>, Op)>) -> Case {
+    Case {
+        ttl_zero,
+        uncached: false,
+        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
+        steps: steps.into_iter().map(|(fault, op)| Step { fault, op }).collect(),
+    }
+}
+
+fn empty() -> Data {
+    Data(Vec::new())
+}
+
 #[tokio::test]
 async fn regression_a_rename_whose_upload_is_refused_changes_nothing() {
     // A file whose close was refused (400) is renamed, and the upload under the new
     // name is refused too: the rename fails, and the bytes stay pending under the old
     // name (before, the rename took effect locally and still reported the failure).
     let refused = || Some((Endpoint::Upload, status(400)));
-    let case = Case {
-        ttl_zero: false,
-        uncached: false,
-        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
-        steps: vec![
-            Step {
-                fault: refused(),
-                op: Op::Create {
-                    c: 0,
-                    n: 0,
-                    data: Data(b"ab".to_vec()),
-                },
-            },
-            Step {
-                fault: refused(),
-                op: Op::Rename { c: 0, from: 0, to: 1 },
-            },
+    let data = Data(b"ab".to_vec());
+    let case = case_of(
+        false,
+        vec![
+            (refused(), Op::Create { c: 0, n: 0, data }),
+            (refused(), Op::Rename { c: 0, from: 0, to: 1 }),
         ],
-    };
+    );
     run_case(&case, None).await.unwrap();
 }
 
 #[tokio::test]
 async fn regression_appends_after_an_empty_redirect_whose_replaced_delete_failed() {
-    let case = Case {
-        ttl_zero: false,
-        uncached: false,
-        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
-        steps: vec![
-            Step {
-                fault: None,
-                op: Op::Redirect {
+    let case = case_of(
+        false,
+        vec![
+            (
+                None,
+                Op::Redirect {
                     c: 0,
                     n: 0,
-                    data: Data(Vec::new()),
+                    data: empty(),
                 },
-            },
-            Step {
-                fault: Some((Endpoint::Delete, status(500))),
-                op: Op::Append {
+            ),
+            (
+                Some((Endpoint::Delete, status(500))),
+                Op::Append {
                     c: 0,
                     n: 0,
-                    data: Data(Vec::new()),
+                    data: empty(),
                 },
-            },
-            Step {
-                fault: None,
-                op: Op::Append {
+            ),
+            (
+                None,
+                Op::Append {
                     c: 0,
                     n: 0,
                     data: Data(b"a".to_vec()),
                 },
-            },
+            ),
         ],
-    };
+    );
     run_case(&case, None).await.unwrap();
 }
 
 #[tokio::test]
 async fn regression_a_renamed_empty_file_overwritten_and_retried_stays_found() {
-    let step = |fault, op| Step { fault, op };
-    let case = Case {
-        ttl_zero: true,
-        uncached: false,
-        initial: vec![Vec::new(); CLIENTS.len() * NAMES.len()],
-        steps: vec![
-            step(
+    let case = case_of(
+        true,
+        vec![
+            (
                 None,
                 Op::Redirect {
                     c: 1,
                     n: 0,
-                    data: Data(Vec::new()),
+                    data: empty(),
                 },
             ),
-            step(None, Op::Rename { c: 1, from: 0, to: 1 }),
-            step(
+            (None, Op::Rename { c: 1, from: 0, to: 1 }),
+            (
                 Some((Endpoint::ListFiles, status(500))),
                 Op::Overwrite {
                     c: 1,
                     n: 1,
-                    data: Data(Vec::new()),
+                    data: empty(),
                 },
             ),
-            step(None, Op::Truncate { c: 1, n: 0, len: 0 }),
-            step(None, Op::Retry),
-            step(
+            (None, Op::Truncate { c: 1, n: 0, len: 0 }),
+            (None, Op::Retry),
+            (
                 Some((Endpoint::Download, Fault::CutBody { bytes: 0 })),
                 Op::Append {
                     c: 1,
                     n: 1,
-                    data: Data(Vec::new()),
+                    data: empty(),
                 },
             ),
         ],
-    };
+    );
     run_case(&case, None).await.unwrap();
     // With no content cache too: the renamed file's id is the server's.
     run_case(&Case { uncached: true, ..case }, None).await.unwrap();

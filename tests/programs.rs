@@ -103,16 +103,23 @@ fn rand_suffix(p: &Path) -> u64 {
     intakeq_fs::core::names::fnv1a(p.as_os_str().as_encoded_bytes())
 }
 
+/// A 10 KiB note copied into client 1002 as `note.txt` (from `home`): its text and the
+/// client's directory.
+fn ten_kib_note(m: &Mount, home: &Path) -> (String, std::path::PathBuf) {
+    let text: String = (0..200).map(|i| format!("line {i} of a ten kilobyte note\n")).collect();
+    let src = home.join("note.txt");
+    fs::write(&src, &text).unwrap();
+    let dir = m.p("clients/1002");
+    ok("cp", &[&src, &dir.join("note.txt")]);
+    (text, dir)
+}
+
 #[test]
 fn vim_saves_twice_with_one_upload_each_no_warning_and_no_swap_file_on_the_server() {
     let srv = server(account());
     let m = mount(&srv, &[]);
     let home = tempfile::tempdir().unwrap();
-    let text: String = (0..200).map(|i| format!("line {i} of a ten kilobyte note\n")).collect();
-    let src = home.path().join("note.txt");
-    fs::write(&src, &text).unwrap();
-    let dir = m.p("clients/1002");
-    ok("cp", &[&src, &dir.join("note.txt")]);
+    let (text, dir) = ten_kib_note(&m, home.path());
     srv.store.reset_counts();
     let vim = Tty::start(&dir, home.path(), "vim note.txt");
     vim.wait_screen("note.txt");
@@ -154,11 +161,7 @@ fn vim_saving_twice_in_a_row_costs_one_listing_for_both() {
     let srv = server(account());
     let m = mount(&srv, &[]);
     let home = tempfile::tempdir().unwrap();
-    let text: String = (0..200).map(|i| format!("line {i} of a ten kilobyte note\n")).collect();
-    let src = home.path().join("note.txt");
-    fs::write(&src, &text).unwrap();
-    let dir = m.p("clients/1002");
-    ok("cp", &[&src, &dir.join("note.txt")]);
+    let (text, dir) = ten_kib_note(&m, home.path());
     // The copy's own confirming listing comes CONFIRM_SETTLE (2 s) later: not counted.
     std::thread::sleep(std::time::Duration::from_secs(3));
     srv.store.reset_counts();
