@@ -1195,6 +1195,27 @@ async fn a_second_save_before_the_first_is_listed_costs_what_any_save_costs() {
     );
 }
 
+/// `: > notes.txt` right after a save (before its confirming listing): the open empties
+/// the file, and its close, with nothing written, waits for the last release as a
+/// redirect's first close does (no empty upload while the command runs); at the release
+/// it is due at once, not held as a new empty file awaiting its name (`HOLD_EMPTY`).
+#[tokio::test]
+async fn a_file_emptied_right_after_a_save_goes_up_at_its_release_not_at_its_first_close() {
+    let t = setup();
+    t.cat("/clients/1001/notes.txt").await.unwrap();
+    save(&t, b"first save\n").await;
+    t.store.reset_counts();
+    let ino = t.path("/clients/1001/notes.txt").await.unwrap();
+    let o = t.core.open(ino, trunc()).await.unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    assert_eq!(t.store.count(Endpoint::Upload), 0, "the first close uploads nothing");
+    t.core.release(o.fh);
+    assert_eq!(t.core.upload_due(false).await, 1, "due at its release");
+    let files = t.store.files_named(1001, "notes.txt");
+    assert_eq!(files.len(), 1);
+    assert!(files[0].data.is_empty());
+}
+
 /// The same with a second save of the first one's size: then the listing could not tell
 /// the new file from the first save's, so that one is looked for first (a listing more).
 #[tokio::test]
