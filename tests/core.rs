@@ -731,6 +731,47 @@ async fn a_file_whose_upload_resumes_at_mount_is_found_meanwhile() {
     assert_eq!(store.files_named(1002, "resumed.txt").len(), 1);
 }
 
+/// While an earlier run's journaled upload is being sent again, the client's listing is
+/// not held back as for a batch of this mount's own (whose files the mount shows): a file
+/// added on the server meanwhile is found once the listing is due.
+#[tokio::test]
+async fn a_resumed_upload_under_way_does_not_hold_its_clients_listing_back() {
+    use intakeq_fs::core::spool::{Attempts, Journal, Spool};
+    let store = account();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A deferred close's journal: nothing sent yet, so nothing to look for first.
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let sf = spool.create().unwrap();
+        std::io::Write::write_all(&mut &sf.file, b"resumed bytes").unwrap();
+        let mut j = Journal::new("test-account", 1002, "resumed.txt", Vec::new(), 13);
+        j.attempts = Some(Attempts::default());
+        spool.commit(&sf.file, &sf.path, &j).await.unwrap();
+    }
+    let core = {
+        let mut o = opts(dir.path());
+        o.metadata_ttl = std::time::Duration::ZERO;
+        std::sync::Arc::new(Core::new(MemRemote::new(store.clone()), o).unwrap())
+    };
+    ino_at(&core, "clients/1002/other.txt").await.unwrap();
+    store.add_file(1002, "web.txt", None, &b"added in the web app"[..]);
+    store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Delay(std::time::Duration::from_millis(300)),
+        Some(1),
+    );
+    let resume = tokio::spawn({
+        let core = core.clone();
+        async move { core.resume_pending().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        read_through(&core, "clients/1002/web.txt").await,
+        b"added in the web app"
+    );
+    assert_eq!(resume.await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked() {
     let t = setup();
