@@ -477,3 +477,52 @@ fn du_over_many_clients_fails_fast_and_leaves_the_headroom() {
     assert!(ok("ls", &[&m.p("clients/1040")]).contains("intake.txt"));
     assert_eq!(srv.store.total_requests() - before, 7);
 }
+
+/// A thumbnailer that maps the file instead of reading it (private or shared, read-only)
+/// still gets its bytes, though a preview's handle reads past the page cache (the mount
+/// asks the kernel for `FUSE_DIRECT_IO_ALLOW_MMAP`).
+#[test]
+fn a_thumbnailer_can_map_the_file_it_previews() {
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let path = m.p("clients/1001/Insurance/card.png");
+    for flag in [libc::MAP_PRIVATE, libc::MAP_SHARED] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "thumbnailer_maps", "--nocapture"])
+            .env("IQFS_MAP_PATH", &path)
+            .env("IQFS_MAP_FLAG", flag.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once("MAPPED ").map(|(_, r)| r.trim().to_string()));
+        assert_eq!(line.as_deref(), Some("5000 bytes of 7"), "flag {flag}: {stdout}");
+    }
+    assert_eq!(srv.store.count(Endpoint::Download), 1, "one download for both");
+}
+
+/// Not a test: the child process of `a_thumbnailer_can_map_the_file_it_previews`, named
+/// `tumblerd`, mapping the file read-only with the given flag.
+#[test]
+#[ignore = "helper, run in a child process"]
+fn thumbnailer_maps() {
+    use std::os::fd::AsRawFd;
+    let (Ok(path), Ok(flag)) = (std::env::var("IQFS_MAP_PATH"), std::env::var("IQFS_MAP_FLAG")) else {
+        return;
+    };
+    let pid = std::process::id();
+    std::fs::write(format!("/proc/self/task/{pid}/comm"), "tumblerd").unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let flag: i32 = flag.parse().unwrap();
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, flag, f.as_raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        println!("MAPPED failed: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
+    let all_seven = bytes.iter().all(|b| *b == 7);
+    println!("MAPPED {len} bytes of {}", if all_seven { "7" } else { "other" });
+    unsafe { libc::munmap(p, len) };
+}

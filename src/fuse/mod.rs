@@ -72,6 +72,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Attributes travel with directory entries: `ls -l` and `find` need no lookups.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // A preview's handle reads past the page cache (`Opened::direct`); a previewer
+        // that maps the file shared still may (kernel 6.6 and later: older kernels
+        // refuse the flag and such a map fails with ENODEV, a preview missed).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         Ok(())
