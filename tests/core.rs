@@ -772,6 +772,53 @@ async fn a_resumed_upload_under_way_does_not_hold_its_clients_listing_back() {
     assert_eq!(resume.await.unwrap(), 1);
 }
 
+/// A temp file written again while its rename's upload is under way (opened by its old
+/// name meanwhile): the rename lands the copy, and the file carries on under the new name;
+/// its later upload replaces that copy, so the server ends with one file of the last bytes.
+#[tokio::test]
+async fn a_temp_file_written_while_its_rename_uploads_carries_on_under_the_new_name() {
+    let t = std::sync::Arc::new(setup());
+    let top = t.path("/clients/1001").await.unwrap();
+    let (_, o) = t.core.create(top, "sedX1b2C3").await.unwrap();
+    t.core.write(o.fh, 0, b"first").await.unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    assert_eq!(t.store.count(Endpoint::Upload), 0, "a temp file waits for its rename");
+    t.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Delay(std::time::Duration::from_millis(300)),
+        Some(1),
+    );
+    let rename = tokio::spawn({
+        let t = t.clone();
+        async move { t.core.rename(top, "sedX1b2C3", top, "saved.txt", false).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let ino = t.path("/clients/1001/sedX1b2C3").await.unwrap();
+    let o = t
+        .core
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: false,
+            },
+        )
+        .await
+        .unwrap();
+    t.core.write(o.fh, 5, b" and more").await.unwrap();
+    t.core.flush(o.fh).await.unwrap();
+    t.core.release(o.fh);
+    rename.await.unwrap().unwrap();
+    assert_eq!(t.cat("/clients/1001/saved.txt").await.unwrap(), b"first and more");
+    t.core.upload_due(true).await;
+    t.core.confirm_due(true).await;
+    let files = t.store.files_named(1001, "saved.txt");
+    assert_eq!(files.len(), 1, "the copy was replaced");
+    assert_eq!(&files[0].data[..], b"first and more");
+    assert!(t.store.files_named(1001, "sedX1b2C3").is_empty());
+}
+
 #[tokio::test]
 async fn mkdir_like_operations_are_not_in_the_core_and_dirs_cannot_be_unlinked() {
     let t = setup();

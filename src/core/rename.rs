@@ -299,8 +299,17 @@ impl<R: Remote> Core<R> {
             }
             (Ok(()), Some(Life::Unconfirmed { .. })) => {
                 if carried_on {
-                    // The copy is confirmed by a later listing on its own inode.
-                    self.rename_writer(client, src, &w, new_name, None);
+                    // Its next upload must replace the copy, whose id one listing learns
+                    // now (a rare race: the temp file written while its rename went up).
+                    let copy_w = self.st().writer(copy);
+                    if let Err(e) = self.confirm_now(client, Priority::User).await {
+                        tracing::debug!("the renamed copy's listing failed: {e}; both may remain");
+                    }
+                    let landed = copy_w.and_then(|c| match lock(&c).life() {
+                        Life::Landed { id } => id.clone(),
+                        _ => None,
+                    });
+                    self.rename_writer(client, src, &w, new_name, landed);
                 } else {
                     self.end_writer(src, &w);
                     let mut st = self.st();
