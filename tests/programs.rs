@@ -231,6 +231,32 @@ fn sed_i_is_one_upload_and_its_temp_file_never_reaches_the_server() {
     assert_eq!(fs::read(&file).unwrap(), b"goodbye notes\n");
 }
 
+/// `sed -i` when the server refuses the upload: its rename is the save, so it fails and
+/// sed says so; the file keeps its old bytes, on the server and in the mount.
+#[test]
+fn sed_i_whose_upload_is_refused_fails_and_changes_nothing() {
+    use intakeq_fs::fake::store::Fault;
+    let srv = server(account());
+    let m = mount(&srv, &[]);
+    let file = m.p("clients/1001/notes.txt");
+    ok("cat", &[&file]);
+    srv.store.push_fault(
+        Some(Endpoint::Upload),
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+        None,
+    );
+    let out = run("sed", &[&"-i", &"s/hello/goodbye/", &file]);
+    assert!(!out.status.success(), "sed reports the failed save");
+    assert!(stderr_of(&out).contains("cannot rename"), "{}", stderr_of(&out));
+    srv.store.clear_faults();
+    assert_eq!(bytes_of(&srv.store, 1001, "notes.txt"), [b"hello notes\n".to_vec()]);
+    assert_eq!(fs::read(&file).unwrap(), b"hello notes\n");
+    assert_eq!(srv.store.count(Endpoint::Delete), 0, "nothing replaced");
+}
+
 #[test]
 fn two_rsync_runs_into_twins_replace_only_the_file_shown_under_the_name() {
     let store = account();
